@@ -1,0 +1,66 @@
+"""The ingest flow: any supported source -> one normalised cohort in object storage.
+
+Chunks of records are processed in parallel (bounded by ``workers``) and each writes its own
+image part; the finaliser writes boxes, quarantine and, last, the manifest. Every input record
+ends in the cohort or in quarantine.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks.ingest import (FILE_SOURCES, PHANTOM_SOURCES, SOURCES, finalize, ingest_chunk,
+                          list_source_records)
+from tasks.progress import Progress
+
+
+@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
+def ingest_flow(source: str, out: str, input: str | None = None, size: int = 64,
+                n: int = 1000, seed: int = 0, prevalence: float = 0.5,
+                shortcut_rate: float = 0.0, finding: str | None = None,
+                chunk_size: int = 256) -> dict:
+    """Ingest ``source`` into the cohort at ``out``; returns the manifest.
+
+    Args:
+        source: one of ``phantom-cxr``, ``phantom-brain``, ``rsna``, ``nih``, ``folder``.
+        out: cohort URL (local path or ``s3://``).
+        input: input root (rsna, nih) or CSV / COCO JSON file (folder).
+        size: square side of stored images in pixels.
+        n, seed, prevalence, shortcut_rate: phantom options.
+        finding: the positive finding for ``nih`` (e.g. ``Pneumonia``) or ``folder`` COCO input.
+        chunk_size: images per part / task.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    futures, quarantine, extra = [], [], {"size": size}
+    if source in PHANTOM_SOURCES:
+        phantom = {"seed": seed, "prevalence": prevalence, "shortcut_rate": shortcut_rate}
+        extra["phantom"] = {"n": n, **phantom}
+        for k, start in enumerate(range(0, n, chunk_size)):
+            futures.append(ingest_chunk.submit(out, k, source, indices=(start, min(n, start + chunk_size)),
+                                               size=size, phantom=phantom))
+    else:
+        if not input:
+            raise ValueError(f"--input is required for source {source!r}")
+        opts = {"finding": finding} if finding and source in ("nih", "folder") else {}
+        records, quarantine = list_source_records(source, input, **opts)
+        root = input if source in ("rsna", "nih") else _parent(input)
+        bits = 16 if source in FILE_SOURCES else 8
+        extra["input_records"] = len(records) + len(quarantine)
+        for k, start in enumerate(range(0, len(records), chunk_size)):
+            futures.append(ingest_chunk.submit(out, k, source, records=records[start:start + chunk_size],
+                                               input_root=root, size=size, bits=bits))
+    bar = Progress(len(futures), f"ingest {source}")
+    parts = []
+    for fut in futures:
+        parts.append(fut.result())  # raises if a chunk failed: the flow fails, no manifest
+        bar.update()
+    bar.close()
+    return finalize(out, parts, source, quarantine, extra)
+
+
+def _parent(path: str) -> str:
+    import os
+
+    return os.path.dirname(os.path.abspath(path))

@@ -1,0 +1,6 @@
+"""The cohort format: PNG-in-Parquet images, boxes, quarantine, manifest (DESIGN.md)."""
+
+from medxgan.cohort.reader import Cohort, CohortBatch
+from medxgan.cohort.writer import Box, CohortImage, CohortWriter
+
+__all__ = ["Box", "Cohort", "CohortBatch", "CohortImage", "CohortWriter"]

@@ -1,0 +1,66 @@
+"""Prefect tasks of the ingest stage: thin wrappers around ``medxgan.ingest`` and ``medxgan.cohort``.
+
+Tasks exchange URLs, small records and summaries, never pixels or modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from medxgan.cohort.writer import PartSummary, finalize_cohort, quarantine_row, write_part
+from medxgan.storage import Store
+
+PHANTOM_SOURCES = ("phantom-cxr", "phantom-brain")
+FILE_SOURCES = ("rsna", "nih", "folder")
+SOURCES = PHANTOM_SOURCES + FILE_SOURCES
+
+
+def list_source_records(source: str, input_path: str, **opts: Any) -> tuple[list, list[dict]]:
+    """Records and table-level quarantine rows of a file source, duplicates removed."""
+    from medxgan.ingest import folder, nih, process, rsna
+
+    adapter = {"rsna": rsna, "nih": nih, "folder": folder}[source]
+    records, quarantine = adapter.list_records(input_path, **opts)
+    unique, dup_rows = process.dedupe(records)
+    return unique, quarantine + dup_rows
+
+
+@task(name="ingest-chunk", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def ingest_chunk(out_url: str, part_index: int, source: str, *, records: list | None = None,
+                 indices: tuple[int, int] | None = None, input_root: str | None = None,
+                 size: int = 64, bits: int = 8, phantom: dict | None = None,
+                 max_pixels: int = 50_000_000) -> dict:
+    """Load, validate and write one chunk as ``images/part-<part_index>.parquet``.
+
+    Phantom sources generate ``indices = (start, stop)``; file sources load ``records``.
+    Returns the part's summary as a dict (ids, labels, splits, digests, boxes, quarantine).
+    """
+    store = Store(out_url)
+    if source in PHANTOM_SOURCES:
+        from medxgan.phantoms import phantom_image
+
+        start, stop = indices
+        images = [phantom_image(source, i, size=size, **(phantom or {})) for i in range(start, stop)]
+        quarantine: list[dict] = []
+    else:
+        from medxgan.ingest.process import process_records
+
+        images, quarantine = process_records(records or [], input_root=input_root, size=size,
+                                             bits=bits, max_pixels=max_pixels)
+    return dataclasses.asdict(write_part(store, part_index, images, source, quarantine))
+
+
+@task(name="finalize-cohort", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def finalize(out_url: str, parts: list[dict], source: str, quarantine: list[dict],
+             extra: dict) -> dict:
+    """Write boxes, quarantine and the manifest (last); returns the manifest."""
+    summaries = [PartSummary(**{**p, "shape": tuple(p["shape"]) if p["shape"] else None})
+                 for p in parts]
+    return finalize_cohort(Store(out_url), summaries, source, quarantine, extra)
+
+
+__all__ = ["ingest_chunk", "finalize", "list_source_records", "quarantine_row", "SOURCES"]
