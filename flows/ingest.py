@@ -10,8 +10,8 @@ from __future__ import annotations
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.ingest import (FILE_SOURCES, PHANTOM_SOURCES, SOURCES, finalize, ingest_chunk,
-                          list_source_records)
+from tasks.ingest import (PHANTOM_SOURCES, SOURCES, finalize, ingest_chunk, list_source_records,
+                          source_input_root)
 from tasks.progress import Progress
 
 
@@ -43,14 +43,17 @@ def ingest_flow(source: str, out: str, input: str | None = None, size: int = 64,
     else:
         if not input:
             raise ValueError(f"--input is required for source {source!r}")
-        opts = {"finding": finding} if finding and source in ("nih", "folder") else {}
+        opts: dict = {}
+        if finding and source == "nih":
+            opts["finding"] = finding
+        elif finding and source == "folder":
+            opts["category" if input.lower().endswith(".json") else "finding"] = finding
         records, quarantine = list_source_records(source, input, **opts)
-        root = input if source in ("rsna", "nih") else _parent(input)
-        bits = 16 if source in FILE_SOURCES else 8
+        root = source_input_root(source, input)
         extra["input_records"] = len(records) + len(quarantine)
         for k, start in enumerate(range(0, len(records), chunk_size)):
             futures.append(ingest_chunk.submit(out, k, source, records=records[start:start + chunk_size],
-                                               input_root=root, size=size, bits=bits))
+                                               input_root=root, size=size))
     bar = Progress(len(futures), f"ingest {source}")
     parts = []
     for fut in futures:
@@ -58,9 +61,3 @@ def ingest_flow(source: str, out: str, input: str | None = None, size: int = 64,
         bar.update()
     bar.close()
     return finalize(out, parts, source, quarantine, extra)
-
-
-def _parent(path: str) -> str:
-    import os
-
-    return os.path.dirname(os.path.abspath(path))

@@ -21,18 +21,30 @@ SOURCES = PHANTOM_SOURCES + FILE_SOURCES
 
 def list_source_records(source: str, input_path: str, **opts: Any) -> tuple[list, list[dict]]:
     """Records and table-level quarantine rows of a file source, duplicates removed."""
-    from medxgan.ingest import folder, nih, process, rsna
+    import os
 
-    adapter = {"rsna": rsna, "nih": nih, "folder": folder}[source]
+    from medxgan.ingest import ADAPTERS, process
+
+    adapter = ADAPTERS[source]
+    key = os.environ.get("MEDXGAN_PSEUDONYMISE_KEY")
+    if key:
+        opts["pseudonymise_key"] = key
     records, quarantine = adapter.list_records(input_path, **opts)
     unique, dup_rows = process.dedupe(records)
     return unique, quarantine + dup_rows
 
 
+def source_input_root(source: str, input_path: str) -> str:
+    """The folder that a file source's relative paths start from."""
+    from medxgan.ingest import ADAPTERS
+
+    return ADAPTERS[source].input_root(input_path)
+
+
 @task(name="ingest-chunk", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def ingest_chunk(out_url: str, part_index: int, source: str, *, records: list | None = None,
                  indices: tuple[int, int] | None = None, input_root: str | None = None,
-                 size: int = 64, bits: int = 8, phantom: dict | None = None,
+                 size: int = 64, bits: int | None = None, phantom: dict | None = None,
                  max_pixels: int = 50_000_000) -> dict:
     """Load, validate and write one chunk as ``images/part-<part_index>.parquet``.
 

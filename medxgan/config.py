@@ -1,0 +1,125 @@
+"""The audit's YAML configuration (pydantic; unknown keys and wrong types are errors).
+
+Example (``configs/audit-example.yaml``)::
+
+    name: cxr-nightly
+    store: ./medxgan-store
+    cohort: {source: phantom-cxr, n: 1200, size: 64, seed: 0, shortcut_rate: 0.0}
+    classifier: {train: {arch: small_cnn, epochs: 8}}      # or {spec: path/to/spec.yaml}
+    gan: {model: {g_width: 0.25, d_width: 0.5}, train: {steps: 600}}
+    explain: {methods: [medxgan, latent_ig, gradcam, ig, random, box_prior], max_images: 64}
+    score: {n_boot: 1000}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ALL_METHODS = ("medxgan", "latent_ig", "gradcam", "ig", "smoothgrad", "occlusion", "random",
+               "box_prior")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CohortSection(_Strict):
+    """Where the cohort comes from: an existing cohort URL, or a source to ingest."""
+
+    source: Literal["existing", "phantom-cxr", "phantom-brain", "rsna", "nih", "folder"]
+    url: str | None = Field(None, description="existing cohort URL (source: existing)")
+    input: str | None = Field(None, description="input root / CSV for rsna, nih, folder")
+    size: int = 64
+    n: int = 1000
+    seed: int = 0
+    prevalence: float = 0.5
+    shortcut_rate: float = 0.0
+    finding: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "CohortSection":
+        if self.source == "existing" and not self.url:
+            raise ValueError("cohort.url is required when cohort.source is 'existing'")
+        if self.source in ("rsna", "nih", "folder") and not self.input:
+            raise ValueError(f"cohort.input is required for source {self.source!r}")
+        return self
+
+
+class ClassifierSection(_Strict):
+    """The classifier under audit: a spec YAML of the user's model, or a baseline to train."""
+
+    spec: str | None = Field(None, description="path/URL of a ClassifierSpec YAML")
+    train: dict[str, Any] | None = Field(None, description="ClassifierTrainConfig fields")
+
+    @model_validator(mode="after")
+    def _one(self) -> "ClassifierSection":
+        if (self.spec is None) == (self.train is None):
+            raise ValueError("classifier needs exactly one of 'spec' or 'train'")
+        return self
+
+
+class GanSection(_Strict):
+    model: dict[str, Any] = Field(default_factory=dict, description="GanConfig fields")
+    train: dict[str, Any] = Field(default_factory=dict, description="GanTrainConfig fields")
+
+
+class ExplainSection(_Strict):
+    methods: list[str] = Field(default_factory=lambda: list(ALL_METHODS))
+    split: str = "test"
+    labels: list[int] = Field(default_factory=lambda: [1], description="labels of explained images")
+    max_images: int = 100
+    shard_size: int = 32
+    inversion: dict[str, Any] = Field(default_factory=dict, description="InversionConfig fields")
+    method_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _methods(self) -> "ExplainSection":
+        bad = [m for m in self.methods if m not in ALL_METHODS]
+        if bad:
+            raise ValueError(f"unknown explanation methods {bad}; known: {list(ALL_METHODS)}")
+        return self
+
+
+class ScoreSection(_Strict):
+    n_boot: int = 1000
+    faithfulness: bool = True
+    robustness: bool = False
+    seed: int = 0
+
+
+class AuditConfig(_Strict):
+    """One audit: cohort -> classifier -> medXGAN generator -> explanations -> scores -> report."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    store: str | None = Field(None, description="store root URL (default: MEDXGAN_STORE)")
+    seed: int = 0
+    cohort: CohortSection
+    classifier: ClassifierSection
+    gan: GanSection = Field(default_factory=GanSection)
+    explain: ExplainSection = Field(default_factory=ExplainSection)
+    score: ScoreSection = Field(default_factory=ScoreSection)
+
+    @classmethod
+    def from_yaml(cls, path_or_text: str | Path) -> "AuditConfig":
+        """Load and validate; a path to a YAML file or YAML text."""
+        text = str(path_or_text)
+        p = Path(text)
+        if "\n" not in text and p.suffix in (".yaml", ".yml"):
+            if not p.exists():
+                raise FileNotFoundError(f"config file {text} not found")
+            text = p.read_text()
+        data = yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ValueError("audit config must be a YAML mapping")
+        return cls.model_validate(data)
+
+
+def stable_hash(obj: Any) -> str:
+    """SHA-256 of the canonical JSON of ``obj`` (sorted keys): a content address."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()

@@ -1,0 +1,299 @@
+"""Report figures with PIL only: PNG overlays (bytes) and inline SVG charts (strings).
+
+Conventions:
+- Images are (H, W) float arrays in [0, 1] (greyscale), row-major, origin top-left.
+- Boxes are ``(x0, y0, x1, y1)`` in pixel coordinates of the image, x1/y1 exclusive (as
+  in ``boxes.parquet``); they are drawn as 1-pixel-wide (scaled) rectangle outlines.
+- Maps may have any resolution; they are resized bilinearly to the image and min-max
+  normalised per map (``absolute=True`` first takes ``|map|``); a constant map shows as
+  no heat.
+- Small images are enlarged by an integer factor (nearest neighbour) so that the longer
+  side is at least ``min_size`` pixels: every pixel stays visible as a square.
+- SVG strings carry no ``xmlns`` URL (inline SVG in HTML does not need it) and every text
+  they contain is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from medxgan.report._text import FLOORS, METHOD_ORDER, fmt, method_label, order_methods
+
+Box = Sequence[float]
+_BOX_RGB = (0, 230, 255)
+_PALETTE = ("#1f6fb4", "#d9730d", "#2a9d4b", "#b8323b", "#7a4fb0", "#c2569e", "#7b5a3c", "#8a9a1b", "#1aa3b8")
+_FLOOR_COLOURS = {"random": "#8c8c8c", "box_prior": "#4d4d4d"}
+
+
+def _colour(method: str, j: int) -> str:
+    """A fixed colour per known method (the same in every chart), floors in grey."""
+    if method in _FLOOR_COLOURS:
+        return _FLOOR_COLOURS[method]
+    known = [m for m in METHOD_ORDER if m not in _FLOOR_COLOURS]
+    return _PALETTE[known.index(method) % len(_PALETTE)] if method in known else _PALETTE[(len(known) + j) % len(_PALETTE)]
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes (8- or 16-bit greyscale; colour is converted to grey) -> (H, W) float64 in [0, 1]."""
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if a.max(initial=0) > 255 or im.mode.startswith("I;16") else 255.0
+        return np.clip(a / top, 0.0, 1.0)
+    if im.mode != "L":
+        im = im.convert("L")
+    return np.asarray(im, dtype=np.float64) / 255.0
+
+
+def _scale_for(h: int, w: int, min_size: int) -> int:
+    return max(1, math.ceil(min_size / max(h, w, 1)))
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    img = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)
+    if img.ndim != 2:
+        raise ValueError(f"image must be (H, W), got shape {img.shape}")
+    return np.clip(img, 0.0, 1.0)
+
+
+def _heat(v: np.ndarray) -> np.ndarray:
+    """Red-to-yellow colormap: (H, W) in [0, 1] -> (H, W, 3) float in [0, 1] (no blue, so it shows over grey)."""
+    r = np.clip(0.3 + 1.4 * v, 0, 1)
+    g = np.clip(2 * v - 1, 0, 1)
+    return np.stack([r, g, np.zeros_like(v)], axis=-1)  # (H, W, 3)
+
+
+def _normalised_map(m: np.ndarray, shape: tuple[int, int], absolute: bool) -> np.ndarray:
+    """Resize a map to ``shape`` (bilinear) and min-max normalise it to [0, 1]."""
+    a = np.nan_to_num(np.asarray(m, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if a.ndim != 2:
+        raise ValueError(f"map must be (H, W), got shape {a.shape}")
+    if absolute:
+        a = np.abs(a)
+    if a.shape != shape:
+        a = np.asarray(Image.fromarray(a.astype(np.float32)).resize((shape[1], shape[0]), Image.BILINEAR), dtype=np.float64)
+    lo, hi = float(a.min()), float(a.max())
+    if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+        return np.zeros(shape)
+    return (a - lo) / (hi - lo)
+
+
+def _draw_boxes(im: Image.Image, boxes: Iterable[Box], s: int) -> None:
+    d = ImageDraw.Draw(im)
+    W, H = im.size
+    for b in boxes or ():
+        x0, y0, x1, y1 = (float(v) for v in b)
+        if any(math.isnan(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
+            continue
+        X0, Y0 = max(0, int(round(x0 * s))), max(0, int(round(y0 * s)))
+        X1, Y1 = min(W - 1, int(round(x1 * s)) - 1), min(H - 1, int(round(y1 * s)) - 1)
+        if X1 < X0 or Y1 < Y0:
+            continue
+        d.rectangle([X0, Y0, X1, Y1], outline=_BOX_RGB, width=max(1, s // 2))
+
+
+def _png(rgb: np.ndarray, boxes: Iterable[Box], s: int) -> bytes:
+    u8 = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)  # (H, W, 3)
+    im = Image.fromarray(u8)
+    if s > 1:
+        im = im.resize((im.width * s, im.height * s), Image.NEAREST)
+    _draw_boxes(im, boxes, s)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def image_with_boxes_png(image: np.ndarray, boxes: Iterable[Box] = (), *, min_size: int = 160) -> bytes:
+    """Greyscale image with its boxes drawn as rectangles.
+
+    Args:
+        image: (H, W) float in [0, 1].
+        boxes: (x0, y0, x1, y1) in image pixels, x1/y1 exclusive.
+        min_size: the longer side is enlarged (integer factor) to at least this.
+
+    Returns: PNG bytes (RGB).
+    """
+    g = _grey(image)
+    return _png(np.repeat(g[..., None], 3, axis=-1), boxes, _scale_for(*g.shape, min_size))
+
+
+def overlay_png(
+    image: np.ndarray,
+    map: np.ndarray,
+    boxes: Iterable[Box] = (),
+    *,
+    alpha: float = 0.7,
+    absolute: bool = False,
+    min_size: int = 160,
+) -> bytes:
+    """Heat map blended over the grey image, boxes drawn on top.
+
+    Each pixel is ``(1 - alpha * v) * grey + alpha * v * heat(v)`` with v the map
+    normalised to [0, 1]: irrelevant pixels stay grey, relevant ones turn red, the most
+    relevant yellow.
+
+    Args:
+        image: (H, W) float in [0, 1].
+        map: (h, w) float (any range; resized bilinearly to (H, W)).
+        boxes: (x0, y0, x1, y1) in image pixels, x1/y1 exclusive.
+        alpha: maximum opacity of the heat.
+        absolute: normalise ``|map|`` instead of the map.
+        min_size: the longer side is enlarged (integer factor) to at least this.
+
+    Returns: PNG bytes (RGB).
+    """
+    g = _grey(image)
+    v = _normalised_map(map, g.shape, absolute)  # (H, W)
+    w = (alpha * v)[..., None]  # (H, W, 1)
+    rgb = (1 - w) * g[..., None] + w * _heat(v)  # (H, W, 3)
+    return _png(rgb, boxes, _scale_for(*g.shape, min_size))
+
+
+def _esc(s: object) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _range(lo: float, hi: float) -> tuple[float, float]:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return 0.0, 1.0
+    if hi - lo < 1e-9:
+        return lo - 0.5, hi + 0.5
+    pad = 0.08 * (hi - lo)
+    return lo - pad, hi + pad
+
+
+def trend_svg(
+    history: pd.DataFrame,
+    *,
+    title: str = "",
+    flagged: Iterable[tuple[str, str]] = (),
+    width: int = 600,
+    height: int = 200,
+) -> str:
+    """Line chart of one metric's mean over runs, with its 95 % CI as a band and error bars.
+
+    Args:
+        history: rows of ``HISTORY_SCHEMA`` for **one** metric (any number of methods):
+            ``run_id, time, method, mean, ci_low, ci_high``. Runs are placed in time order,
+            equally spaced.
+        title: caption drawn at the top (escaped).
+        flagged: (run_id, method) pairs to mark as regressions (red ring).
+        width, height: SVG size in pixels.
+
+    Returns: an ``<svg>`` element as a string (no external references).
+    """
+    h = history.dropna(subset=["mean"]).copy()
+    flagged = {(str(r), str(m)) for r, m in flagged}
+    out = [f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">']
+    if title:
+        out.append(f'<text x="6" y="14" font-size="12" font-weight="bold">{_esc(title)}</text>')
+    if h.empty:
+        out.append(f'<text x="{width // 2}" y="{height // 2}" text-anchor="middle" font-size="12">no history</text></svg>')
+        return "".join(out)
+    runs = h.sort_values(["time", "run_id"]).drop_duplicates("run_id")[["run_id", "time"]].reset_index(drop=True)
+    xi = {r: i for i, r in enumerate(runs["run_id"])}
+    L, R, T, B = 52, 170, 24, 34
+    pw, ph = width - L - R, height - T - B
+    lo = float(np.nanmin(h[["mean", "ci_low"]].to_numpy()))
+    hi = float(np.nanmax(h[["mean", "ci_high"]].to_numpy()))
+    y0, y1 = _range(lo, hi)
+
+    def X(i: int) -> float:
+        return L + (pw / 2 if len(runs) == 1 else pw * i / (len(runs) - 1))
+
+    def Y(v: float) -> float:
+        return T + ph * (1 - (v - y0) / (y1 - y0))
+
+    out.append(f'<rect x="{L}" y="{T}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#bbb"/>')
+    for v in (y0 + 0.08 * (y1 - y0) / 1.16, y1 - 0.08 * (y1 - y0) / 1.16):
+        out.append(f'<text x="{L - 4}" y="{Y(v) + 4:.1f}" text-anchor="end" font-size="10">{fmt(v)}</text>')
+    labels = [(0, runs["time"].iloc[0])] + ([(len(runs) - 1, runs["time"].iloc[-1])] if len(runs) > 1 else [])
+    for i, t in labels:
+        txt = pd.Timestamp(t).strftime("%Y-%m-%d %H:%M") if not pd.isna(t) else ""
+        anchor = "start" if i == 0 and len(runs) > 1 else ("end" if len(runs) > 1 else "middle")
+        out.append(f'<text x="{X(i):.1f}" y="{height - 18}" text-anchor="{anchor}" font-size="10">{_esc(txt)}</text>')
+    out.append(f'<text x="{L + pw / 2:.1f}" y="{height - 4}" text-anchor="middle" font-size="10">{len(runs)} run(s)</text>')
+    bands: list[str] = []  # drawn first, so every line stays on top of every band
+    marks: list[str] = []
+    for j, method in enumerate(order_methods(h["method"].astype(str).unique())):
+        g = h[h["method"].astype(str) == method]
+        c = _colour(method, j)
+        dash = ' stroke-dasharray="5,3"' if method in FLOORS else ""
+        g = g.assign(_x=g["run_id"].map(xi)).sort_values("_x")
+        pts = [(X(int(i)), Y(m)) for i, m in zip(g["_x"], g["mean"])]
+        band = g.dropna(subset=["ci_low", "ci_high"])
+        if len(band) >= 2:
+            up = [f"{X(int(i)):.1f},{Y(v):.1f}" for i, v in zip(band["_x"], band["ci_high"])]
+            dn = [f"{X(int(i)):.1f},{Y(v):.1f}" for i, v in zip(band["_x"][::-1], band["ci_low"][::-1])]
+            bands.append(f'<polygon points="{" ".join(up + dn)}" fill="{c}" fill-opacity="0.15" stroke="none"/>')
+        for i, a, b in zip(band["_x"], band["ci_low"], band["ci_high"]):
+            marks.append(f'<line x1="{X(int(i)):.1f}" x2="{X(int(i)):.1f}" y1="{Y(a):.1f}" y2="{Y(b):.1f}" stroke="{c}"/>')
+        if len(pts) >= 2:
+            marks.append(f'<polyline points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in pts)}" fill="none" stroke="{c}" stroke-width="2"{dash}/>')
+        for (x, y), r in zip(pts, g["run_id"]):
+            marks.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{c}"/>')
+            if (str(r), str(method)) in flagged:
+                marks.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="7" fill="none" stroke="#d00" stroke-width="2"><title>regression</title></circle>')
+        marks.append(f'<rect x="{width - R + 8}" y="{T + 14 * j}" width="10" height="10" fill="{c}"/>')
+        marks.append(f'<text x="{width - R + 22}" y="{T + 9 + 14 * j}" font-size="10">{_esc(method_label(str(method)))}</text>')
+    out += bands + marks
+    out.append("</svg>")
+    return "".join(out)
+
+
+def bar_svg(summary: pd.DataFrame, *, title: str = "", width: int = 520, row_height: int = 22) -> str:
+    """Horizontal bars of one metric's mean per method with 95 % CI whiskers.
+
+    Args:
+        summary: rows ``method, mean, ci_low, ci_high`` of **one** metric, drawn in the
+            given order (floors in grey).
+        title: caption (escaped).
+
+    Returns: an ``<svg>`` element as a string.
+    """
+    s = summary.dropna(subset=["mean"])
+    T = 22 if title else 6
+    height = T + row_height * max(1, len(s)) + 22
+    out = [f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">']
+    if title:
+        out.append(f'<text x="6" y="14" font-size="12" font-weight="bold">{_esc(title)}</text>')
+    if s.empty:
+        out.append(f'<text x="{width // 2}" y="{T + 14}" text-anchor="middle" font-size="12">no values</text></svg>')
+        return "".join(out)
+    L, R = 170, 56
+    pw = width - L - R
+    vals = s[["mean", "ci_low", "ci_high"]].to_numpy(dtype=np.float64)
+    lo = min(0.0, float(np.nanmin(vals)))
+    hi = max(0.0, float(np.nanmax(vals)))
+    if hi - lo < 1e-12:
+        hi = lo + 1.0
+
+    def X(v: float) -> float:
+        return L + pw * (v - lo) / (hi - lo)
+
+    for i, r in enumerate(s.itertuples(index=False)):
+        y = T + row_height * i
+        c = "#9a9a9a" if r.method in FLOORS else "#1f6fb4"
+        a, b = sorted((X(0.0), X(r.mean)))
+        out.append(f'<rect x="{a:.1f}" y="{y + 4}" width="{max(b - a, 1):.1f}" height="{row_height - 8}" fill="{c}"/>')
+        if not (pd.isna(r.ci_low) or pd.isna(r.ci_high)):
+            ym = y + row_height / 2
+            out.append(f'<line x1="{X(r.ci_low):.1f}" x2="{X(r.ci_high):.1f}" y1="{ym:.1f}" y2="{ym:.1f}" stroke="#222" stroke-width="1.5"/>')
+            for v in (r.ci_low, r.ci_high):
+                out.append(f'<line x1="{X(v):.1f}" x2="{X(v):.1f}" y1="{ym - 4:.1f}" y2="{ym + 4:.1f}" stroke="#222"/>')
+        out.append(f'<text x="{L - 6}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end" font-size="11">{_esc(method_label(str(r.method)))}</text>')
+        out.append(f'<text x="{width - 2}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end" font-size="10">{fmt(r.mean)}</text>')
+    yb = T + row_height * len(s) + 4
+    out.append(f'<line x1="{L}" x2="{L + pw}" y1="{yb}" y2="{yb}" stroke="#888"/>')
+    for v in (lo, 0.0, hi) if lo < 0 else (0.0, hi):
+        out.append(f'<text x="{X(v):.1f}" y="{yb + 14}" text-anchor="middle" font-size="10">{fmt(v, 2)}</text>')
+    out.append("</svg>")
+    return "".join(out)

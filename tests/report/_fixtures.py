@@ -1,0 +1,208 @@
+"""Synthetic audit tables whose right verdict is known, and a full sample ``ReportInputs``.
+
+``tables(kind)`` builds per-image scores for a classifier of a known kind, then its summary
+and comparisons with the same contracts as ``medxgan.metrics.aggregate`` (written here
+with NumPy so these tests do not depend on that module):
+
+- ``"lesion"``: Grad-CAM and IG point at each image's own boxes (pointing 0.9 / 0.7,
+  relevance mass 0.35 / 0.3) and much less at another image's boxes; the floors are low;
+  medXGAN's changes differ between images (similarity 0.3).
+- ``"shortcut"``: every map is near the floors (the classifier looks at a corner tag);
+  medXGAN's change is one pattern for all images (similarity 0.95).
+
+Run ``python -m tests.report._fixtures OUT.html`` to write the sample report.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import io
+import sys
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from medxgan.report._text import bootstrap_mean
+
+METHODS = ("gradcam", "ig", "medxgan", "latent_ig", "random", "box_prior")
+EVIL = "<script>alert(1)</script>"
+
+# (pointing own, pointing shuffled, mass own, mass shuffled) per method
+_LESION = {
+    "gradcam": (0.9, 0.15, 0.35, 0.06),
+    "ig": (0.7, 0.15, 0.30, 0.07),
+    "medxgan": (0.4, 0.15, 0.15, 0.08),
+    "latent_ig": (0.6, 0.2, 0.22, 0.09),
+    "random": (0.1, 0.1, 0.05, 0.05),
+    "box_prior": (0.1, 0.1, 0.08, 0.08),
+}
+_SHORTCUT = {
+    "gradcam": (0.08, 0.08, 0.05, 0.05),
+    "ig": (0.1, 0.1, 0.05, 0.05),
+    "medxgan": (0.1, 0.1, 0.05, 0.05),
+    "latent_ig": (0.1, 0.1, 0.05, 0.05),
+    "random": (0.1, 0.1, 0.05, 0.05),
+    "box_prior": (0.1, 0.1, 0.08, 0.08),
+}
+
+
+def make_scores(kind: str = "lesion", n: int = 60, seed: int = 0, shift: dict | None = None) -> pd.DataFrame:
+    """Long-form scores of ``n`` positive images; ``shift`` adds {(method, metric): delta} to values."""
+    rng = np.random.default_rng(seed)
+    spec = _LESION if kind == "lesion" else _SHORTCUT
+    ids = [f"img{i:03d}" for i in range(n)]
+    rows = []
+    for m in METHODS:
+        p, ps, r, rs = spec[m]
+        vals = {
+            "pointing_game": (rng.random(n) < p).astype(float),
+            "pointing_game_shuffled": (rng.random(n) < ps).astype(float),
+            "relevance_mass": np.clip(rng.normal(r, 0.05, n), 0, 1),
+            "relevance_mass_shuffled": np.clip(rng.normal(rs, 0.05, n), 0, 1),
+            "deletion_auc": np.clip(rng.normal(0.3 if kind == "lesion" else 0.5, 0.1, n), 0, 1),
+        }
+        if m == "medxgan":
+            sim = 0.3 if kind == "lesion" else 0.95
+            vals["counterfactual_similarity"] = np.clip(rng.normal(sim, 0.02, n), -1, 1)
+            vals["counterfactual_flip"] = (rng.random(n) < 0.85).astype(float)
+            vals["recon_mse"] = np.abs(rng.normal(0.045, 0.01, n))
+        for k, v in vals.items():
+            v = v + (shift or {}).get((m, k), 0.0)
+            rows += [(i, m, k, float(x)) for i, x in zip(ids, v)]
+    return pd.DataFrame(rows, columns=["image_id", "method", "metric", "value"])
+
+
+def summarise(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """SUMMARY table of long-form scores (bootstrap over images)."""
+    rows = []
+    for (m, k), g in scores.groupby(["method", "metric"], sort=True):
+        rows.append((m, k, *bootstrap_mean(g["value"].to_numpy(), seed=seed)))
+    return pd.DataFrame(rows, columns=["method", "metric", "mean", "ci_low", "ci_high", "n"])
+
+
+def compare(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """COMPARISONS table: every pair a < b, plus own - shuffled gap rows."""
+    wide = scores.pivot(index="image_id", columns=["method", "metric"], values="value")
+    cols = set(wide.columns)
+    methods = sorted(set(scores["method"]))
+    rows = []
+    for k in sorted(set(scores["metric"])):
+        for i, a in enumerate(methods):
+            for b in methods[i + 1 :]:
+                if (a, k) in cols and (b, k) in cols:
+                    rows.append((a, b, k, *bootstrap_mean((wide[(a, k)] - wide[(b, k)]).to_numpy(), seed=seed)))
+    for m, k in sorted(cols):
+        if not k.endswith("_shuffled") and (m, k + "_shuffled") in cols:
+            d = (wide[(m, k)] - wide[(m, k + "_shuffled")]).to_numpy()
+            rows.append((m, m, k + "-shuffled_gap", *bootstrap_mean(d, seed=seed)))
+    return pd.DataFrame(rows, columns=["method_a", "method_b", "metric", "mean_diff", "ci_low", "ci_high", "n"])
+
+
+def tables(kind: str = "lesion", n: int = 60, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(scores, summary, comparisons) of a synthetic classifier of the given kind (fresh copies)."""
+    return tuple(t.copy() for t in _tables(kind, n, seed))
+
+
+@functools.lru_cache(maxsize=8)
+def _tables(kind: str, n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    s = make_scores(kind, n, seed)
+    return s, summarise(s), compare(s)
+
+
+def phantom(size: int = 64, box: tuple[int, int, int, int] = (36, 20, 48, 32), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(image, map): a grey disc phantom with a bright lesion in ``box``; the map peaks in the box."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    img = 0.2 + 0.5 * (((xx - size / 2) ** 2 + (yy - size / 2) ** 2) < (0.4 * size) ** 2) + 0.03 * rng.standard_normal((size, size))
+    x0, y0, x1, y1 = box
+    img[y0:y1, x0:x1] += 0.25
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    m = np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 4.0**2)))
+    return np.clip(img, 0, 1), m
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def sample_inputs(kind: str = "lesion", *, evil: bool = False):
+    """A full ``ReportInputs`` (history of 3 runs, a planted regression); ``evil`` puts
+    ``<script>`` into the audit name, an image id, a finding name, a quarantine reason and a
+    config value.
+    Returns a fresh deep copy of a cached build."""
+    return copy.deepcopy(_sample_inputs(kind, evil))
+
+
+@functools.lru_cache(maxsize=4)
+def _sample_inputs(kind: str, evil: bool):
+    from medxgan.report import ReportInputs, append_history, detect_regressions, history_rows, select_gallery
+
+    scores, summary, comparisons = tables(kind)
+    name = f"nightly {EVIL}" if evil else "nightly-cxr"
+    hist = None
+    prev_scores = None
+    for j, (run, shift) in enumerate([("run-1", None), ("run-2", None), ("run-3", {("gradcam", "pointing_game"): -0.5})]):
+        sc = make_scores(kind, seed=min(j, 1), shift=shift)  # run-3 = run-2's images and noise + the planted drop
+        if run != "run-3":
+            prev_scores = sc
+        else:
+            scores = sc
+            summary, comparisons = summarise(sc), compare(sc)
+        rows = history_rows(name, f"clf{j}", "cohortA", run, pd.Timestamp("2026-11-20", tz="UTC") + pd.Timedelta(days=j), summarise(sc))
+        hist = append_history(hist, rows)
+    reg = detect_regressions(prev_scores, scores, metrics=["pointing_game", "relevance_mass"], methods=["gradcam", "ig"], seed=0)
+    best, worst = select_gallery(scores, "gradcam", "relevance_mass", k=2)
+    gallery = []
+    for note, ids in (("best", best), ("worst", worst)):
+        for i, iid in enumerate(ids):
+            img, m = phantom(seed=i)
+            overlays = {"gradcam": m, "ig": m + 0.1 * np.random.default_rng(i).random(m.shape), "medxgan": m[::-1], "random": np.random.default_rng(i).random((16, 16))}
+            gallery.append(
+                {
+                    "image_id": (EVIL if evil and i == 0 else iid),
+                    "label": 1,
+                    "image_png": png_bytes(img),
+                    "boxes": [(36, 20, 48, 32, EVIL if evil else "nodule")],
+                    "overlays": overlays,
+                    "note": f"{note} Grad-CAM relevance mass",
+                }
+            )
+    frames = [phantom(seed=0)[0] * (0.8 + 0.05 * a) for a in range(5)]
+    strips = [{"image_id": best[0], "strip_png": png_bytes(np.concatenate(frames, axis=1)), "frame_probs": [0.05, 0.2, 0.55, 0.8, 0.93]}]
+    return ReportInputs(
+        audit=name,
+        run_id="run-3",
+        time=pd.Timestamp("2026-11-22", tz="UTC"),
+        summary=summary,
+        comparisons=comparisons,
+        scores=scores,
+        manifest={"counts": {"images": 400, "positives": 200, "negatives": 200, "boxes": 230, "quarantined": 3,
+                             "by_split": {"train": 300, "test": 100}}, "source": "phantom-cxr", "content_hash": "ab12cd34"},
+        quarantine=[("corrupt PNG", 2), (EVIL if evil else "box outside image", 1)],
+        classifier={"auroc": 0.996, "accuracy": 0.965, "threshold": 0.5, "n": 400, "tp": 190, "fp": 4, "tn": 196, "fn": 10},
+        provenance={
+            "classifier_hash": "clf2", "cohort_hash": "cohortA", "generator_hash": "gen9", "code_version": "0.1.0",
+            "libraries": {"torch": "2.14.1", "numpy": "2.1"}, "seeds": {"gan": 0, "bootstrap": 0},
+            "config": {"store": "s3://medxgan/audits", "s3": {"endpoint": "http://admin:hunter2@127.0.0.1:9000",
+                       "secret_access_key": "SUPERSECRET", "MEDXGAN_S3_SECRET": "SUPERSECRET2", "session_token": "TOK"},
+                       "finding": EVIL if evil else "nodule"},
+        },
+        gallery=gallery,
+        strips=strips,
+        history=hist,
+        regressions=reg,
+        previous_run_id="run-2",
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from medxgan.report import render_report
+
+    out = sys.argv[1] if len(sys.argv) > 1 else "/tmp/sample_report.html"
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(render_report(sample_inputs(sys.argv[2] if len(sys.argv) > 2 else "lesion")))
+    print(out)

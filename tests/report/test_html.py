@@ -1,0 +1,194 @@
+"""The evidence report: self-contained, well-formed, escaped, complete, no secrets."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from html.parser import HTMLParser
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from medxgan.report import ReportInputs, audit_verdict, render_report
+from tests.report._fixtures import EVIL, sample_inputs, tables
+
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+# inline SVG children that are written self-closed or never nested
+_SVG_LEAVES = {"rect", "line", "circle", "polyline", "polygon", "path"}
+
+
+class _Checker(HTMLParser):
+    """Tag balance, every src/href, and the text of the page."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.srcs: list[str] = []
+        self.text: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for k, v in attrs:
+            if k in ("src", "href", "xlink:href", "action", "srcset", "poster", "data"):
+                self.srcs.append(v or "")
+            if k.startswith("on"):
+                self.errors.append(f"event handler {k}")
+        if tag not in _VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.tags.append(tag)
+        for k, v in attrs:
+            if k in ("src", "href"):
+                self.srcs.append(v or "")
+
+    def handle_endtag(self, tag):
+        if tag in _VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unexpected </{tag}> with open {self.stack[-3:]}")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _check(page: str) -> _Checker:
+    c = _Checker()
+    c.feed(page)
+    c.close()
+    return c
+
+
+@pytest.fixture(scope="module")
+def evil_page() -> str:
+    return render_report(sample_inputs("lesion", evil=True))
+
+
+@pytest.fixture(scope="module")
+def page() -> str:
+    return render_report(sample_inputs("lesion"))
+
+
+def test_report_is_self_contained(page):
+    for bad in ("http://", "https://", 'src="//', "<script", "<iframe", "<link", "url(", "@import"):
+        assert bad not in page.lower(), bad
+    c = _check(page)
+    assert c.srcs and all(s.startswith("data:image/png;base64,") for s in c.srcs)
+    for s in c.srcs:  # every embedded figure is a PNG PIL can open
+        Image.open(io.BytesIO(base64.b64decode(s.split(",", 1)[1]))).verify()
+    assert "Content-Security-Policy" in page
+
+
+def test_report_is_well_formed(page, evil_page):
+    for p in (page, evil_page):
+        c = _check(p)
+        assert c.errors == []
+        assert c.stack == []  # every element closed
+        assert c.tags[0] == "html" and "svg" in c.tags and "img" in c.tags
+        assert "script" not in c.tags
+
+
+def test_user_strings_are_escaped(evil_page):
+    assert EVIL not in evil_page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in evil_page
+    c = _check(evil_page)
+    assert "script" not in c.tags
+    text = "".join(c.text)
+    # the audit name, image id, finding name, quarantine reason and config value all show as text
+    assert text.count(EVIL) >= 5
+
+
+def test_every_method_in_summary_is_named(page):
+    inp = sample_inputs("lesion")
+    for m in inp.summary["method"].unique():
+        assert f"<code>{m}</code>" in page
+    for sec in ("verdict", "cohort", "classifier", "metrics", "gaps", "comparisons", "gallery", "strips", "history", "limits", "provenance"):
+        assert f'<section id="{sec}">' in page
+
+
+def test_no_credentials_in_the_report(page):
+    for secret in ("SUPERSECRET", "SUPERSECRET2", "TOK", "hunter2", "secret_access_key", "session_token"):
+        assert secret not in page, secret
+    assert "127.0.0.1" in page  # the non-secret part of the endpoint stays
+    assert "torch" in page and "2.14.1" in page
+
+
+def test_verdict_sections_tell_lesion_from_shortcut():
+    les = render_report(sample_inputs("lesion"))
+    sc = render_report(sample_inputs("shortcut"))
+    assert "LOCALISES: the classifier looks at the annotated findings" in les
+    assert 'class="verdict v-good"' in les and 'class="verdict v-bad"' not in les
+    assert "DOES NOT LOCALISE" in sc and 'class="verdict v-bad"' in sc
+    assert "universal_counterfactual" in sc and "not evidence of localisation" in sc
+    assert "universal_counterfactual" not in les
+
+
+def test_regression_is_flagged_in_the_history(page):
+    assert "REGRESSION" in page  # run-3 lowered Grad-CAM pointing by 0.5
+    inp = sample_inputs("lesion")
+    assert bool(inp.regressions.set_index(["method", "metric"]).loc[("gradcam", "pointing_game"), "regression"])
+    assert page.count("<title>regression</title>") == 1  # one ring: Grad-CAM on the pointing-game trend only
+    quiet = render_report(ReportInputs(**{**inp.__dict__, "regressions": inp.regressions.assign(regression=False)}))
+    assert "REGRESSION" not in quiet and "No regression against the previous run" in quiet
+
+
+def test_history_of_other_audits_is_ignored():
+    inp = sample_inputs("lesion")
+    other = inp.history.assign(audit="someone-else", run_id=lambda d: "zz-" + d["run_id"])
+    p = render_report(ReportInputs(**{**inp.__dict__, "history": pd.concat([inp.history, other])}))
+    assert "zz-run" not in p
+
+
+def test_partial_and_empty_inputs_render():
+    p = render_report(ReportInputs())
+    c = _check(p)
+    assert c.errors == [] and c.stack == []
+    assert "No verdict" in p
+    _, summary, _ = tables("shortcut")
+    p2 = render_report(ReportInputs(audit="a", run_id="r", summary=summary))
+    assert _check(p2).errors == []
+    assert "NO VERDICT" in p2 or "DOES NOT LOCALISE" in p2
+
+
+def test_given_verdict_is_used_verbatim():
+    _, summary, comparisons = tables("lesion")
+    v = audit_verdict(summary, comparisons)
+    v.headline = "custom headline"
+    p = render_report(ReportInputs(summary=summary, comparisons=comparisons, verdict=v))
+    assert "custom headline" in p
+
+
+def test_paired_comparisons_are_signed_method_minus_reference():
+    _, summary, comparisons = tables("lesion")
+    p = render_report(ReportInputs(summary=summary, comparisons=comparisons))
+    sec = p[p.index('<section id="comparisons">') : p.index('<section id="gallery">')]
+    # box_prior - gradcam is stored; the report shows gradcam - box_prior, positive and green
+    r = comparisons[(comparisons.method_a == "box_prior") & (comparisons.method_b == "gradcam") & (comparisons.metric == "pointing_game")].iloc[0]
+    assert r.mean_diff < 0
+    assert f'class="num pos"' in sec and f"{-r.mean_diff:+.3f}" in sec
+    assert re.search(r"<th>Grad-CAM <code>gradcam</code>", sec)
+
+
+def test_sanitise_drops_credential_keys_everywhere():
+    from medxgan.report import sanitise
+
+    cfg = {
+        "MEDXGAN_S3_KEY": "AKIA1", "MEDXGAN_S3_SECRET": "S1", "aws_access_key_id": "AKIA2",
+        "nested": [{"password": "P1", "url": "s3://u:P2@host/b", "ok": 1}],
+        "Authorization": "Bearer X", "keys_seen": 3, "store": "s3://bucket/prefix",
+    }
+    out = sanitise(cfg)
+    text = repr(out)
+    for s in ("AKIA1", "S1", "AKIA2", "P1", "P2", "Bearer"):
+        assert s not in text, s
+    assert out["keys_seen"] == 3 and out["store"] == "s3://bucket/prefix"
+    assert out["nested"][0] == {"url": "s3://***@host/b", "ok": 1}
+    page = render_report(ReportInputs(provenance=cfg, manifest={"counts": {"images": 1}, "token": "T9"}, classifier={"auroc": 0.9, "api_key": "K9"}))
+    for s in ("AKIA1", "S1", "AKIA2", "P1", "P2", "Bearer", "T9", "K9"):
+        assert s not in page, s
