@@ -1,4 +1,4 @@
-"""Ingest throughput for RSNA-format DICOMs: 1024 x 1024 MONOCHROME2 8-bit -> 256 px.
+"""Ingest throughput: RSNA-format DICOMs (1024 x 1024 -> 256 px) and phantom-cxr at 256 px.
 
 Synthesizes an RSNA layout (stage_2_train_labels.csv + stage_2_train_images/*.dcm, half the
 patients positive with one or two boxes) in a temporary folder, then times
@@ -105,6 +105,16 @@ def main(argv: list[str] | None = None) -> dict:
         part = write_part(store, 0, images, "rsna", q + q2)
         finalize_cohort(store, [part], "rsna")
         t2 = time.perf_counter()
+        # phantom-cxr generated at the same size, written the same way
+        from medxgan.phantoms import phantom_image
+
+        phantom_image("phantom-cxr", 0, size=args.size)  # warm-up
+        t3 = time.perf_counter()
+        ph = [phantom_image("phantom-cxr", i, size=args.size) for i in range(n)]
+        t4 = time.perf_counter()
+        pstore = Store(os.path.join(tmp, "phantom"))
+        finalize_cohort(pstore, [write_part(pstore, 0, ph, "phantom-cxr")], "phantom-cxr")
+        t5 = time.perf_counter()
     assert len(images) == n and not (q or q2), "synthesized records must all ingest"
     result = {
         "bench": "ingest_speed", "source": "rsna-format DICOM 1024x1024 MONOCHROME2 8-bit",
@@ -112,6 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
         "process_images_per_s": round(n / (t1 - t0), 2),
         "process_and_write_images_per_s": round(n / (t2 - t0), 2),
         "process_s": round(t1 - t0, 3), "write_s": round(t2 - t1, 3),
+        "phantom_cxr_generate_images_per_s": round(n / (t4 - t3), 2),
+        "phantom_cxr_generate_and_write_images_per_s": round(n / (t5 - t3), 2),
         "cpu_count": os.cpu_count(), "python": platform.python_version(),
         "command": "bench/ingest_speed.py" + (" --quick" if args.quick else f" --n {n}"),
     }

@@ -1,0 +1,82 @@
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+
+from medxgan.metrics.aggregate import (
+    COMPARISONS,
+    SCORES,
+    SUMMARY,
+    bootstrap_ci,
+    compare,
+    long_scores,
+    shuffle_gap,
+    summarise,
+    to_table,
+)
+
+
+def _scores():
+    rng = np.random.default_rng(0)
+    ids = [f"img{i}" for i in range(50)]
+    a = rng.normal(0.6, 0.1, 50)
+    a[3] = np.nan  # undefined for one image
+    b = a - 0.2  # b is exactly 0.2 below a
+    b[7] = np.nan
+    parts = [
+        long_scores(ids, "gradcam", {"pointing_game": torch.tensor(a), "pointing_game_shuffled": torch.tensor(a - 0.5)}),
+        long_scores(ids, "random", {"pointing_game": b, "pointing_game_shuffled": b}),
+    ]
+    return pd.concat(parts, ignore_index=True), a
+
+
+def test_schemas_match_the_design_contract():
+    assert SCORES.names == ["image_id", "method", "metric", "value"]
+    assert SUMMARY.names == ["method", "metric", "mean", "ci_low", "ci_high", "n"]
+    assert COMPARISONS.names == ["method_a", "method_b", "metric", "mean_diff", "ci_low", "ci_high", "n"]
+    assert SCORES.field("value").type == pa.float64()
+    scores, _ = _scores()
+    assert to_table(scores, SCORES).schema.equals(SCORES, check_metadata=True)
+    assert to_table(summarise(scores), SUMMARY).schema == SUMMARY
+    assert to_table(compare(scores), COMPARISONS).schema == COMPARISONS
+    with pytest.raises(ValueError):
+        long_scores(["a", "b"], "m", {"x": np.zeros(3)})
+
+
+def test_bootstrap_ci_covers_the_mean_is_seeded_and_sized_right():
+    v = np.random.default_rng(1).normal(2.0, 1.0, 400)
+    mean, lo, hi, n = bootstrap_ci(v, seed=0)
+    assert n == 400 and lo < mean < hi and mean == pytest.approx(v.mean())
+    se = v.std(ddof=1) / np.sqrt(400)
+    assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.15)
+    assert bootstrap_ci(v, seed=0) == (mean, lo, hi, n)
+    assert bootstrap_ci(v, seed=1) != (mean, lo, hi, n)
+    assert bootstrap_ci(np.array([np.nan, np.nan]))[3] == 0 and np.isnan(bootstrap_ci(np.array([np.nan]))[0])
+    assert bootstrap_ci(np.array([3.0, np.nan])) == (3.0, 3.0, 3.0, 1)
+
+
+def test_summary_drops_nans_and_counts():
+    scores, a = _scores()
+    s = summarise(scores).set_index(["method", "metric"])
+    row = s.loc[("gradcam", "pointing_game")]
+    assert row["n"] == 49 and row["mean"] == pytest.approx(np.nanmean(a))
+    assert row["ci_low"] < row["mean"] < row["ci_high"]
+    assert len(s) == 4
+    assert summarise(scores).equals(summarise(scores.sample(frac=1.0, random_state=0)))
+
+
+def test_paired_comparison_and_shuffle_gap():
+    scores, _ = _scores()
+    c = compare(scores)
+    pg = c[(c.metric == "pointing_game")].iloc[0]
+    assert (pg.method_a, pg.method_b) == ("gradcam", "random")
+    assert pg.n == 48  # images both methods scored
+    assert pg.mean_diff == pytest.approx(0.2) and pg.ci_low == pytest.approx(0.2) and pg.ci_high == pytest.approx(0.2)
+    gap = c[c.metric == "pointing_game-shuffled_gap"].set_index("method_a")
+    assert set(gap.index) == {"gradcam", "random"} and (gap.method_b == gap.index).all()
+    assert gap.loc["gradcam", "mean_diff"] == pytest.approx(0.5) and gap.loc["random", "mean_diff"] == 0.0
+    assert gap.loc["gradcam", "n"] == 49
+    assert shuffle_gap(scores).equals(c[c.metric.str.endswith("-shuffled_gap")].reset_index(drop=True))
+    assert len(compare(scores, shuffle_gaps=False)) == 2
+    assert compare(scores.sample(frac=1.0, random_state=1)).equals(c)  # row order does not matter
