@@ -29,6 +29,110 @@ def _cmd_ingest(a: argparse.Namespace) -> int:
     return 0
 
 
+def _load_yaml(path: str | None) -> dict:
+    if not path:
+        return {}
+    import yaml
+
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a YAML mapping")
+    return data
+
+
+def _cmd_train_classifier(a: argparse.Namespace) -> int:
+    from flows.train import train_classifier_flow
+
+    cfg = {**_load_yaml(a.config), **{k: v for k, v in (("arch", a.arch), ("epochs", a.epochs))
+                                      if v is not None}}
+    if a.remove_tag:
+        cfg["remove_tag"] = True
+    r = train_classifier_flow(cohort=a.cohort, out=a.out, config=cfg)
+    t = r["metrics"]["test"]
+    print(f"classifier {r['spec']}: test AUROC {t['auroc']:.3f}, accuracy {t['accuracy']:.3f} "
+          f"(n={t['n']}){' (reused)' if r['reused'] else ''}")
+    return 0
+
+
+def _cmd_train_gan(a: argparse.Namespace) -> int:
+    from flows.train import train_gan_flow
+
+    cfg = _load_yaml(a.config)
+    unknown = set(cfg) - {"model", "train"}
+    if unknown:
+        raise ValueError(f"{a.config}: unknown keys {sorted(unknown)} (expected model, train)")
+    train = dict(cfg.get("train", {}))
+    if a.steps is not None:
+        train["steps"] = a.steps
+    r = train_gan_flow(cohort=a.cohort, classifier=a.classifier, out=a.out,
+                       model=cfg.get("model"), train=train)
+    best = (r.get("best") or {}).get("health", {})
+    print(f"medXGAN {r['url']}: {r['steps']} steps; best checkpoint health "
+          + ", ".join(f"{k}={v:.3f}" for k, v in best.items() if isinstance(v, float)))
+    return 0
+
+
+def _cmd_explain(a: argparse.Namespace) -> int:
+    from flows.audit import task_runner
+    from flows.explain import explain_flow
+
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    m = explain_flow.with_options(task_runner=task_runner(a.runner, a.dask_address))(
+        cohort=a.cohort, classifier=a.classifier, run=a.out, methods=methods, gan=a.gan,
+        split=a.split or None, max_images=a.max_images, shard_size=a.shard_size,
+        options=_load_yaml(a.options))
+    print(f"explained {len(m['image_ids'])} images x {len(methods)} methods into {a.out} "
+          f"({m['written']} parts written, {m['skipped']} reused)")
+    return 0
+
+
+def _cmd_score(a: argparse.Namespace) -> int:
+    from flows.score import score_flow
+
+    r = score_flow(run=a.run, n_boot=a.n_boot, robustness=a.robustness)
+    print(f"scored {r['n_images']} images: {a.run}/summary.parquet")
+    return 0
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from flows.report import report_flow
+    from medxgan.settings import get_settings
+
+    r = report_flow(run=a.run, store=a.store or get_settings().store, audit=a.audit)
+    print(f"report {r['report']}\nverdict: {r['verdict']}")
+    return 0
+
+
+def _cmd_audit(a: argparse.Namespace) -> int:
+    from flows.audit import audit_flow
+
+    m = audit_flow(config=a.config, runner=a.runner, dask_address=a.dask_address)
+    print(f"report {m['report']}\nverdict: {m['verdict']}")
+    reused = [k for k, v in m.get("stages", {}).items() if v.get("reused")]
+    if reused:
+        print("reused stages: " + ", ".join(reused))
+    return 0
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    import time
+
+    from flows.demo import demo_flow
+
+    t0 = time.perf_counter()
+    for m in demo_flow(store=a.store, quick=a.quick):
+        print(f"{m['audit']}: report {m['report']}\n  verdict: {m['verdict']}")
+    print(f"demo finished in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def _runner_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runner", choices=["local", "dask"], default="local",
+                   help="task runner of the explain stage")
+    p.add_argument("--dask-address", help="scheduler address of an existing Dask cluster")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="medxgan", description="Audit binary medical image classifiers "
                                  "with medXGAN and baseline explanations.")
@@ -49,6 +153,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finding", help="nih/folder: the finding that makes an image positive")
     p.add_argument("--chunk-size", type=int, default=256, help="images per part / task")
     p.set_defaults(handler=_cmd_ingest)
+
+    p = sub.add_parser("train-classifier", help="train a baseline classifier on a cohort")
+    p.add_argument("--cohort", required=True, help="cohort URL")
+    p.add_argument("--out", required=True, help="output URL (TorchScript, state_dict, spec.yaml)")
+    p.add_argument("--config", help="YAML of ClassifierTrainConfig fields")
+    p.add_argument("--arch", help="small_cnn (default) or a torchvision name, e.g. resnet18")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--remove-tag", action="store_true",
+                   help="train with the phantom shortcut tag removed (the demo's clean model)")
+    p.set_defaults(handler=_cmd_train_classifier)
+
+    p = sub.add_parser("train-gan", help="train the medXGAN generator tied to a classifier")
+    p.add_argument("--cohort", required=True)
+    p.add_argument("--classifier", required=True, help="ClassifierSpec YAML path or URL")
+    p.add_argument("--out", required=True, help="output URL of checkpoints (resumed if present)")
+    p.add_argument("--config", help="YAML with 'model' (GanConfig) and 'train' (GanTrainConfig)")
+    p.add_argument("--steps", type=int)
+    p.set_defaults(handler=_cmd_train_gan)
+
+    p = sub.add_parser("explain", help="explain a cohort's images with several methods")
+    p.add_argument("--cohort", required=True)
+    p.add_argument("--classifier", required=True, help="ClassifierSpec YAML path or URL")
+    p.add_argument("--gan", help="trained medXGAN URL (needed for medxgan, latent_ig)")
+    p.add_argument("--methods", default="gradcam,ig,random,box_prior",
+                   help="comma-separated: medxgan,latent_ig,gradcam,ig,smoothgrad,occlusion,"
+                        "random,box_prior")
+    p.add_argument("--out", required=True, help="run URL")
+    p.add_argument("--split", default="test", help="split to explain ('' for all)")
+    p.add_argument("--max-images", type=int, default=100)
+    p.add_argument("--shard-size", type=int, default=32)
+    p.add_argument("--options", help="YAML: method -> config")
+    _runner_args(p)
+    p.set_defaults(handler=_cmd_explain)
+
+    p = sub.add_parser("score", help="score a run's explanations")
+    p.add_argument("--run", required=True, help="run URL")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--robustness", action="store_true", help="also noise_stability (slow)")
+    p.set_defaults(handler=_cmd_score)
+
+    p = sub.add_parser("report", help="(re)build the evidence report of a scored run")
+    p.add_argument("--run", required=True)
+    p.add_argument("--store", help="store root for the audit history (default MEDXGAN_STORE)")
+    p.add_argument("--audit", help="audit name in the history (default: run folder name)")
+    p.set_defaults(handler=_cmd_report)
+
+    p = sub.add_parser("audit", help="run every stage from one YAML config")
+    p.add_argument("--config", required=True, help="audit YAML (see configs/)")
+    _runner_args(p)
+    p.set_defaults(handler=_cmd_audit)
+
+    p = sub.add_parser("demo", help="audit a clean and a shortcut classifier on phantoms")
+    p.add_argument("--store", default="./medxgan-store")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (about a minute)")
+    p.set_defaults(handler=_cmd_demo)
     return ap
 
 
@@ -58,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.debug:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
         return args.handler(args)
     except KeyboardInterrupt:

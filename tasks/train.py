@@ -1,0 +1,68 @@
+"""Prefect tasks of the training stages. Outputs are content-addressed folders in the store:
+a folder whose ``manifest.json`` exists is complete and is reused as it is."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from medxgan.storage import Store
+from tasks.progress import Progress
+
+log = logging.getLogger("medxgan.train")
+
+
+@task(name="train-classifier", cache_policy=NO_CACHE, tags=["GPU"])
+def train_classifier_task(cohort_url: str, out_url: str, config: dict[str, Any]) -> dict:
+    """Train the baseline classifier into ``out_url`` (reused when already complete).
+
+    Returns: ``{"url", "spec", "metrics", "reused"}``; ``spec`` is the spec YAML URL.
+    """
+    from medxgan.models.train_classifier import ClassifierTrainConfig, train_classifier
+
+    store = Store(out_url)
+    done = store.read_manifest()
+    if done is not None:
+        return {**done, "reused": True}
+    cfg = ClassifierTrainConfig.model_validate(config)
+    bar = Progress(cfg.epochs, "train classifier (epochs)")
+    metrics = train_classifier(cohort_url, store, cfg, progress=lambda e, m: bar.update())
+    bar.close()
+    record = {"url": store.url, "spec": store.url_of("spec.yaml"), "metrics": metrics,
+              "sha256": metrics.get("sha256")}
+    store.write_manifest(record)
+    return {**record, "reused": False}
+
+
+@task(name="train-gan", cache_policy=NO_CACHE, tags=["GPU"])
+def train_gan_task(cohort_url: str, spec: str, out_url: str, gan_config: dict[str, Any],
+                   train_config: dict[str, Any]) -> dict:
+    """Train (or resume) the medXGAN generator for the classifier of ``spec``.
+
+    A finished run (its manifest exists) is reused; an interrupted one resumes from its
+    latest complete checkpoint. Returns the run summary plus ``url`` and ``reused``.
+    """
+    from medxgan.models.gan import GanConfig
+    from medxgan.models.train_gan import GanTrainConfig, train_gan
+    from tasks.common import classifier
+
+    store = Store(out_url)
+    done = store.read_manifest()
+    if done is not None:
+        return {**done, "url": store.url, "reused": True}
+    gc = GanConfig.model_validate(gan_config)
+    tc = GanTrainConfig.model_validate(train_config)
+    bar = Progress(tc.steps, "train medXGAN (steps)")
+    last = {"step": 0}
+
+    def _progress(step: int, losses: dict) -> None:
+        if step > last["step"]:
+            bar.update(step - last["step"])
+            last["step"] = step
+
+    summary = train_gan(cohort_url, classifier(spec), store, gc, tc, progress=_progress)
+    bar.close()
+    return {**summary, "url": store.url, "reused": False}
