@@ -1,0 +1,149 @@
+"""Latent Integrated Gradients (medXGAN + IG): IG along the generator's latent path.
+
+Paper: Dravid et al., "medXGAN: Visual Explanations for Medical Classifiers through a
+Generative Latent Space", CVPR 2022 Workshops (arXiv 2204.05376), "medXGAN + IG"; IG from
+Sundararajan et al., "Axiomatic Attribution for Deep Networks", ICML 2017.
+
+With latents (z_a, z_p) of an image (from the inversion), the path is
+x_i = G(z_a, alpha_i z_p) mapped to [0, 1], alpha_i = i / (n - 1), i = 0..n-1, from the baseline
+x_0 = x_neg to x_{n-1} = x_pos. With g_i = grad_x f(x_i) (f's positive-class **logit**):
+
+- ``exact`` (default): map = sum_{i=1}^{n-1} gbar_i ⊙ (x_i - x_{i-1}), a Riemann sum of the
+  line integral of grad f along the path, so completeness holds up to discretisation error:
+  sum(map) ≈ f(x_pos) - f(x_neg), in logit units. ``rule="right"``: gbar_i = g_i (as written
+  in DESIGN.md); ``rule="trapezoid"`` (default): gbar_i = (g_i + g_{i-1}) / 2, same cost, error
+  O(1/n^2) instead of O(1/n) (tiny-model test: completeness error 1e-7 vs 8e-4 logits at n=101).
+- ``published``: map = (x_pos - x_neg) ⊙ mean_i g_i (the published code; no completeness).
+
+Maps are (B, H, W) (the channel summed). Extras: ``form`` and ``rule`` (B names each),
+``completeness_error``
+(B,) = |sum(map) - (f(x_pos) - f(x_neg))| in logit units (for both forms), ``delta_logit``
+(B,), ``x_neg`` / ``x_pos`` (B, 1, H, W) in [0, 1].
+
+Path points of all images are evaluated together, ``batch_size`` points per forward/backward.
+Memory is O(batch_size · H · W): only the running sum and the previous point are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from medxgan.explain._torch import logit, to_unit
+from medxgan.explain.base import Explainer, ExplainerConfig, Explanation
+from medxgan.explain.inversion import InversionConfig, InversionResult, invert
+from medxgan.explain.medxgan import Latents, _unpack
+
+
+class LatentIGConfig(ExplainerConfig):
+    """Options of latent IG.
+
+    Attributes:
+        n_points: path points including both ends (101 published).
+        form: ``exact`` path sum (completeness) or ``published`` (x_pos - x_neg) ⊙ mean grad.
+        rule: gradient point per segment of the exact form: ``right`` (g_i) or ``trapezoid``.
+        batch_size: path points (over all images) per forward/backward pass.
+        inversion: used when no latents are passed; seed: base seed of the inversion.
+    """
+
+    n_points: int = Field(101, ge=2)
+    form: Literal["exact", "published"] = "exact"
+    rule: Literal["right", "trapezoid"] = "trapezoid"
+    batch_size: int = Field(128, ge=1)
+    inversion: InversionConfig = InversionConfig()
+    seed: int = 0
+
+
+class LatentIGExplainer(Explainer):
+    """IG from x_neg = G(z_a, 0) to x_pos = G(z_a, z_p) along alpha ↦ G(z_a, alpha z_p).
+
+    ``explain(images (B, 1, H, W) in [0, 1], ids=None, latents=None)``: ``latents`` (an
+    :class:`InversionResult` or ``(z_a, z_p)``, e.g. the medxgan explanation's extras) skips
+    the inversion.
+    """
+
+    name = "latent_ig"
+    Config = LatentIGConfig
+
+    def __init__(self, classifier: nn.Module, generator: nn.Module,
+                 config: dict | LatentIGConfig | None = None):
+        super().__init__(classifier, config)
+        self.G = generator
+
+    def _modules(self) -> list[nn.Module]:
+        return [self.f, self.G]
+
+    def _explain(self, images: torch.Tensor, *, ids: Sequence[str] | None = None,
+                 latents: Latents | None = None, **_: Any) -> Explanation:
+        cfg = self.config
+        if latents is None:
+            latents = invert(self.G, self.f, images, cfg.inversion,
+                             seed=self._seeds(images, ids, cfg.seed))
+        z_a, z_p = _unpack(latents)
+        z_a, z_p = z_a.detach().to(images.device), z_p.detach().to(images.device)
+        B = z_a.shape[0]
+        n = cfg.n_points
+        k = max(1, cfg.batch_size // B)                                # alphas per pass
+        alphas = torch.linspace(0, 1, n, device=images.device)
+        total = None                                                   # (B, 1, H, W)
+        prev_x = prev_g = None
+        first_logit = last_logit = None
+        for s in range(0, n, k):
+            a = alphas[s:s + k]                                        # (m,)
+            x, g, lg = _path_grads(self.G, self.f, z_a, z_p, a)        # (B, m, 1, H, W), (B, m)
+            if s == 0:
+                first_logit = lg[:, 0]
+                total = torch.zeros_like(x[:, 0])
+            last_logit = lg[:, -1]
+            if prev_x is not None:                                     # stitch chunk borders
+                x = torch.cat([prev_x, x], 1)
+                g = torch.cat([prev_g, g], 1)
+            if cfg.form == "published":
+                total = total + g[:, (0 if prev_x is None else 1):].sum(1)
+            else:
+                dx = x[:, 1:] - x[:, :-1]                              # (B, m', 1, H, W)
+                gi = g[:, 1:] if cfg.rule == "right" else 0.5 * (g[:, 1:] + g[:, :-1])
+                total = total + (gi * dx).sum(1)
+            prev_x, prev_g = x[:, -1:], g[:, -1:]
+            if s == 0:
+                x_neg = x[:, 0]
+        x_pos = prev_x[:, 0]                                           # (B, 1, H, W)
+        if cfg.form == "published":
+            attr = (x_pos - x_neg) * total / n
+        else:
+            attr = total
+        maps = attr.sum(1)                                             # (B, H, W)
+        delta = last_logit - first_logit                               # (B,) logit units
+        err = (maps.flatten(1).sum(1) - delta).abs()
+        rule = cfg.rule if cfg.form == "exact" else "mean"
+        extras = dict(form=[cfg.form] * B, rule=[rule] * B, completeness_error=err.detach(),
+                      delta_logit=delta.detach(), x_neg=x_neg.detach().clamp(0, 1),
+                      x_pos=x_pos.detach().clamp(0, 1))
+        if isinstance(latents, InversionResult):
+            extras["recon_mse"] = latents.recon_mse
+        return Explanation(maps=maps.detach(), extras=extras)
+
+
+def _path_grads(G: nn.Module, f: nn.Module, z_a: torch.Tensor, z_p: torch.Tensor,
+                alphas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Path points, input gradients of f's logit and the logits for alphas (m,).
+
+    Returns:
+        x (B, m, 1, H, W) in [0, 1] (not clamped: the path must be the generator's own),
+        grad (B, m, 1, H, W), logit (B, m).
+    """
+    B, m = z_a.shape[0], alphas.shape[0]
+    za = z_a.repeat_interleave(m, 0)                                   # (B m, d_a)
+    zp = (z_p[:, None, :] * alphas[None, :, None]).reshape(B * m, -1)  # (B m, d_p)
+    with torch.no_grad():
+        x = to_unit(G(za, zp))                                         # (B m, 1, H, W)
+    x.requires_grad_(True)
+    with torch.enable_grad():
+        out = logit(f, x)                                              # (B m,)
+        (grad,) = torch.autograd.grad(out.sum(), x)
+    shape = (B, m) + tuple(x.shape[1:])
+    return x.detach().reshape(shape), grad.reshape(shape), out.detach().reshape(B, m)
