@@ -74,7 +74,8 @@ def _cohort_stage(cfg: AuditConfig, root: Store) -> dict:
 
         manifest = ingest_flow(source=c.source, out=url, input=c.input, size=c.size, n=c.n,
                                seed=c.seed, prevalence=c.prevalence,
-                               shortcut_rate=c.shortcut_rate, finding=c.finding)
+                               shortcut_rate=c.shortcut_rate, finding=c.finding,
+                               pseudonymise=c.pseudonymise, max_pixels=c.max_pixels)
     return {"url": url, "hash": manifest["content_hash"], "reused": reused,
             "size": manifest.get("image_size")}
 

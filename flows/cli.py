@@ -22,7 +22,8 @@ def _cmd_ingest(a: argparse.Namespace) -> int:
 
     m = ingest_flow(source=a.source, out=a.out, input=a.input, size=a.size, n=a.n, seed=a.seed,
                     prevalence=a.prevalence, shortcut_rate=a.shortcut_rate, finding=a.finding,
-                    chunk_size=a.chunk_size)
+                    chunk_size=a.chunk_size, pseudonymise=True if a.pseudonymise else None,
+                    max_pixels=a.max_pixels)
     c = m["counts"]
     print(f"cohort {a.out}: {c['images']} images ({c['positives']} positive, {c['negatives']} "
           f"negative), {c['boxes']} boxes, {c['quarantined']} quarantined")
@@ -152,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="phantom: share of positives carrying the shortcut tag")
     p.add_argument("--finding", help="nih/folder: the finding that makes an image positive")
     p.add_argument("--chunk-size", type=int, default=256, help="images per part / task")
+    p.add_argument("--pseudonymise", action="store_true",
+                   help="image ids become keyed hashes (key: env MEDXGAN_PSEUDONYMISE_KEY)")
+    p.add_argument("--max-pixels", type=int, default=50_000_000,
+                   help="quarantine source images with more pixels than this")
     p.set_defaults(handler=_cmd_ingest)
 
     p = sub.add_parser("train-classifier", help="train a baseline classifier on a cohort")
@@ -216,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.debug:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        # failed tasks are reported by our one-line error; Prefect's own ERROR logs would add
+        # tracebacks (DESIGN: no traceback unless --debug)
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
         return args.handler(args)

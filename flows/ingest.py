@@ -10,6 +10,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from medxgan.ingest.pixels import MAX_PIXELS
 from tasks.ingest import (PHANTOM_SOURCES, SOURCES, finalize, ingest_chunk, list_source_records,
                           source_input_root)
 from tasks.progress import Progress
@@ -19,7 +20,8 @@ from tasks.progress import Progress
 def ingest_flow(source: str, out: str, input: str | None = None, size: int = 64,
                 n: int = 1000, seed: int = 0, prevalence: float = 0.5,
                 shortcut_rate: float = 0.0, finding: str | None = None,
-                chunk_size: int = 256) -> dict:
+                chunk_size: int = 256, pseudonymise: bool | None = None,
+                max_pixels: int = MAX_PIXELS) -> dict:
     """Ingest ``source`` into the cohort at ``out``; returns the manifest.
 
     Args:
@@ -30,6 +32,10 @@ def ingest_flow(source: str, out: str, input: str | None = None, size: int = 64,
         n, seed, prevalence, shortcut_rate: phantom options.
         finding: the positive finding for ``nih`` (e.g. ``Pneumonia``) or ``folder`` COCO input.
         chunk_size: images per part / task.
+        pseudonymise: file sources: True makes image ids keyed hashes (key from env
+            ``MEDXGAN_PSEUDONYMISE_KEY``, never a parameter, so it is never logged or stored);
+            False never; None only when that variable is set.
+        max_pixels: file sources: records with larger images are quarantined.
     """
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
@@ -48,12 +54,13 @@ def ingest_flow(source: str, out: str, input: str | None = None, size: int = 64,
             opts["finding"] = finding
         elif finding and source == "folder":
             opts["category" if input.lower().endswith(".json") else "finding"] = finding
-        records, quarantine = list_source_records(source, input, **opts)
+        records, quarantine = list_source_records(source, input, pseudonymise, **opts)
         root = source_input_root(source, input)
         extra["input_records"] = len(records) + len(quarantine)
         for k, start in enumerate(range(0, len(records), chunk_size)):
             futures.append(ingest_chunk.submit(out, k, source, records=records[start:start + chunk_size],
-                                               input_root=root, size=size))
+                                               input_root=root, size=size,
+                                               max_pixels=max_pixels))
     bar = Progress(len(futures), f"ingest {source}")
     parts = []
     for fut in futures:

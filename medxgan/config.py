@@ -41,6 +41,9 @@ class CohortSection(_Strict):
     prevalence: float = 0.5
     shortcut_rate: float = 0.0
     finding: str | None = None
+    pseudonymise: bool = Field(False, description="DICOM-derived image ids become keyed hashes "
+                               "(HMAC-SHA256); the key comes from env MEDXGAN_PSEUDONYMISE_KEY")
+    max_pixels: int = Field(50_000_000, ge=1, description="refuse source images with more pixels")
 
     @model_validator(mode="after")
     def _check(self) -> "CohortSection":

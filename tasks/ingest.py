@@ -19,14 +19,26 @@ FILE_SOURCES = ("rsna", "nih", "folder")
 SOURCES = PHANTOM_SOURCES + FILE_SOURCES
 
 
-def list_source_records(source: str, input_path: str, **opts: Any) -> tuple[list, list[dict]]:
-    """Records and table-level quarantine rows of a file source, duplicates removed."""
+PSEUDONYMISE_ENV = "MEDXGAN_PSEUDONYMISE_KEY"
+
+
+def list_source_records(source: str, input_path: str, pseudonymise: bool | None = None,
+                        **opts: Any) -> tuple[list, list[dict]]:
+    """Records and table-level quarantine rows of a file source, duplicates removed.
+
+    Args:
+        pseudonymise: True: image ids become keyed hashes with the key of env
+            ``MEDXGAN_PSEUDONYMISE_KEY`` (a clear error if unset); False: never; None: only
+            when that variable is set. The key is read here and never logged or returned.
+    """
     import os
 
     from medxgan.ingest import ADAPTERS, process
 
     adapter = ADAPTERS[source]
-    key = os.environ.get("MEDXGAN_PSEUDONYMISE_KEY")
+    key = os.environ.get(PSEUDONYMISE_ENV) if pseudonymise is not False else None
+    if pseudonymise and not key:
+        raise ValueError(f"pseudonymise is true but {PSEUDONYMISE_ENV} is not set (or empty)")
     if key:
         opts["pseudonymise_key"] = key
     records, quarantine = adapter.list_records(input_path, **opts)

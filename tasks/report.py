@@ -99,13 +99,21 @@ def _gallery(store: Store, cohort_url: str, scores: pd.DataFrame, methods: list[
                     if m == "medxgan" and "strip_png" in t.column_names:
                         strips[i] = {"image_id": i, "strip_png": t["strip_png"][j].as_py(),
                                      "frame_probs": t["frame_probs"][j].as_py()}
-    batch = Cohort(cohort_url).load(chosen)
+    cohort = Cohort(cohort_url)
+    batch = cohort.load(chosen)
+    bt = cohort.boxes_table()
+    findings: dict[str, list[str]] = {}
+    if "finding" in bt.column_names:
+        for i, f in zip(bt["image_id"].to_pylist(), bt["finding"].to_pylist()):
+            if i in chosen and f and f not in findings.setdefault(i, []):
+                findings[i].append(f)
     items = []
     for j, i in enumerate(chosen):
         img = batch.images[j, 0].numpy()
         items.append({"image_id": i, "label": int(batch.labels[j]),
                       "image_png": encode_png(from_unit(img)),
                       "boxes": [tuple(map(float, b)) for b in batch.boxes[j]],
+                      "findings": findings.get(i, []),
                       "overlays": {m: maps[m][i] for m in methods if i in maps[m]},
                       "note": ("best" if i in best else "worst") + f" by {ref} relevance mass"})
     return items, [strips[i] for i in chosen if i in strips]
