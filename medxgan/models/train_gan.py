@@ -1,0 +1,527 @@
+"""Training the medXGAN generator against a frozen classifier, with checkpoints and resume.
+
+Losses per step (batch B; real images x with labels y from the cohort's train split; classes
+c ~ Bernoulli(share of positives) decide z_p = 0 (c = 0) or z_p ~ N(0, I) (c = 1)):
+
+    L_D = BCE(D(x, y), 1) + BCE(D(G(z), c), 0)                         (non-saturating GAN)
+    L_G = BCE(D(G(z), c), 1) + lambda_cls * CE(f(G(z)), c)
+          + lambda_min_change * mean |G(z_a, z_p) - G(z_a, 0)|   (over c = 1 samples)
+          + lambda_mask * mean M(z_a, z_p)                       (local generator, c = 1)
+
+CE is BCE on f's positive logit (``cls_loss="logits"``, default) or, as the published code
+does, cross-entropy applied to the softmax probabilities (``"double_softmax"``). f is frozen
+(eval mode, no parameter gradients); gradients pass through it to G. The unconditional D
+ignores the classes; the projection D sees real images with their labels.
+
+Determinism and resume: every step reseeds torch's global RNG (dropout) and draws its batch
+and latents from a generator seeded by ``(seed, step)``, so a run killed after a checkpoint
+and resumed gives the same weights as an uninterrupted run (CPU). Checkpoints go to the out
+store as ``checkpoints/step-XXXXXXX.pt`` (G/D/optimiser state_dicts, step, RNG states,
+resolved configs, health), a sample grid ``checkpoints/step-XXXXXXX.png``, then
+``best.pt`` + ``best.json`` when the checkpoint has the best lesion fidelity so far, and last
+the pointer ``checkpoints/latest.json``. Everything loads with ``weights_only=True``.
+``manifest.json`` at the out root is written when training ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import random
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from medxgan.models.gan import Discriminator, GanConfig, Generator, build_discriminator, \
+    from_gan, to_gan
+from medxgan.models.health import HeldOut, evaluate_health, sample_grid
+from medxgan.storage import Store
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, dict[str, float]], None]
+CKPT_FORMAT = 1
+
+
+class GanTrainConfig(BaseModel):
+    """How to train (saved in every checkpoint).
+
+    Attributes:
+        lambda_cls: weight of the classifier loss (published: 2 brain, 1 chest X-ray).
+        cls_loss: ``logits`` (BCE on f's logit) or ``double_softmax`` (published code).
+        lambda_min_change: weight of mean |G(z_a, z_p) - G(z_a, 0)| (0: off).
+        lambda_mask: weight of the mask-size prior mean(M) of the local generator (0: off).
+        lr, betas: Adam for G and D.
+        batch: images per step.
+        steps: total steps of the run (a resumed run continues up to this step).
+        seed: seeds initial weights, batches, latents and dropout.
+        checkpoint_every: steps between checkpoints (the last step is always saved).
+        health_every: steps between health evaluations (at checkpoints; None: every one).
+        health_samples: samples for the agreement metric.
+        health_heldout: held-out positives with boxes (and half as many negatives) inverted
+            for recon MSE and lesion fidelity.
+        health_inversion_steps: Adam steps of the quick inversion.
+        heldout_split: split the held-out set comes from (falls back to test, then train).
+        time_limit_s: stop after this many seconds of this call (checked between steps; the
+            step reached gets a final checkpoint with health); None: run all ``steps``.
+        device: ``auto`` (CUDA with bf16 autocast when present), ``cpu`` or ``cuda``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    lambda_cls: float = Field(2.0, ge=0)
+    cls_loss: Literal["logits", "double_softmax"] = "logits"
+    lambda_min_change: float = Field(0.0, ge=0)
+    lambda_mask: float = Field(0.0, ge=0)
+    lr: float = Field(2e-4, gt=0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    batch: int = Field(32, ge=2)
+    steps: int = Field(2000, ge=0)
+    seed: int = 0
+    checkpoint_every: int = Field(200, ge=1)
+    health_every: int | None = Field(None, ge=1)
+    health_samples: int = Field(1000, ge=2)
+    health_heldout: int = Field(32, ge=0)
+    health_inversion_steps: int = Field(50, ge=0)
+    heldout_split: str = "val"
+    time_limit_s: float | None = Field(None, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass
+class GanState:
+    """Everything that changes during training."""
+
+    G: Generator
+    D: Discriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    step: int = 0
+
+
+@dataclass
+class TrainData:
+    """The train split in memory: images (N, 1, S, S) in [0, 1], labels (N,) int64 in {0, 1}."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def pos_frac(self) -> float:
+        return float(self.labels.float().mean())
+
+
+# ---------------------------------------------------------------------------------- training
+def new_state(gan_config: GanConfig, train_config: GanTrainConfig,
+              device: torch.device | str = "cpu") -> GanState:
+    """Freshly initialised G, D and their Adam optimisers (seeded by ``train_config.seed``)."""
+    torch.manual_seed(train_config.seed)
+    G = Generator(gan_config).to(device)
+    D = build_discriminator(gan_config).to(device)
+    tc = train_config
+    opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr, betas=tc.betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr, betas=tc.betas)
+    return GanState(G, D, opt_g, opt_d, 0)
+
+
+def train_steps(state: GanState, classifier: nn.Module, data: TrainData,
+                config: GanTrainConfig, n_steps: int,
+                progress: ProgressFn | None = None,
+                deadline: float | None = None) -> dict[str, float]:
+    """Run ``n_steps`` optimisation steps (D then G each), fewer if ``time.perf_counter()``
+    passes ``deadline``; returns the last step's losses."""
+    losses: dict[str, float] = {}
+    classifier.eval()
+    state.G.train()
+    state.D.train()
+    for _ in range(n_steps):
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
+        losses = _step(state, classifier, data, config)
+        state.step += 1
+        if progress is not None:
+            progress(state.step, losses)
+    return losses
+
+
+def evaluate(state: GanState, classifier: nn.Module, held: HeldOut | None,
+             config: GanTrainConfig) -> dict[str, float]:
+    """Health metrics of the current generator (see :mod:`medxgan.models.health`)."""
+    return evaluate_health(state.G, classifier, held, config.health_samples,
+                           config.health_inversion_steps, seed=config.seed)
+
+
+def _mix(*xs: int) -> int:
+    h = hashlib.sha256(repr(xs).encode()).digest()
+    return int.from_bytes(h[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def _step(state: GanState, f: nn.Module, data: TrainData, cfg: GanTrainConfig
+          ) -> dict[str, float]:
+    G, D = state.G, state.D
+    dev = next(G.parameters()).device
+    B = cfg.batch
+    torch.manual_seed(_mix(cfg.seed, state.step, 0))                   # dropout
+    g = torch.Generator().manual_seed(_mix(cfg.seed, state.step, 1))   # batch + latents
+    idx = torch.randint(len(data.images), (B,), generator=g)
+    x = to_gan(data.images[idx]).to(dev)                               # (B, 1, S, S)
+    y = data.labels[idx].to(dev)                                       # (B,)
+    c = (torch.rand(B, generator=g) < data.pos_frac).long().to(dev)    # (B,)
+    z_a = torch.randn(B, G.d_a, generator=g).to(dev)
+    z_p = torch.randn(B, G.d_p, generator=g).to(dev) * c[:, None]      # exactly 0 for c = 0
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" \
+        else torch.autocast("cpu", enabled=False)
+    need_neg = cfg.lambda_min_change > 0
+    with amp:
+        if need_neg:  # one batch, so BatchNorm sees G(z_a, z_p) and G(z_a, 0) together
+            both, mask = G.forward_with_mask(torch.cat([z_a, z_a]),
+                                             torch.cat([z_p, torch.zeros_like(z_p)]))
+            fake, fake_neg = both[:B], both[B:]
+            mask = mask[:B] if mask is not None else None
+        else:
+            fake, mask = G.forward_with_mask(z_a, z_p)                 # (B, 1, S, S)
+
+        # discriminator
+        D.requires_grad_(True)
+        d_real = D(x, y).float()                                       # (B,)
+        d_fake = D(fake.detach(), c).float()
+        loss_d = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) \
+            + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+    state.opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    state.opt_d.step()
+
+    with amp:
+        D.requires_grad_(False)
+        d_gen = D(fake, c).float()
+        loss_adv = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+        logit = f(from_gan(fake)).float().reshape(B)                   # (B,)
+        if cfg.cls_loss == "logits":
+            loss_cls = F.binary_cross_entropy_with_logits(logit, c.float())
+        else:  # published: cross-entropy on softmax probabilities
+            p = torch.sigmoid(logit)
+            loss_cls = F.cross_entropy(torch.stack([1 - p, p], 1), c)
+        loss_g = loss_adv + cfg.lambda_cls * loss_cls
+        pos = c.bool()
+        n_pos = max(int(pos.sum()), 1)
+        min_change = torch.zeros((), device=dev)
+        if need_neg:
+            change = (fake.float() - fake_neg.float()).abs().flatten(1).mean(1)  # (B,)
+            min_change = (change * pos).sum() / n_pos
+            loss_g = loss_g + cfg.lambda_min_change * min_change
+        mask_size = torch.zeros((), device=dev)
+        if mask is not None:
+            mask_size = (mask.float().flatten(1).mean(1) * pos).sum() / n_pos
+            if cfg.lambda_mask > 0:
+                loss_g = loss_g + cfg.lambda_mask * mask_size
+    state.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    state.opt_g.step()
+    D.requires_grad_(True)
+    out = {"loss_d": loss_d, "loss_g": loss_g, "loss_adv": loss_adv, "loss_cls": loss_cls,
+           "min_change": min_change, "mask_size": mask_size}
+    return {k: float(v.detach()) for k, v in out.items()}
+
+
+# ---------------------------------------------------------------------------------- entry point
+def train_gan(cohort_url: str, classifier: nn.Module, out_url: str | Store,
+              gan_config: GanConfig | None = None, train_config: GanTrainConfig | None = None,
+              progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Train (or resume training) a medXGAN generator for ``classifier`` on a cohort.
+
+    Args:
+        cohort_url: finished cohort (its train split is loaded into memory, resized to
+            ``gan_config.image_size`` if needed).
+        classifier: the frozen classifier, ``f(x (B, 1, H, W) in [0, 1]) -> logit (B,)``
+            (an :class:`~medxgan.models.classifier.AuditedClassifier`).
+        out_url: store (URL or :class:`Store`) for checkpoints; an existing run there is
+            resumed from its latest complete checkpoint.
+        progress: called as ``progress(step, losses)`` after every step, and with the health
+            metrics merged in after every health evaluation.
+
+    Returns:
+        The run summary (also written to ``manifest.json``): steps, best step and health,
+        last health, configs, classifier and cohort hashes, seconds.
+
+    Raises:
+        ValueError: the out store holds a run with another ``GanConfig`` or seed, or the
+            cohort's train split has no labelled images.
+    """
+    from medxgan.cohort.reader import Cohort
+
+    gc = gan_config or GanConfig()
+    tc = train_config or GanTrainConfig()
+    store = out_url if isinstance(out_url, Store) else Store(out_url)
+    dev = torch.device("cuda" if tc.device == "cuda" or
+                       (tc.device == "auto" and torch.cuda.is_available()) else "cpu")
+    cohort = Cohort(cohort_url)
+    data = load_train_data(cohort, gc.image_size)
+    held = load_heldout(cohort, gc.image_size, tc.health_heldout, tc.heldout_split)
+    held = held.to(dev) if held is not None else None
+    f = classifier.to(dev).eval()
+    f.requires_grad_(False)
+    meta = {"classifier_sha256": str(getattr(classifier, "sha256", "")),
+            "cohort_hash": cohort.content_hash, "cohort_url": cohort.url}
+
+    state = new_state(gc, tc, dev)
+    best_score = -math.inf
+    resumed = _resume(store, state, gc, tc)
+    if resumed is not None:
+        best = _read_json(store, "best.json")
+        best_score = _score(best.get("health", {})) if best else -math.inf
+        log.info("resumed %s at step %d", store.url, state.step)
+    else:
+        store.write_json("config.json", {"gan_config": gc.model_dump(mode="json"),
+                                         "train_config": tc.model_dump(mode="json"), **meta})
+    t0 = time.perf_counter()
+    health: dict[str, float] = {}
+    health_every = tc.health_every or tc.checkpoint_every
+    deadline = t0 + tc.time_limit_s if tc.time_limit_s else None
+    while state.step < tc.steps:
+        n = min(tc.checkpoint_every - state.step % tc.checkpoint_every, tc.steps - state.step)
+        train_steps(state, f, data, tc, n, progress, deadline)
+        out_of_time = deadline is not None and time.perf_counter() >= deadline
+        last = state.step == tc.steps or out_of_time
+        health = {}
+        if state.step % health_every == 0 or last:
+            health = evaluate(state, f, held, tc)
+            if progress is not None:
+                progress(state.step, dict(health))
+        best_score = _save_checkpoint(store, state, gc, tc, meta, health, best_score)
+        if out_of_time:
+            log.info("time limit %.0f s reached at step %d", tc.time_limit_s, state.step)
+            break
+    summary = {"steps": state.step, "resumed_from": resumed, "last_health": health,
+               "best": _read_json(store, "best.json"),
+               "latest": _read_json(store, "checkpoints/latest.json"),
+               "gan_config": gc.model_dump(mode="json"), "train_config": tc.model_dump(mode="json"),
+               "seconds": round(time.perf_counter() - t0, 2), "device": str(dev), **meta}
+    store.write_manifest(summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------- data
+def load_train_data(cohort, size: int) -> TrainData:
+    """The cohort's labelled train images at ``size`` px, in memory."""
+    imgs, labels = [], []
+    for b in cohort.iter_batches(512, split="train", labels=[0, 1]):
+        imgs.append(_resize(b.images, size))
+        labels.append(b.labels)
+    if not imgs:
+        raise ValueError(f"cohort {cohort.url} has no labelled images in its train split")
+    return TrainData(torch.cat(imgs), torch.cat(labels).long())
+
+
+def load_heldout(cohort, size: int, n: int, split: str = "val") -> HeldOut | None:
+    """Up to ``n`` positives with boxes and ``n // 2`` negatives from ``split`` (first split of
+    ``split``, ``test``, ``train`` that has positives with boxes), with masks at ``size`` px."""
+    from medxgan.metrics.masks import boxes_to_masks
+
+    if n <= 0:
+        return None
+    for sp in dict.fromkeys([split, "test", "train"]):
+        pos, neg = [], []
+        for b in cohort.iter_batches(256, split=sp, labels=[0, 1]):
+            for j in range(len(b)):
+                if b.labels[j] == 1 and len(b.boxes[j]) and len(pos) < n:
+                    pos.append((b.images[j], 1, b.boxes[j]))
+                elif b.labels[j] == 0 and len(neg) < n // 2:
+                    neg.append((b.images[j], 0, b.boxes[j]))
+            if len(pos) >= n and len(neg) >= n // 2:
+                break
+        if len(pos) >= 2:
+            rows = pos + neg
+            H0, W0 = rows[0][0].shape[-2:]
+            images = _resize(torch.stack([r[0] for r in rows]), size)  # (N, 1, S, S)
+            masks = boxes_to_masks([r[2] for r in rows], size, size, image_size=(H0, W0))
+            return HeldOut(images, torch.tensor([r[1] for r in rows]), masks)
+    return None
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=x.shape[-1] > size).clamp(0, 1)
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def _ckpt_key(step: int) -> str:
+    return f"checkpoints/step-{step:07d}.pt"
+
+
+def _score(health: dict) -> float:
+    v = health.get("fidelity", float("nan")) if health else float("nan")
+    return float(v) if v is not None and math.isfinite(float(v)) else -math.inf
+
+
+def _save_checkpoint(store: Store, state: GanState, gc: GanConfig, tc: GanTrainConfig,
+                     meta: dict, health: dict, best_score: float) -> float:
+    """Write checkpoint, grid, maybe best, then the latest pointer; returns the best score."""
+    key = _ckpt_key(state.step)
+    obj = {
+        "format": CKPT_FORMAT,
+        "step": state.step,
+        "generator": state.G.state_dict(),
+        "discriminator": state.D.state_dict(),
+        "opt_g": state.opt_g.state_dict(),
+        "opt_d": state.opt_d.state_dict(),
+        "rng": _rng_state(),
+        "gan_config": gc.model_dump(mode="json"),
+        "train_config": tc.model_dump(mode="json"),
+        "health": {k: float(v) for k, v in health.items()},
+        **meta,
+    }
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    blob = buf.getvalue()
+    digest = hashlib.sha256(blob).hexdigest()
+    store.write_bytes(key, blob)
+    store.write_bytes(key.replace(".pt", ".png"), sample_grid(state.G))
+    pointer = {"step": state.step, "key": key, "sha256": digest, "health": obj["health"]}
+    score = _score(health)
+    if health and (score > best_score or best_score == -math.inf):  # no fidelity: newest
+        store.write_bytes("best.pt", blob)
+        store.write_json("best.json", pointer)
+        best_score = max(score, best_score)
+    store.write_json("checkpoints/latest.json", pointer)
+    return best_score
+
+
+def _resume(store: Store, state: GanState, gc: GanConfig, tc: GanTrainConfig) -> int | None:
+    """Load the latest readable checkpoint into ``state``; its step, or None if none exists."""
+    pointer = _read_json(store, "checkpoints/latest.json")
+    keys = sorted(store.list("checkpoints/", suffix=".pt"), reverse=True)
+    if pointer is None and keys:
+        warnings.warn(f"{store.url}: checkpoints/latest.json missing or unreadable; "
+                      "scanning checkpoint files", stacklevel=3)
+    cands: list[tuple[str, str | None]] = []
+    if pointer is not None:
+        cands.append((pointer["key"], pointer.get("sha256")))
+        keys = [k for k in keys if k != pointer["key"] and _key_step(k) < pointer["step"]]
+    cands += [(k, None) for k in keys]
+    for i, (key, sha) in enumerate(cands):
+        try:
+            obj, _ = _load_ckpt(store, key, sha)
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is skipped
+            warnings.warn(f"checkpoint {store.url_of(key)} is unreadable "
+                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
+                          "falling back to the previous one", stacklevel=3)
+            continue
+        if obj["gan_config"] != gc.model_dump(mode="json"):
+            raise ValueError(f"{store.url} holds a run with another GanConfig "
+                             f"({obj['gan_config']}); use a new out URL")
+        if obj["train_config"].get("seed") != tc.seed:
+            raise ValueError(f"{store.url} holds a run with seed "
+                             f"{obj['train_config'].get('seed')}, not {tc.seed}")
+        state.G.load_state_dict(obj["generator"])
+        state.D.load_state_dict(obj["discriminator"])
+        state.opt_g.load_state_dict(obj["opt_g"])
+        state.opt_d.load_state_dict(obj["opt_d"])
+        for opt in (state.opt_g, state.opt_d):  # new lr / betas of a continued run apply
+            for group in opt.param_groups:
+                group["lr"], group["betas"] = tc.lr, tuple(tc.betas)
+        _set_rng_state(obj["rng"])
+        state.step = int(obj["step"])
+        return state.step
+    if cands:
+        warnings.warn(f"{store.url}: no readable checkpoint; starting from scratch", stacklevel=3)
+    return None
+
+
+def _key_step(key: str) -> int:
+    try:
+        return int(key.rsplit("step-", 1)[1].split(".")[0])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _load_ckpt(store: Store, key: str, sha256: str | None = None) -> tuple[dict, str]:
+    """(checkpoint dict, sha256 of its bytes); raises on a corrupt or mismatching file."""
+    blob = store.read_bytes(key)
+    digest = hashlib.sha256(blob).hexdigest()
+    if sha256 is not None and digest != sha256:
+        raise ValueError(f"sha256 {digest[:12]} != pointer's {sha256[:12]}")
+    obj = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    missing = {"step", "generator", "gan_config"} - set(obj)
+    if missing:
+        raise ValueError(f"not a generator checkpoint (missing {sorted(missing)})")
+    return obj, digest
+
+
+def _read_json(store: Store, key: str) -> dict | None:
+    try:
+        return store.read_json(key)
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _rng_state() -> dict:
+    """torch / numpy / python RNG states as tensors and lists (loadable with weights_only)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    out = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": [version, list(internal), gauss_next],
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
+    return out
+
+
+def _set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    n = rng["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+    v, internal, gauss_next = rng["python"]
+    random.setstate((v, tuple(internal), gauss_next))
+    if "cuda" in rng and torch.cuda.is_available() and \
+            len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def load_generator(url_or_store: str | Store, which: Literal["best", "latest"] = "best"
+                   ) -> tuple[Generator, dict[str, Any]]:
+    """The trained generator of a run (``best.pt``, else the latest checkpoint), eval mode.
+
+    Returns:
+        (G, meta): meta holds ``step``, ``health``, ``gan_config``, ``train_config``,
+        ``classifier_sha256``, ``cohort_hash``, ``sha256`` of the checkpoint file, ``source``
+        (``best`` or ``latest``) and ``key``.
+
+    Raises:
+        FileNotFoundError: no checkpoint in the store.
+    """
+    store = url_or_store if isinstance(url_or_store, Store) else Store(url_or_store)
+    key, source = None, which
+    if which == "best" and _read_json(store, "best.json") is not None:
+        key = "best.pt"
+    else:
+        pointer = _read_json(store, "checkpoints/latest.json")
+        if pointer is not None:
+            key, source = pointer["key"], "latest"
+    if key is None:
+        raise FileNotFoundError(f"{store.url}: no generator checkpoint (best.json / "
+                                "checkpoints/latest.json)")
+    obj, digest = _load_ckpt(store, key)
+    G = Generator(GanConfig.model_validate(obj["gan_config"]))
+    G.load_state_dict(obj["generator"])
+    G.eval()
+    meta = {k: obj.get(k) for k in ("step", "health", "gan_config", "train_config",
+                                    "classifier_sha256", "cohort_hash")}
+    meta.update(sha256=digest, source=source, key=store.url_of(key))
+    return G, meta
