@@ -108,6 +108,7 @@ class GanState:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     step: int = 0
+    resumed_health: dict[str, float] | None = None  # health stored in the resumed checkpoint
 
 
 @dataclass
@@ -280,6 +281,7 @@ def train_gan(cohort_url: str, classifier: nn.Module, out_url: str | Store,
     if resumed is not None:
         best = _read_json(store, "best.json")
         best_score = _score(best.get("health", {})) if best else -math.inf
+        best_score = _reconsider_best(store, state, best, best_score)
         log.info("resumed %s at step %d", store.url, state.step)
     else:
         store.write_json("config.json", {"gan_config": gc.model_dump(mode="json"),
@@ -399,6 +401,23 @@ def _save_checkpoint(store: Store, state: GanState, gc: GanConfig, tc: GanTrainC
     return best_score
 
 
+def _reconsider_best(store: Store, state: GanState, best: dict | None, best_score: float) -> float:
+    """After a resume: a kill between a checkpoint file and its pointers leaves a checkpoint
+    newer than ``best.json`` whose health was never compared; compare it now."""
+    health, key = state.resumed_health, _ckpt_key(state.step)
+    if not health or (best is not None and int(best.get("step", -1)) >= state.step):
+        return best_score
+    score = _score(health)
+    if score > best_score or best_score == -math.inf:
+        blob = store.read_bytes(key)
+        store.write_bytes("best.pt", blob)
+        store.write_json("best.json", {"step": state.step, "key": key,
+                                       "sha256": hashlib.sha256(blob).hexdigest(),
+                                       "health": health})
+        return max(score, best_score)
+    return best_score
+
+
 def _resume(store: Store, state: GanState, gc: GanConfig, tc: GanTrainConfig) -> int | None:
     """Load the latest readable checkpoint into ``state``; its step, or None if none exists."""
     pointer = _read_json(store, "checkpoints/latest.json")
@@ -434,6 +453,7 @@ def _resume(store: Store, state: GanState, gc: GanConfig, tc: GanTrainConfig) ->
                 group["lr"], group["betas"] = tc.lr, tuple(tc.betas)
         _set_rng_state(obj["rng"])
         state.step = int(obj["step"])
+        state.resumed_health = {k: float(v) for k, v in (obj.get("health") or {}).items()}
         return state.step
     if cands:
         warnings.warn(f"{store.url}: no readable checkpoint; starting from scratch", stacklevel=3)

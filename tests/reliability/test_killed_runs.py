@@ -103,12 +103,6 @@ def test_kill_during_explain_then_rerun(reference, prefect_harness, tmp_path):
     _same_scores(scores(m["run_url"]), ref_scores)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "medxgan/models/train_gan.py: a kill after checkpoints/step-N.pt is written but before "
-    "best.json / latest.json resumes from step N with best_score = -inf, so step N's health "
-    "is forgotten and a worse later checkpoint becomes best.pt (the generator the audit uses). "
-    "Fix (model owner): on resume, when the loaded checkpoint has health and is newer than "
-    "best.json, redo the best selection for it (write best.pt/best.json if it beats best.json)."))
 def test_kill_between_checkpoint_file_and_its_pointers_keeps_the_best(reference, tmp_path):
     """The state a SIGKILL leaves between the checkpoint file and its pointers, rebuilt
     by deleting what had not been written yet; the resumed run must pick the same best."""
