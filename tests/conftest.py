@@ -34,6 +34,18 @@ def _load_infra(name: str):
 s3server = _load_infra("s3server")
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models on 2 shared cores: one intra-op thread avoids oversubscription (the
+    models tests went from 112 s to 21 s)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A live ``rclone serve s3`` on 127.0.0.1 with bucket ``medxgan`` (whole session)."""

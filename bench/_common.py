@@ -1,0 +1,117 @@
+"""Helpers shared by the bench/ scripts: the classifier wrapper, phantom cohorts written to a
+store, peak RSS, and results JSON with the environment it was measured in."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+RESULTS = Path(__file__).parent / "results"
+
+
+class Logit(nn.Module):
+    """A (B, 1)-logit network as the classifier contract: f(x (B, 1, H, W) in [0, 1]) -> (B,)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.threshold = 0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[:, 0]  # (B,)
+
+    def target_layer(self) -> nn.Module:
+        return [m for m in self.net.modules() if isinstance(m, nn.Conv2d)][-1]
+
+
+def random_classifier(seed: int = 0) -> Logit:
+    """A seeded random-init SmallCNN in eval mode (speed benchmarks only: its maps mean nothing)."""
+    from medxgan.models.small_cnn import SmallCNN
+    torch.manual_seed(seed)
+    return Logit(SmallCNN()).eval()
+
+
+def write_phantom_cohort(url: str, kind: str, n: int, *, size: int, seed: int = 0,
+                         shortcut_rate: float = 0.0, part_size: int = 512) -> dict:
+    """Render ``n`` phantoms and write them as a cohort at ``url``; returns the manifest."""
+    from medxgan import phantoms
+    from medxgan.cohort import CohortWriter
+    from medxgan.storage import Store
+    w = CohortWriter(Store(url), source=f"{kind}-phantom", part_size=part_size)
+    for img in phantoms.generate(kind, n, size=size, seed=seed, shortcut_rate=shortcut_rate):
+        w.add(img)
+    return w.close()
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process (VmHWM), MiB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def env() -> dict:
+    """Where the figures were measured."""
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {"torch": torch.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "loadavg_at_end": load,
+            "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def write_results(path: Path, obj: dict) -> None:
+    """Write ``obj`` (+ ``env``) as indented JSON at ``path`` (parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**obj, "env": env()}, indent=1, default=str) + "\n")
+
+
+def phantom_tensors(kind: str, n: int, *, size: int, seed: int = 0, shortcut_rate: float = 0.0
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` phantoms in memory: images (n, 1, S, S) float32 in [0, 1], labels (n,) int64."""
+    import numpy as np
+
+    from medxgan import phantoms
+    imgs = list(phantoms.generate(kind, n, size=size, seed=seed, shortcut_rate=shortcut_rate))
+    x = torch.from_numpy(np.stack([i.pixels for i in imgs]).astype(np.float32) / 255.0)[:, None]
+    return x, torch.tensor([i.label for i in imgs], dtype=torch.int64)
+
+
+def quick_classifier(x: torch.Tensor, y: torch.Tensor, *, epochs: int = 3, seed: int = 0) -> Logit:
+    """A SmallCNN trained for a few epochs (Adam + OneCycle, batch 64, flips), in eval mode.
+
+    For speed benchmarks that need non-trivial maps (a random-init CNN gives all-zero
+    Grad-CAM maps for ~30 % of images), not for quality tables.
+    """
+    from medxgan.models.small_cnn import SmallCNN
+    torch.manual_seed(seed)
+    net = SmallCNN()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    steps = max(1, epochs * ((len(x) + 63) // 64))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    g = torch.Generator().manual_seed(seed)
+    net.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=g)
+        for s in range(0, len(x), 64):
+            i = perm[s:s + 64]
+            flip = torch.rand(len(i), 1, 1, 1, generator=g) < 0.5
+            xb = torch.where(flip, x[i].flip(-1), x[i])  # (b, 1, H, W)
+            loss = nn.functional.binary_cross_entropy_with_logits(net(xb)[:, 0], y[i].float())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return Logit(net).eval()

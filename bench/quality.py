@@ -1,0 +1,216 @@
+"""Localisation table: every method, every localisation metric (own and shuffled boxes),
+mean and 95 % bootstrap CI, on phantom-cxr and phantom-brain, clean and shortcut classifier.
+
+For each dataset (``--datasets``) and classifier variant:
+
+- ``clean``: a cohort with no shortcut tag (shortcut_rate 0), classifier trained with
+  ``ClassifierTrainConfig(remove_tag=True)``;
+- ``shortcut``: a cohort whose positives carry the tag 90 % of the time (shortcut_rate 0.9),
+  classifier trained with ``remove_tag=False``;
+
+the script writes the cohort (``--n`` images, ``--size`` px, medxgan.phantoms), trains the
+classifier (medxgan.models.train_classifier, SmallCNN, ``--epochs``), trains a medXGAN generator
+for it (medxgan.models.train_gan.train_gan, published architecture, GanConfig g_width 0.25,
+d_width 0.5, d_a 100, d_p 10, ``--gan-steps``), explains ``--images`` held-out test positives
+with medxgan (difference map, default fast inversion), latent_ig (exact path sum on the same
+latents), gradcam, ig, random and box_prior (average train box), scores every localisation
+metric with its shuffled-box control (medxgan.metrics.localization.localization_scores) and
+summarises with medxgan.metrics.aggregate.summarise.
+
+    .venv/bin/python bench/quality.py --quick     # 32 px, tiny sizes: ~40 s, numbers meaningless
+    .venv/bin/python bench/quality.py             # 64 px, 4000 images, 1800 GAN steps: hours
+    .venv/bin/python bench/quality.py --n 2000 --epochs 8 --gan-steps 300 --images 100 \
+        --datasets phantom-cxr --variants clean   # a medium run
+
+Writes bench/results/quality.json (``--out``); the last line printed is
+``medxgan_pointing=<a> gradcam_pointing=<b> ig_pointing=<c> random_pointing=<d>
+medxgan_mass=<e> gradcam_mass=<f> ig_mass=<g>`` (one line) for phantom-cxr with the clean
+classifier, where medxgan is the better by pointing game of the difference map and latent IG
+(NaN when that pair was not run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, write_results, write_phantom_cohort  # noqa: E402
+
+OUT = RESULTS / "quality.json"
+METHODS = ("medxgan", "latent_ig", "gradcam", "ig", "random", "box_prior")
+VARIANTS = {"clean": (0.0, True), "shortcut": (0.9, False)}  # shortcut_rate, remove_tag
+
+
+def _run_one(tmp: str, kind: str, variant: str, args: argparse.Namespace) -> tuple[list, dict]:
+    """Cohort -> classifier -> generator -> explanations -> scores for one (dataset, variant)."""
+    import pandas as pd
+    import torch
+
+    from medxgan.cohort import Cohort
+    from medxgan.explain import make_explainer
+    from medxgan.explain.floors import box_prior_map
+    from medxgan.metrics.aggregate import long_scores
+    from medxgan.metrics.localization import localization_scores
+    from medxgan.metrics.masks import boxes_to_masks
+    from medxgan.models.classifier import load_classifier
+    from medxgan.models.gan import GanConfig
+    from medxgan.models.train_classifier import ClassifierTrainConfig, train_classifier
+    from medxgan.models.train_gan import GanTrainConfig, load_generator, train_gan
+
+    rate, remove = VARIANTS[variant]
+    root = f"{tmp}/{kind}-{variant}"
+    info: dict = {}
+    t = time.perf_counter()
+    write_phantom_cohort(f"{root}/cohort", kind, args.n, size=args.size, seed=args.seed,
+                         shortcut_rate=rate)
+    cohort = Cohort(f"{root}/cohort")
+    info["cohort_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    metrics = train_classifier(cohort.url, f"{root}/classifier", ClassifierTrainConfig(
+        epochs=args.epochs, remove_tag=remove, seed=args.seed, device="cpu"))
+    f = load_classifier(f"{root}/classifier/spec.yaml")
+    info["classifier_s"] = time.perf_counter() - t
+    info["classifier_metrics"] = {k: v for k, v in metrics.items()
+                                  if isinstance(v, (int, float, dict)) and k != "config"}
+    t = time.perf_counter()
+    gc = GanConfig(image_size=args.size, d_a=100, d_p=10, g_width=0.25, d_width=0.5)
+    tc = GanTrainConfig(steps=args.gan_steps, batch=32, seed=args.seed, device="cpu",
+                        checkpoint_every=max(1, args.gan_steps),
+                        health_samples=16 if args.quick else 256,
+                        health_heldout=2 if args.quick else 16,
+                        health_inversion_steps=2 if args.quick else 50,
+                        time_limit_s=args.gan_time_limit)
+    train_gan(cohort.url, f, f"{root}/gan", gc, tc)
+    G, meta = load_generator(f"{root}/gan")
+    info["gan_s"] = time.perf_counter() - t
+    info["gan_health"] = meta.get("health")
+    info["gan_steps_done"] = meta.get("step")
+    # held-out positives with boxes, streamed (one batch of at most --images)
+    train_boxes = [b for batch in cohort.iter_batches(512, split="train", labels=[1])
+                   for b in batch.boxes]
+    hw = cohort.image_size
+    prior = box_prior_map(train_boxes, hw)
+    batch = next(cohort.iter_batches(args.images, split="test", labels=[1]))
+    keep = [i for i, b in enumerate(batch.boxes) if len(b)]
+    ids = [batch.image_ids[i] for i in keep]
+    x = batch.images[keep]  # (B, 1, H, W)
+    masks = boxes_to_masks([batch.boxes[i] for i in keep], *hw, image_size=hw)  # (B, H, W)
+    options = {"ig": {"n_steps": args.ig_steps}, "latent_ig": {"n_points": args.lig_points}}
+    frames, times, latents = [], {}, None
+    for m in METHODS:
+        e = make_explainer(m, f, generator=G, box_prior=prior, config=options.get(m))
+        t = time.perf_counter()
+        kw = {"latents": latents} if m == "latent_ig" and latents is not None else {}
+        with torch.enable_grad():
+            expl = e.explain(x, ids=ids, **kw)
+        times[m] = (time.perf_counter() - t) / max(1, len(ids))
+        if m == "medxgan":
+            latents = (expl.extras["z_a"], expl.extras["z_p"])
+        scores = localization_scores(expl.maps, masks, shuffle_seed=args.seed)
+        frames.append(long_scores(ids, m, scores))
+    info["s_per_image"] = times
+    info["n_explained"] = len(ids)
+    return [pd.concat(frames, ignore_index=True)], info
+
+
+def _fmt(s, method: str, metric: str) -> str:
+    r = s[(s.method == method) & (s.metric == metric)]
+    if r.empty or math.isnan(r["mean"].iloc[0]):
+        return "    n/a           "
+    r = r.iloc[0]
+    return f"{r['mean']:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="32 px, tiny sizes (~40 s)")
+    ap.add_argument("--size", type=int, default=None, help="image side (64; quick 32)")
+    ap.add_argument("--n", type=int, default=None, help="cohort images (4000; quick 200)")
+    ap.add_argument("--epochs", type=int, default=None, help="classifier epochs (14; quick 1)")
+    ap.add_argument("--gan-steps", type=int, default=None, help="GAN steps (1800; quick 2)")
+    ap.add_argument("--gan-time-limit", type=float, default=None,
+                    help="stop GAN training after this many seconds (None: all steps)")
+    ap.add_argument("--images", type=int, default=None,
+                    help="test positives explained (100; quick 6)")
+    ap.add_argument("--ig-steps", type=int, default=None, help="IG steps (50; quick 4)")
+    ap.add_argument("--lig-points", type=int, default=None,
+                    help="latent IG path points (101; quick 5)")
+    ap.add_argument("--datasets", nargs="+", default=None,
+                    help="phantom kinds (both; quick: phantom-cxr only)")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=OUT, help="JSON results path")
+    args = ap.parse_args(argv)
+    q = args.quick
+    for k, v in dict(size=(32 if q else 64), n=(200 if q else 4000), epochs=(1 if q else 14),
+                     gan_steps=(2 if q else 1800), images=(6 if q else 100),
+                     ig_steps=(4 if q else 50), lig_points=(5 if q else 101)).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.datasets is None:
+        args.datasets = ["phantom-cxr"] if q else ["phantom-cxr", "phantom-brain"]
+    if q:
+        args.n_boot = min(args.n_boot, 100)
+    import pandas as pd
+    import torch
+
+    from medxgan.metrics.aggregate import summarise
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    tables, infos = [], {}
+    with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
+        for kind in args.datasets:
+            for variant in args.variants:
+                scores, info = _run_one(tmp, kind, variant, args)
+                s = summarise(pd.concat(scores), n_boot=args.n_boot, seed=args.seed)
+                s.insert(0, "variant", variant)
+                s.insert(0, "dataset", kind)
+                tables.append(s)
+                infos[f"{kind}/{variant}"] = info
+                print(f"\n{kind}, {variant} classifier ({info['n_explained']} test positives; "
+                      f"classifier {info['classifier_s']:.0f} s, GAN {info['gan_steps_done']} steps "
+                      f"{info['gan_s']:.0f} s)")
+                print(f"{'method':>10} {'pointing':>18} {'pointing shuf':>18} "
+                      f"{'mass':>18} {'mass shuf':>18} {'auroc':>18}")
+                for m in METHODS:
+                    print(f"{m:>10} {_fmt(s, m, 'pointing_game'):>18} "
+                          f"{_fmt(s, m, 'pointing_game_shuffled'):>18} "
+                          f"{_fmt(s, m, 'relevance_mass'):>18} "
+                          f"{_fmt(s, m, 'relevance_mass_shuffled'):>18} "
+                          f"{_fmt(s, m, 'auroc'):>18}", flush=True)
+    summary = pd.concat(tables, ignore_index=True)
+    head = summary[(summary.dataset == "phantom-cxr") & (summary.variant == "clean")]
+
+    def mean(method: str, metric: str) -> float:
+        r = head[(head.method == method) & (head.metric == metric)]["mean"]
+        return float(r.iloc[0]) if len(r) else float("nan")
+
+    mx = max(("medxgan", "latent_ig"), key=lambda m: (mean(m, "pointing_game")
+                                                     if not math.isnan(mean(m, "pointing_game"))
+                                                     else -1.0))
+    line = {"medxgan_pointing": mean(mx, "pointing_game"),
+            "gradcam_pointing": mean("gradcam", "pointing_game"),
+            "ig_pointing": mean("ig", "pointing_game"),
+            "random_pointing": mean("random", "pointing_game"),
+            "medxgan_mass": mean(mx, "relevance_mass"),
+            "gradcam_mass": mean("gradcam", "relevance_mass"),
+            "ig_mass": mean("ig", "relevance_mass")}
+    res = {"bench": "quality", "config": vars(args), "medxgan_map": mx, "headline": line,
+           "runs": infos, "summary": summary.to_dict(orient="records"),
+           "total_s": time.perf_counter() - t0}
+    write_results(args.out, res)
+    print(f"\nmedxgan = {mx} (better pointing game of the difference map and latent IG)")
+    print(" ".join(f"{k}={v:.3f}" for k, v in line.items()))
+    return res
+
+
+if __name__ == "__main__":
+    main()
