@@ -25,22 +25,23 @@ def demo_configs(store: str, quick: bool = False) -> list[dict[str, Any]]:
                    "seed": 0, "prevalence": 0.5, "shortcut_rate": 0.9},
         "gan": {"model": {"g_width": 0.125 if quick else 0.25, "d_width": 0.125 if quick else 0.5,
                           "d_a": 32 if quick else 100, "d_p": 4 if quick else 10},
-                "train": {"steps": 30 if quick else 600, "batch": 16 if quick else 32,
-                          "checkpoint_every": 15 if quick else 200,
-                          "health_samples": 64 if quick else 500,
+                "train": {"steps": 30 if quick else 300, "batch": 16 if quick else 32,
+                          "checkpoint_every": 15 if quick else 150,
+                          "health_samples": 64 if quick else 256,
                           "health_heldout": 8 if quick else 32,
                           "health_inversion_steps": 10 if quick else 50}},
         "explain": {"methods": ["medxgan", "latent_ig", "gradcam", "ig", "random", "box_prior"],
-                    "max_images": 16 if quick else 64, "shard_size": 16 if quick else 32,
-                    "method_options": {"latent_ig": {"n_points": 21 if quick else 51},
-                                       "ig": {"n_steps": 16 if quick else 50}}},
+                    "max_images": 16 if quick else 48, "shard_size": 16 if quick else 24,
+                    "method_options": {"latent_ig": {"n_points": 21 if quick else 33},
+                                       "ig": {"n_steps": 16 if quick else 32}}},
         "score": {"n_boot": 200 if quick else 1000},
     }
-    epochs = 3 if quick else 10
+    train = {"arch": "small_cnn" if quick else "small_cnn2", "epochs": 3 if quick else 12,
+             "flips": "horizontal"}
     clean = copy.deepcopy(base)
-    clean.update(name="demo-clean", classifier={"train": {"epochs": epochs, "remove_tag": True}})
+    clean.update(name="demo-clean", classifier={"train": {**train, "remove_tag": True}})
     shortcut = copy.deepcopy(base)
-    shortcut.update(name="demo-shortcut", classifier={"train": {"epochs": epochs, "remove_tag": False}})
+    shortcut.update(name="demo-shortcut", classifier={"train": {**train, "remove_tag": False}})
     return [clean, shortcut]
 
 
