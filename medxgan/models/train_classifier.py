@@ -121,7 +121,7 @@ def evaluate(model: nn.Module, cohort, split: str, size: int, threshold: float =
     dev = next(model.parameters()).device
     scores, labels = [], []
     for b in cohort.iter_batches(256, split=split, labels=[0, 1]):
-        x = _resize(b.images, size)
+        x = resize_square(b.images, size)
         if transform is not None:
             x = transform(x)
         scores.append(torch.sigmoid(model(x.to(dev))[:, 0]).cpu().numpy())
@@ -169,7 +169,7 @@ def train_classifier(cohort_url: str, out_url: str | Store,
 
     imgs, labels = [], []
     for b in cohort.iter_batches(512, split="train", labels=[0, 1]):
-        x = _resize(b.images, size)
+        x = resize_square(b.images, size)
         imgs.append(image_transform(x) if image_transform is not None else x)
         labels.append(b.labels)
     if not imgs:
@@ -226,7 +226,8 @@ def train_classifier(cohort_url: str, out_url: str | Store,
     return metrics
 
 
-def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, H, W) images in [0, 1] resized to (B, C, size, size) (antialiased when shrinking)."""
     if x.shape[-2:] == (size, size):
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,

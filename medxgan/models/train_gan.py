@@ -46,6 +46,7 @@ from torch import nn
 from medxgan.models.gan import Discriminator, GanConfig, Generator, build_discriminator, \
     from_gan, to_gan
 from medxgan.models.health import HeldOut, evaluate_health, sample_grid
+from medxgan.models.train_classifier import resize_square
 from medxgan.storage import Store
 
 log = logging.getLogger(__name__)
@@ -318,7 +319,7 @@ def load_train_data(cohort, size: int) -> TrainData:
     """The cohort's labelled train images at ``size`` px, in memory."""
     imgs, labels = [], []
     for b in cohort.iter_batches(512, split="train", labels=[0, 1]):
-        imgs.append(_resize(b.images, size))
+        imgs.append(resize_square(b.images, size))
         labels.append(b.labels)
     if not imgs:
         raise ValueError(f"cohort {cohort.url} has no labelled images in its train split")
@@ -345,17 +346,10 @@ def load_heldout(cohort, size: int, n: int, split: str = "val") -> HeldOut | Non
         if len(pos) >= 2:
             rows = pos + neg
             H0, W0 = rows[0][0].shape[-2:]
-            images = _resize(torch.stack([r[0] for r in rows]), size)  # (N, 1, S, S)
+            images = resize_square(torch.stack([r[0] for r in rows]), size)  # (N, 1, S, S)
             masks = boxes_to_masks([r[2] for r in rows], size, size, image_size=(H0, W0))
             return HeldOut(images, torch.tensor([r[1] for r in rows]), masks)
     return None
-
-
-def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    if x.shape[-2:] == (size, size):
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=x.shape[-1] > size).clamp(0, 1)
 
 
 # ---------------------------------------------------------------------------------- checkpoints
