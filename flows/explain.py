@@ -30,6 +30,7 @@ def explain_flow(cohort: str, classifier: str, run: str, methods: list[str],
     Returns: the explanations manifest (methods, shards, image ids).
     """
     store = Store(run)
+    store.remove_temporaries()  # half-written objects of a killed earlier attempt
     labels = [1] if labels is None else labels
     ids = plan_ids(cohort, split, labels, max_images)
     if not ids:

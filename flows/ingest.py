@@ -10,6 +10,8 @@ from __future__ import annotations
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from medxgan.storage import Store
+
 from medxgan.ingest.pixels import MAX_PIXELS
 from tasks.ingest import (PHANTOM_SOURCES, SOURCES, finalize, ingest_chunk, list_source_records,
                           source_input_root)
@@ -39,6 +41,7 @@ def ingest_flow(source: str, out: str, input: str | None = None, size: int = 64,
     """
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    Store(out).remove_temporaries()  # half-written objects of a killed earlier attempt
     futures, quarantine, extra = [], [], {"size": size}
     if source in PHANTOM_SOURCES:
         phantom = {"seed": seed, "prevalence": prevalence, "shortcut_rate": shortcut_rate}

@@ -19,6 +19,7 @@ def score_flow(run: str, n_boot: int = 1000, faithfulness: bool = True,
                robustness: bool = False, sanity_check: bool = True, seed: int = 0) -> dict:
     """Score every explanation of the run at ``run`` (after the explain flow)."""
     store = Store(run)
+    store.remove_temporaries("scores")  # half-written objects of a killed earlier attempt
     info = store.read_json("run.json")
     expl = store.require_manifest("explanations")
     methods, n_shards, ids = expl["methods"], expl["n_shards"], expl["image_ids"]

@@ -198,6 +198,27 @@ class Store:
         keys = [p[len(root):] if p.startswith(root) else p for p in found]
         return sorted(k for k in keys if k.endswith(suffix) and ".tmp-" not in k)
 
+    def remove_temporaries(self, prefix: str = "") -> int:
+        """Delete ``*.tmp-*`` files below ``prefix`` that killed writers left behind (local
+        stores only; an S3 PUT leaves none). Call only while no writer works there.
+
+        Returns: how many were removed.
+        """
+        if self.protocol != "file":
+            return 0
+        base = self._path(prefix)
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return 0
+        stale = [p for p in found if ".tmp-" in p.rsplit("/", 1)[-1]]
+        for p in stale:
+            try:
+                os.remove(p)
+            except FileNotFoundError:
+                pass
+        return len(stale)
+
     def delete(self, key: str) -> None:
         """Remove ``key`` and everything below it; a missing key is not an error."""
         path = self._path(key)

@@ -21,6 +21,10 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "240")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.pop("PREFECT_API_URL", None)
+# Tiny models on 2 shared cores: one intra-op thread everywhere (this process, Dask workers
+# and subprocesses inherit it) avoids oversubscription (the models tests went from 112 s to
+# 21 s) and keeps results bit-identical between a killed subprocess and its rerun.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def _load_infra(name: str):
@@ -34,16 +38,10 @@ def _load_infra(name: str):
 s3server = _load_infra("s3server")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models on 2 shared cores: one intra-op thread avoids oversubscription (the
-    models tests went from 112 s to 21 s)."""
+def pytest_configure(config):
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")

@@ -86,3 +86,14 @@ def test_unreachable_store_is_a_clear_error():
                   io_retries=2, io_backoff_s=0.01)
     with pytest.raises(StorageError, match="s3://medxgan/x/y.bin"):
         Store("s3://medxgan/x", st).write_bytes("y.bin", b"1")
+
+
+def test_remove_temporaries_clears_what_a_killed_writer_left(tmp_path):
+    s = Store(str(tmp_path / "st"))
+    s.write_bytes("a/b.bin", b"1")
+    (tmp_path / "st" / "a" / "b.bin.tmp-deadbeef").write_bytes(b"half")
+    (tmp_path / "st" / "c.parquet.tmp-0123").write_bytes(b"half")
+    assert s.list() == ["a/b.bin"]  # readers never see them
+    assert s.remove_temporaries() == 2
+    assert sorted(p.name for p in (tmp_path / "st").rglob("*") if p.is_file()) == ["b.bin"]
+    assert s.read_bytes("a/b.bin") == b"1"

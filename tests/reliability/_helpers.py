@@ -35,7 +35,10 @@ def start_audit(cfg: dict, tmp: Path, extra_env: dict[str, str] | None = None) -
     (tmp / "cfg.json").write_text(json.dumps(cfg))
     (tmp / "run_audit.py").write_text(_SCRIPT)
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-           "PYTHONPATH": str(REPO), **(extra_env or {})}
+           "PYTHONPATH": str(REPO),
+           # the same intra-op thread count as the test process (tests/conftest.py), so the
+           # killed run and the in-process rerun compute bit-for-bit the same
+           "OMP_NUM_THREADS": "1", **(extra_env or {})}
     log = open(tmp / "audit.log", "wb")
     return subprocess.Popen([PYTHON, str(tmp / "run_audit.py"), str(tmp / "cfg.json")],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
