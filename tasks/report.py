@@ -72,7 +72,7 @@ def evaluate_classifier(cohort_url: str, spec: str, split: str = "test") -> dict
 
 
 def _gallery(store: Store, cohort_url: str, scores: pd.DataFrame, methods: list[str],
-             n_shards: int) -> tuple[list[dict], list[dict]]:
+             shard_of: dict[str, int]) -> tuple[list[dict], list[dict]]:
     """Best and worst images (by Grad-CAM relevance mass, else the first method) with every
     method's map, and medXGAN interpolation strips for them."""
     from medxgan.cohort.png import encode_png, from_unit
@@ -90,7 +90,7 @@ def _gallery(store: Store, cohort_url: str, scores: pd.DataFrame, methods: list[
     maps: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods}
     strips: dict[str, dict] = {}
     for m in methods:
-        for s in range(n_shards):
+        for s in sorted({shard_of[i] for i in chosen if i in shard_of}):  # only their shards
             t = store.read_parquet(part_key("explanations", m, s))
             ids, mp = read_maps(t)
             for j, i in enumerate(ids):
@@ -159,7 +159,9 @@ def build_report(run_url: str, store_url: str, audit: str, run_id: str, cohort_u
                 prev_store.read_parquet("scores.parquet").to_pandas(), scores,
                 metrics=["pointing_game", "relevance_mass", "iou_otsu", "deletion_auc",
                          "insertion_auc"])
-    gallery, strips = _gallery(run, cohort_url, scores, expl["methods"], expl["n_shards"])
+    size = info["shard_size"]
+    shard_of = {i: k // size for k, i in enumerate(expl["image_ids"])}  # as explain_flow cut them
+    gallery, strips = _gallery(run, cohort_url, scores, expl["methods"], shard_of)
     verdict = audit_verdict(summary, comparisons, scores)
     html = render_report(ReportInputs(
         audit=audit, run_id=run_id, time=now, summary=summary, comparisons=comparisons,
