@@ -143,7 +143,7 @@ class Store:
                 if not _is_transient(exc) or attempt == attempts:
                     raise StorageError(
                         f"{what} {self.url_of(key)} failed: {type(exc).__name__}: "
-                        f"{_one_line(exc)}") from exc
+                        f"{one_line(exc)}") from exc
                 log.warning("%s %s failed (%s), retry %d/%d in %.1f s", what, self.url_of(key),
                             type(exc).__name__, attempt, attempts - 1, delay)
                 if self.protocol == "s3":
@@ -280,5 +280,6 @@ class Store:
         return f"Store({self.url!r})"
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (at most 300 characters), for one-line errors."""
     return " ".join(str(exc).split())[:300]

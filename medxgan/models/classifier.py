@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from medxgan.storage import Store
+from medxgan.storage import Store, one_line
 
 _EPS = 1e-6  # probabilities are clamped to [eps, 1 - eps] before the logit
 
@@ -223,7 +223,7 @@ def load_classifier(spec: ClassifierSpec | str) -> AuditedClassifier:
                 model = torch.jit.load(io.BytesIO(data), map_location="cpu")
         except Exception as exc:  # noqa: BLE001 - any failure is a bad file
             raise ClassifierLoadError(f"{spec.path}: not a TorchScript file "
-                                      f"({type(exc).__name__}: {_one_line(exc)})") from None
+                                      f"({type(exc).__name__}: {one_line(exc)})") from None
     else:
         from medxgan.models.small_cnn import build_model
 
@@ -236,7 +236,7 @@ def load_classifier(spec: ClassifierSpec | str) -> AuditedClassifier:
             raise ClassifierLoadError(f"{spec.path}: state_dict does not fit "
                                       f"{spec.arch or 'small_cnn'} with {spec.in_channels} "
                                       f"input channel(s) and {num_outputs} output(s): "
-                                      f"{_one_line(exc)}") from None
+                                      f"{one_line(exc)}") from None
     model.eval()
     _check_forward(model, spec)
     return AuditedClassifier(model, spec, digest)
@@ -252,7 +252,7 @@ def _check_forward(model: nn.Module, spec: ClassifierSpec) -> None:
     except Exception as exc:  # noqa: BLE001 - report any failure as a mismatch
         raise ClassifierLoadError(f"{spec.path}: model rejects a (2, {C}, {S}, {S}) input "
                                   f"(in_channels={C}, input_size={S} in the spec?): "
-                                  f"{type(exc).__name__}: {_one_line(exc)}") from None
+                                  f"{type(exc).__name__}: {one_line(exc)}") from None
     if not isinstance(out, torch.Tensor):
         raise ClassifierLoadError(f"{spec.path}: model returns {type(out).__name__}, "
                                   "not a tensor")
@@ -288,7 +288,7 @@ def _load_state_dict(data: bytes, where: str) -> dict[str, torch.Tensor]:
             f"{where}: refused: not a plain state_dict loadable with weights_only=True "
             f"(a pickled full model or other pickle is never unpickled; save "
             f"model.state_dict() instead): {type(exc).__name__}: "
-            f"{_one_line(exc)[:160]}") from None
+            f"{one_line(exc)[:160]}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -324,7 +324,3 @@ def _split_parent(path: str) -> tuple[str, str]:
 
 def _is_url(path: str) -> bool:
     return "://" in path
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
