@@ -20,15 +20,17 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
     saved = []
     for m in modules:
         params = list(m.parameters())
-        saved.append((m, m.training, [p.requires_grad for p in params], params))
+        modes = [(sub, sub.training) for sub in m.modules()]   # each submodule's own mode
+        saved.append((modes, [p.requires_grad for p in params], params))
         m.eval()
         for p in params:
             p.requires_grad_(False)
     try:
         yield
     finally:
-        for m, training, flags, params in saved:
-            m.train(training)
+        for modes, flags, params in saved:
+            for sub, training in modes:
+                sub.training = training
             for p, f in zip(params, flags):
                 p.requires_grad_(f)
 

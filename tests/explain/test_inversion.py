@@ -128,3 +128,16 @@ def test_recipes_and_config_errors():
         InversionConfig.recipe("nope")
     z_a, _ = initial_latents(TinyGenerator(), [1, 2], InversionConfig.recipe("published-cxr"))
     assert torch.equal(z_a, torch.zeros_like(z_a))
+
+
+def test_frozen_restores_each_submodules_own_mode():
+    """A wrapper in train mode around a generator in eval mode stays exactly that (a plain
+    ``wrapper.train(True)`` on exit would switch the inner BatchNorm to batch statistics)."""
+    from medxgan.explain._torch import frozen
+    inner = TinyGenerator()
+    outer = torch.nn.Sequential(inner).train()
+    inner.eval()
+    with frozen(outer):
+        assert not outer.training and not inner.training
+    assert outer.training and not inner.training
+    assert not any(m.training for m in inner.modules())
