@@ -60,7 +60,8 @@ class ClassifierSpec(BaseModel):
         output: ``two_logits``, ``one_logit`` or ``probabilities`` (1 or 2 columns).
         positive_index: output column of the positive class (default: last column).
         threshold: decision threshold on the positive probability.
-        target_layer: module name for Grad-CAM (default: the last Conv2d).
+        target_layer: module name for Grad-CAM (default: the output of the last convolutional
+            block, :func:`default_target_layer`).
         num_outputs: output columns; default 2 for two_logits, 1 for one_logit, and whatever
             the model gives (1 or 2) for probabilities.
     """
@@ -124,6 +125,42 @@ class ClassifierSpec(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
 
 
+_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.BatchNorm2d, nn.GroupNorm,
+                nn.InstanceNorm2d)
+
+
+def default_target_layer(model: nn.Module) -> nn.Module | None:
+    """Grad-CAM's usual layer: the *output* of the last convolutional block (after its
+    normalisation and activation), as pytorch-grad-cam picks it.
+
+    - torchvision ResNet-style (``layer4``): its last residual block, ``layer4[-1]``;
+    - a ``features`` ``nn.Sequential`` (SmallCNN, VGG, DenseNet): ``features[-1]``;
+    - otherwise the last ``Conv2d`` followed by the BatchNorm / activation modules that come
+      right after it in definition order (the last of them), or the Conv2d itself.
+
+    A raw Conv2d output (before BatchNorm and ReLU) is signed and was measured to localise
+    worse on our phantoms (bench/quality.py, README "Explanation quality"). None when the model
+    has no Conv2d.
+    """
+    layer4 = getattr(model, "layer4", None)
+    if isinstance(layer4, nn.Sequential) and len(layer4):
+        return layer4[-1]
+    features = getattr(model, "features", None)
+    if isinstance(features, nn.Sequential) and len(features) and any(
+            isinstance(m, nn.Conv2d) or getattr(m, "original_name", None) == "Conv2d"
+            for m in features.modules()):
+        return features[-1]
+    leaves = [m for _, m in model.named_modules() if not list(m.children())]
+    conv_at = [i for i, m in enumerate(leaves)
+               if isinstance(m, nn.Conv2d) or getattr(m, "original_name", None) == "Conv2d"]
+    if not conv_at:
+        return None
+    i = conv_at[-1]
+    while i + 1 < len(leaves) and isinstance(leaves[i + 1], _ACTIVATIONS):
+        i += 1
+    return leaves[i]
+
+
 class AuditedClassifier(nn.Module):
     """A frozen binary classifier seen through the cohort's pixel space.
 
@@ -175,20 +212,17 @@ class AuditedClassifier(nn.Module):
         return torch.sigmoid(self.forward(x))
 
     def target_layer(self) -> nn.Module:
-        """The Grad-CAM layer: ``spec.target_layer`` or the last Conv2d of the network."""
+        """The Grad-CAM layer: ``spec.target_layer``, else :func:`default_target_layer`."""
         if self.spec.target_layer:
             try:
                 return self.model.get_submodule(self.spec.target_layer)
             except AttributeError as exc:
                 raise ClassifierLoadError(
                     f"target_layer {self.spec.target_layer!r} not in the model") from exc
-        last = None
-        for _, m in self.model.named_modules():
-            if isinstance(m, nn.Conv2d) or getattr(m, "original_name", None) == "Conv2d":
-                last = m
-        if last is None:
+        layer = default_target_layer(self.model)
+        if layer is None:
             raise ClassifierLoadError("model has no Conv2d layer; set target_layer in the spec")
-        return last
+        return layer
 
     def _to_logit(self, out: torch.Tensor) -> torch.Tensor:
         out = out.float()

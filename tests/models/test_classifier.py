@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 
 from medxgan.models.classifier import (AuditedClassifier, ClassifierLoadError, ClassifierSpec,
-                                       load_classifier)
+                                       default_target_layer, load_classifier)
 from medxgan.models.small_cnn import SmallCNN, build_model, resnet18_1ch
 
 
@@ -129,7 +129,7 @@ def test_wrapper_is_frozen_and_passes_gradients_to_inputs(tmp_path):
     f(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(p.grad is None for p in f.parameters())
-    assert f.target_layer() is f.model.features[8]                 # last Conv2d
+    assert f.target_layer() is f.model.features[-1]               # last block's ReLU
 
 
 def test_target_layer_by_name_and_torchvision_default(tmp_path):
@@ -137,11 +137,25 @@ def test_target_layer_by_name_and_torchvision_default(tmp_path):
     path = _save_state(resnet18_1ch(2), tmp_path / "r.pt")
     f = load_classifier(ClassifierSpec(kind="torchvision", arch="resnet18", path=path,
                                        input_size=32, output="two_logits"))
-    assert f.target_layer() is f.model.layer4[1].conv2
+    assert f.target_layer() is f.model.layer4[1]          # the last block's output (post-ReLU)
     f2 = load_classifier(ClassifierSpec(kind="torchvision", arch="resnet18", path=path,
                                         input_size=32, output="two_logits",
                                         target_layer="layer3"))
     assert f2.target_layer() is f2.model.layer3
+
+
+def test_default_target_layer_is_the_last_blocks_activation():
+    cnn = SmallCNN(1, 1, widths=(4, 8, 8), convs_per_block=2)
+    assert default_target_layer(cnn) is cnn.features[-1]
+    assert isinstance(cnn.features[-1], nn.ReLU)
+    # no ``features`` / ``layer4``: the activation chain right after the last Conv2d
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                          nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 1))
+    assert default_target_layer(plain) is plain[5]
+    bare = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    assert default_target_layer(bare) is bare[0]
+    assert default_target_layer(nn.Linear(3, 1)) is None
 
 
 class _FlatNet(nn.Module):
