@@ -95,6 +95,13 @@ def main() -> None:
     ap.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints")
     ap.add_argument("--lambda-min-change", type=float, default=0.0, help="minimal-change weight")
     ap.add_argument("--lambda-mask", type=float, default=1.0, help="local mask-size prior weight")
+    ap.add_argument("--lambda-d-cls", type=float, default=0.0,
+                    help="projection D: weight of its class term's BCE on real images")
+    ap.add_argument("--g-width", type=float, default=0.25, help="generator width multiplier")
+    ap.add_argument("--d-width", type=float, default=0.5, help="discriminator width multiplier")
+    ap.add_argument("--batch", type=int, default=32, help="GAN batch")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="training and evaluation device (cuda: bf16 autocast)")
     ap.add_argument("--local-frame", type=int, default=6, help="local: border px without residual")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--arch", default="small_cnn2", help="baseline classifier architecture")
@@ -133,9 +140,9 @@ def main() -> None:
             arch=args.arch, epochs=2 if args.quick else 14, batch=64, max_lr=2e-3,
             flips="horizontal", device="cpu"))
     print(f"classifier test {clf_metrics['test']}  ({clf_metrics['train_seconds']} s)", flush=True)
-    f = load_classifier(f"{clf_url}/spec.yaml")
+    f = load_classifier(f"{clf_url}/spec.yaml").to(args.device)
 
-    held_test = load_heldout(cohort, 64, args.n_test, "test")
+    held_test = load_heldout(cohort, 64, args.n_test, "test").to(args.device)
     results = {"command": " ".join(sys.argv), "host": platform.node(),
                "torch": torch.__version__, "threads": args.threads,
                "minutes_per_variant": minutes, "cohort": cohort.manifest["counts"],
@@ -146,15 +153,22 @@ def main() -> None:
 
     for name in args.variants.split(","):
         local = VARIANTS[name]["generator"] == "local"
-        gc = GanConfig(image_size=64, d_a=100, d_p=10, g_width=0.25, d_width=0.5,
+        if args.lambda_d_cls and VARIANTS[name]["discriminator"] != "projection":
+            continue
+        gc = GanConfig(image_size=64, d_a=100, d_p=10, g_width=args.g_width, d_width=args.d_width,
                        upsample="resize_conv" if local else "convtranspose",
                        local_frame=args.local_frame if local else 0, **VARIANTS[name])
-        tc = GanTrainConfig(lambda_cls=2.0, batch=32, steps=10**6, seed=0, device="cpu",
+        tc = GanTrainConfig(lambda_cls=2.0, batch=args.batch, steps=10**6, seed=0,
+                            device=args.device, lambda_d_cls=args.lambda_d_cls,
                             checkpoint_every=args.checkpoint_every,
                             lambda_min_change=args.lambda_min_change,
                             lambda_mask=args.lambda_mask if local else 0.0,
                             health_heldout=args.health_heldout, time_limit_s=minutes * 60)
         tag = f"-minchange{args.lambda_min_change:g}" if args.lambda_min_change else ""
+        tag += f"-dcls{args.lambda_d_cls:g}" if args.lambda_d_cls else ""
+        tag += f"-g{args.g_width:g}-d{args.d_width:g}" if (args.g_width, args.d_width) != (0.25, 0.5) \
+            else ""
+        tag += f"-{args.device}" if args.device != "cpu" else ""
         out_url = str(work / "gan" / f"{name}{tag}")
         Store(out_url).delete("")
         t = time.perf_counter()
@@ -163,6 +177,7 @@ def main() -> None:
                             progress=lambda s, d: last.update(step=s, **d))
         train_s = time.perf_counter() - t
         G, meta = load_generator(out_url)
+        G = G.to(args.device)
         t = time.perf_counter()
         neg, pos = agreement(G, f, 1000, seed=10)
         test = {"agree_neg": neg, "agree_pos": pos,
@@ -174,8 +189,8 @@ def main() -> None:
                "best_step": meta["step"], "best_val_health": meta["health"],
                "last_val_health": summary["last_health"], "test": test,
                "eval_seconds": round(time.perf_counter() - t, 1)}
-        results["variants"][name] = row
-        print(f"{name:24s} steps {row['steps']:5d} best@{row['best_step']:5d}  agree "
+        results["variants"][name + tag] = row
+        print(f"{name + tag:24s} steps {row['steps']:5d} best@{row['best_step']:5d}  agree "
               f"{neg:.2f}/{pos:.2f}  mse {test['recon_mse']:.4f}  sim "
               f"{test['change_similarity']:.2f}  fidelity {test['fidelity']:.3f} / shuffled "
               f"{test['fidelity_shuffled']:.3f}  (n={test['n_fidelity']})", flush=True)

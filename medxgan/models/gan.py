@@ -224,6 +224,14 @@ class ProjectionDiscriminator(Discriminator):
         uncond = self.psi(h.flatten(1))[:, 0]                          # (B,)
         return uncond + (self.embed(c.long()) * h.mean(dim=(2, 3))).sum(1)
 
+    def forward_with_class(self, x: torch.Tensor, c: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logit (B,) as :meth:`forward`, class term (B,) as :meth:`class_term`), one pass."""
+        h = self.features(x)                                           # (B, C, s, s)
+        pooled = h.mean(dim=(2, 3))                                    # (B, C)
+        logit = self.psi(h.flatten(1))[:, 0] + (self.embed(c.long()) * pooled).sum(1)
+        return logit, pooled @ (self.embed.weight[1] - self.embed.weight[0])
+
     def class_term(self, x: torch.Tensor) -> torch.Tensor:
         """<embed(1) - embed(0), mean_hw phi(x)> (B,): the discriminator's positive-class score."""
         h = self.features(x).mean(dim=(2, 3))                          # (B, C)

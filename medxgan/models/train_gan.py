@@ -63,6 +63,9 @@ class GanTrainConfig(BaseModel):
         cls_loss: ``logits`` (BCE on f's logit) or ``double_softmax`` (published code).
         lambda_min_change: weight of mean |G(z_a, z_p) - G(z_a, 0)| (0: off).
         lambda_mask: weight of the mask-size prior mean(M) of the local generator (0: off).
+        lambda_d_cls: projection discriminator only: weight of an auxiliary loss that trains
+            its class term on *real* images, BCE(<embed(1) - embed(0), phi(x)>, y), so that it
+            learns early what real positives look like (0: off, the plain projection GAN).
         lr, betas: Adam for G and D.
         batch: images per step.
         steps: total steps of the run (a resumed run continues up to this step).
@@ -85,6 +88,7 @@ class GanTrainConfig(BaseModel):
     cls_loss: Literal["logits", "double_softmax"] = "logits"
     lambda_min_change: float = Field(0.0, ge=0)
     lambda_mask: float = Field(0.0, ge=0)
+    lambda_d_cls: float = Field(0.0, ge=0)
     lr: float = Field(2e-4, gt=0)
     betas: tuple[float, float] = (0.5, 0.999)
     batch: int = Field(32, ge=2)
@@ -196,10 +200,17 @@ def _step(state: GanState, f: nn.Module, data: TrainData, cfg: GanTrainConfig
 
         # discriminator
         D.requires_grad_(True)
-        d_real = D(x, y).float()                                       # (B,)
+        d_cls = torch.zeros((), device=dev)
+        if cfg.lambda_d_cls > 0 and getattr(D, "conditional", False):
+            d_real, cls_real = D.forward_with_class(x, y)
+            d_real = d_real.float()                                    # (B,)
+            d_cls = F.binary_cross_entropy_with_logits(cls_real.float(), y.float())
+        else:
+            d_real = D(x, y).float()                                   # (B,)
         d_fake = D(fake.detach(), c).float()
         loss_d = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) \
-            + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+            + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)) \
+            + cfg.lambda_d_cls * d_cls
     state.opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     state.opt_d.step()
@@ -232,7 +243,7 @@ def _step(state: GanState, f: nn.Module, data: TrainData, cfg: GanTrainConfig
     state.opt_g.step()
     D.requires_grad_(True)
     out = {"loss_d": loss_d, "loss_g": loss_g, "loss_adv": loss_adv, "loss_cls": loss_cls,
-           "min_change": min_change, "mask_size": mask_size}
+           "min_change": min_change, "mask_size": mask_size, "d_cls": d_cls}
     return {k: float(v.detach()) for k, v in out.items()}
 
 
@@ -267,6 +278,9 @@ def train_gan(cohort_url: str, classifier: nn.Module, out_url: str | Store,
     store = out_url if isinstance(out_url, Store) else Store(out_url)
     dev = torch.device("cuda" if tc.device == "cuda" or
                        (tc.device == "auto" and torch.cuda.is_available()) else "cpu")
+    if tc.lambda_d_cls > 0 and gc.discriminator != "projection":
+        raise ValueError("lambda_d_cls trains the class term of the projection discriminator; "
+                         f"discriminator is {gc.discriminator!r}")
     cohort = Cohort(cohort_url)
     data = load_train_data(cohort, gc.image_size)
     held = load_heldout(cohort, gc.image_size, tc.health_heldout, tc.heldout_split)

@@ -130,3 +130,44 @@ def test_time_limit_stops_with_a_final_checkpoint(blob_cohort, tiny_classifier, 
     assert summary["steps"] < 1000
     latest = Store(out).read_json("checkpoints/latest.json")
     assert latest["step"] == summary["steps"] and "agree_pos" in latest["health"]
+
+
+def test_discriminator_class_loss_trains_the_class_term(blob_cohort, tiny_classifier, tmp_path):
+    """lambda_d_cls > 0 reports the real-image class loss and changes D's class embedding
+    differently from the plain projection GAN (same seed, same batches)."""
+    gc = GanConfig(**GAN, discriminator="projection")
+    runs = {}
+    for lam in (0.0, 5.0):
+        seen: list[dict] = []
+        tc = GanTrainConfig(steps=3, batch=8, checkpoint_every=3, lambda_d_cls=lam, **HEALTH)
+        train_gan(blob_cohort, tiny_classifier, str(tmp_path / f"d{lam:g}"), gc, tc,
+                  progress=lambda step, d: seen.append(d))
+        runs[lam] = (_state(str(tmp_path / f"d{lam:g}"), "checkpoints/step-0000003.pt"), seen)
+    plain, aux = runs[0.0], runs[5.0]
+    assert all(d["d_cls"] == 0 for d in plain[1] if "d_cls" in d)
+    assert all(d["d_cls"] > 0 for d in aux[1] if "d_cls" in d)
+    assert not torch.equal(plain[0]["discriminator"]["embed.weight"],
+                           aux[0]["discriminator"]["embed.weight"])
+
+
+def test_discriminator_class_loss_needs_the_projection_discriminator(blob_cohort, tiny_classifier,
+                                                                      tmp_path):
+    with pytest.raises(ValueError, match="projection"):
+        train_gan(blob_cohort, tiny_classifier, str(tmp_path / "u"), GanConfig(**GAN),
+                  GanTrainConfig(steps=1, batch=8, lambda_d_cls=1.0, **HEALTH))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("generator", ["published", "local"])
+def test_gan_trains_on_cuda_with_bf16_autocast(blob_cohort, tiny_classifier, tmp_path, generator):
+    out = str(tmp_path / f"cuda-{generator}")
+    gc = GanConfig(**GAN, generator=generator, discriminator="projection")
+    tc = GanTrainConfig(steps=4, batch=8, checkpoint_every=2, device="cuda", lambda_d_cls=1.0,
+                        lambda_min_change=1.0, **HEALTH)
+    summary = train_gan(blob_cohort, tiny_classifier, out, gc, tc)
+    assert summary["device"].startswith("cuda") and summary["steps"] == 4
+    h = Store(out).read_json("checkpoints/latest.json")["health"]
+    assert all(math.isfinite(h[k]) for k in ("agree_neg", "agree_pos", "recon_mse"))
+    G, _ = load_generator(out)           # loads on the CPU, whatever it was trained on
+    assert next(G.parameters()).device.type == "cpu"
+    assert all(torch.isfinite(v).all() for v in G.state_dict().values() if v.is_floating_point())
