@@ -25,9 +25,8 @@ from prefect import flow
 
 from medxgan.config import AuditConfig, stable_hash
 from medxgan.settings import get_settings
+from medxgan.explain.base import GAN_METHODS
 from medxgan.storage import Store
-
-GAN_METHODS = ("medxgan", "latent_ig")
 
 
 def _input_fingerprint(path: str | None) -> list:

@@ -180,10 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="explain a cohort's images with several methods")
     p.add_argument("--cohort", required=True)
     p.add_argument("--classifier", required=True, help="ClassifierSpec YAML path or URL")
-    p.add_argument("--gan", help="trained medXGAN URL (needed for medxgan, latent_ig)")
+    p.add_argument("--gan", help="trained medXGAN URL (needed for medxgan, latent_ig, "
+                                 "counterfactual_ig)")
     p.add_argument("--methods", default="gradcam,ig,random,box_prior",
-                   help="comma-separated: medxgan,latent_ig,gradcam,ig,smoothgrad,occlusion,"
-                        "random,box_prior")
+                   help="comma-separated: medxgan,latent_ig,counterfactual_ig,gradcam,ig,"
+                        "smoothgrad,occlusion,random,box_prior")
     p.add_argument("--out", required=True, help="run URL")
     p.add_argument("--split", default="test", help="split to explain ('' for all)")
     p.add_argument("--max-images", type=int, default=100)

@@ -30,9 +30,11 @@ def demo_configs(store: str, quick: bool = False) -> list[dict[str, Any]]:
                           "health_samples": 64 if quick else 256,
                           "health_heldout": 8 if quick else 32,
                           "health_inversion_steps": 10 if quick else 50}},
-        "explain": {"methods": ["medxgan", "latent_ig", "gradcam", "ig", "random", "box_prior"],
+        "explain": {"methods": ["medxgan", "latent_ig", "counterfactual_ig", "gradcam", "ig",
+                                "random", "box_prior"],
                     "max_images": 16 if quick else 48, "shard_size": 16 if quick else 24,
                     "method_options": {"latent_ig": {"n_points": 21 if quick else 33},
+                                       "counterfactual_ig": {"n_points": 21 if quick else 33},
                                        "ig": {"n_steps": 16 if quick else 32}}},
         "score": {"n_boot": 200 if quick else 1000},
     }

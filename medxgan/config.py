@@ -21,8 +21,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ALL_METHODS = ("medxgan", "latent_ig", "gradcam", "ig", "smoothgrad", "occlusion", "random",
-               "box_prior")
+ALL_METHODS = ("medxgan", "latent_ig", "counterfactual_ig", "gradcam", "ig", "smoothgrad",
+               "occlusion", "random", "box_prior")
 
 
 class _Strict(BaseModel):

@@ -14,9 +14,8 @@ import pyarrow.compute as pc
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from medxgan.explain.base import GAN_METHODS
 from medxgan.storage import Store
-
-GAN_METHODS = ("medxgan", "latent_ig")
 
 
 def part_key(kind: str, method: str, shard: int) -> str:
@@ -88,7 +87,8 @@ def explain_shard(run_url: str, cohort_url: str, spec: str, gan_url: str | None,
             raise ValueError(f"methods {GAN_METHODS} need a trained generator (gan URL)")
         G = generator(gan_url)[0]
     latents = None
-    if "medxgan" not in todo and "latent_ig" in todo and "medxgan" in methods:
+    if "medxgan" not in todo and "medxgan" in methods and any(
+            m in GAN_METHODS and m != "medxgan" for m in todo):
         _, z_a, z_p = read_latents(store.read_parquet(part_key("explanations", "medxgan", shard)))
         latents = (z_a, z_p)
     for m in todo:

@@ -5,7 +5,7 @@ Contracts of the models explained:
 - classifier ``f``: an ``nn.Module`` with ``f(x (B, 1, H, W) float in [0, 1]) -> (B,)``
   positive-class logit; optional attribute ``threshold`` (probability, default 0.5); optional
   method ``target_layer() -> nn.Module`` (Grad-CAM; else the last ``nn.Conv2d``).
-- generator ``G`` (medxgan, latent_ig): an ``nn.Module`` with int attributes ``d_a``, ``d_p``,
+- generator ``G`` (medxgan, latent_ig, counterfactual_ig): an ``nn.Module`` with int attributes ``d_a``, ``d_p``,
   ``image_size`` and ``G(z_a (B, d_a), z_p (B, d_p)) -> (B, 1, S, S)`` in [-1, 1]
   (GAN space: x_gan = 2 x - 1).
 
@@ -28,12 +28,14 @@ from torch import nn
 from medxgan.explain._torch import frozen
 from medxgan.explain.seeding import content_seeds, id_seeds
 
-METHODS = ("medxgan", "latent_ig", "gradcam", "ig", "smoothgrad", "occlusion", "random",
-           "box_prior")
+METHODS = ("medxgan", "latent_ig", "counterfactual_ig", "gradcam", "ig", "smoothgrad", "occlusion",
+           "random", "box_prior")
+GAN_METHODS = ("medxgan", "latent_ig", "counterfactual_ig")  # need a generator
 
 _MODULES = {  # method -> (module, class)
     "medxgan": ("medxgan.explain.medxgan", "MedXGANExplainer"),
     "latent_ig": ("medxgan.explain.latent_ig", "LatentIGExplainer"),
+    "counterfactual_ig": ("medxgan.explain.latent_ig", "CounterfactualIGExplainer"),
     "gradcam": ("medxgan.explain.gradcam", "GradCAMExplainer"),
     "ig": ("medxgan.explain.ig", "IGExplainer"),
     "smoothgrad": ("medxgan.explain.smoothgrad", "SmoothGradExplainer"),
@@ -120,7 +122,7 @@ def make_explainer(method: str, classifier: nn.Module, *, generator: nn.Module |
     """The explainer for ``method`` (one of :data:`METHODS`).
 
     Args:
-        generator: required for ``medxgan`` and ``latent_ig``.
+        generator: required for :data:`GAN_METHODS` (medxgan, latent_ig, counterfactual_ig).
         box_prior: (H, W) prior map, required for ``box_prior`` (see ``floors.box_prior_map``).
         config: that method's config, as a dict or its pydantic ``Config`` (unknown keys raise).
     """
@@ -128,7 +130,7 @@ def make_explainer(method: str, classifier: nn.Module, *, generator: nn.Module |
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     mod, cls_name = _MODULES[method]
     cls = getattr(importlib.import_module(mod), cls_name)
-    if method in ("medxgan", "latent_ig"):
+    if method in GAN_METHODS:
         if generator is None:
             raise ValueError(f"method {method!r} needs a generator")
         return cls(classifier, generator, config)

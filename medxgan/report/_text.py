@@ -13,6 +13,7 @@ METHOD_LABELS = {
     "occlusion": "occlusion",
     "medxgan": "medXGAN difference map",
     "latent_ig": "latent IG (medXGAN + IG)",
+    "counterfactual_ig": "counterfactual IG (IG from the medXGAN negative twin to the image)",
     "random": "random map",
     "box_prior": "average-box prior",
 }
@@ -39,7 +40,8 @@ OTHER_METRICS = (
     "counterfactual_flip",
     "counterfactual_similarity",
 )
-METHOD_ORDER = ("gradcam", "ig", "smoothgrad", "occlusion", "medxgan", "latent_ig", "random", "box_prior")
+METHOD_ORDER = ("gradcam", "ig", "smoothgrad", "occlusion", "medxgan", "latent_ig",
+                "counterfactual_ig", "random", "box_prior")
 FLOORS = ("random", "box_prior")
 SHUFFLED_SUFFIX = "_shuffled"
 GAP_SUFFIX = "-shuffled_gap"

@@ -562,6 +562,10 @@ the lesion says the classifier used that region; it does not prove the classifie
 positive: they are evidence about the classifier only as far as the generator can draw real findings. They are
 not proof of pathology. When the change is one pattern for every image (high counterfactual similarity), it is a
 pattern that moves the classifier everywhere, not the image's finding.</li>
+<li><b>Counterfactual IG</b> integrates the classifier's gradient from the image's generated negative twin to
+the real image. Its localisation comes from that baseline and from the inversion residual (what the generator
+could not draw): a good score says where the classifier's evidence lies relative to an anatomy-matched
+negative, not that the generator learned the pathology.</li>
 <li><b>Floors.</b> The random map and the average-box prior map are explanations that know nothing about the
 image. A map is only evidence of localisation if it beats both, with 95 % CIs that do not overlap.</li>
 <li><b>Shuffled-box control.</b> Each map is also scored against another positive image's boxes. A map that

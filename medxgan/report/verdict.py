@@ -34,7 +34,7 @@ Rules (every threshold is a parameter):
 6. **medXGAN**: mean ``counterfactual_similarity >= similarity_threshold`` (0.8) ->
    ``universal_counterfactual``: the classifier is moved by one pattern that is not the
    image's finding, and medXGAN maps are not evidence of localisation. Otherwise each of
-   ``medxgan`` and ``latent_ig`` present is judged by rule 1 (flags
+   ``medxgan``, ``latent_ig`` and ``counterfactual_ig`` present is judged by rule 1 (flags
    ``<method>_localises`` / ``<method>_does_not_localise``). One sentence gives the
    ``counterfactual_flip`` rate and ``recon_mse``; a flip rate below ``min_flip_rate``
    adds ``weak_counterfactual``.
@@ -52,7 +52,7 @@ from medxgan.report._text import FLOORS, GAP_SUFFIX, SHUFFLED_SUFFIX, bootstrap_
 
 GRADIENT_BASELINES = ("gradcam", "ig")
 BASELINES = ("gradcam", "ig", "smoothgrad", "occlusion")
-MEDXGAN_METHODS = ("medxgan", "latent_ig")
+MEDXGAN_METHODS = ("medxgan", "latent_ig", "counterfactual_ig")
 VERDICT_METRICS = ("pointing_game", "relevance_mass")
 
 _Stat = tuple[float, float, float, int]  # mean, ci_low, ci_high, n

@@ -122,6 +122,57 @@ def test_latent_ig_completeness_and_chunking():
     torch.testing.assert_close(pub[1].maps, ((xp - xn) * gr.mean(1))[:, 0], atol=1e-6, rtol=1e-4)
 
 
+class _Blind(torch.nn.Module):
+    """A generator that ignores z_p: it cannot draw any finding (G(z_a, z_p) = G(z_a, 0))."""
+
+    def __init__(self, G):
+        super().__init__()
+        self.G, self.d_a, self.d_p, self.image_size = G, G.d_a, G.d_p, G.image_size
+
+    def forward(self, z_a, z_p):
+        return self.G(z_a, torch.zeros_like(z_p))
+
+
+def test_counterfactual_ig_attributes_what_the_generator_cannot_draw(images):
+    """Box-sum classifier, a generator blind to z_p: latent IG has nothing to attribute (its
+    path is constant), counterfactual IG runs from G(z_a, 0) to the real image and puts all of
+    f(x) - f(x_neg) inside the box, exactly (f is linear)."""
+    f, G = BoxSum(BOX).eval(), _Blind(TinyGenerator().eval())
+    g = torch.Generator().manual_seed(5)
+    z = (torch.randn(len(images), G.d_a, generator=g), torch.randn(len(images), G.d_p, generator=g))
+    lig = make_explainer("latent_ig", f, generator=G, config={"n_points": 11}).explain(
+        images, latents=z)
+    assert float(lig.maps.abs().max()) == 0.0
+    cig = make_explainer("counterfactual_ig", f, generator=G, config={"n_points": 11}).explain(
+        images, latents=z)
+    with torch.no_grad():
+        x_neg = (G(*z) + 1) / 2
+        delta = f(images) - f(x_neg)
+    assert cig.extras["path"] == ["residual"] * len(images)
+    torch.testing.assert_close(cig.extras["x_pos"], images.clamp(0, 1))
+    torch.testing.assert_close(cig.extras["delta_logit"], delta, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(cig.maps.flatten(1).sum(1), delta, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(cig.maps, ((images - x_neg) * f.mask)[:, 0], atol=1e-5, rtol=1e-4)
+    a = cig.maps.abs()
+    assert (a[:, ~_inside(a)] == 0).all() and (a[:, _inside(a)].sum(1) > 0).all()
+    with pytest.raises(Exception):                                     # the path is fixed
+        make_explainer("counterfactual_ig", f, generator=G, config={"path": "generator"})
+
+
+def test_counterfactual_ig_completeness_with_a_curved_classifier():
+    G, f = TinyGenerator().eval(), _Curved().eval()
+    g = torch.Generator().manual_seed(4)
+    z = (torch.randn(3, G.d_a, generator=g), 2 * torch.randn(3, G.d_p, generator=g))
+    x = torch.rand(3, 1, 32, 32, generator=g)
+    out = make_explainer("counterfactual_ig", f, generator=G,
+                         config={"n_points": 101, "batch_size": 7}).explain(x, latents=z)
+    with torch.no_grad():
+        delta = f(x) - f((G(z[0], torch.zeros_like(z[1])) + 1) / 2)
+    assert delta.abs().min() > 1e-2
+    s = out.maps.flatten(1).sum(1)
+    assert ((s - delta).abs() <= 2e-3 * delta.abs() + 1e-5).all(), (s, delta)
+
+
 def test_medxgan_consistency_and_exact_latents():
     G, f = TinyGenerator().eval(), SmallCNN().eval()
     g = torch.Generator().manual_seed(8)

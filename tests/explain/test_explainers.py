@@ -14,6 +14,7 @@ from medxgan.explain.floors import box_prior_map
 FAST = {  # small but real configs: every code path runs
     "medxgan": {"inversion": {"steps": 8}, "n_frames": 5},
     "latent_ig": {"inversion": {"steps": 8}, "n_points": 21, "batch_size": 16},
+    "counterfactual_ig": {"inversion": {"steps": 8}, "n_points": 21, "batch_size": 16},
     "gradcam": {},
     "ig": {"n_steps": 16, "internal_batch_size": 24},
     "smoothgrad": {"nt_samples": 4},
