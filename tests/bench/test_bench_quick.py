@@ -42,6 +42,7 @@ def _keys(line: str) -> dict[str, float]:
     ("quality.py", ["medxgan_pointing", "gradcam_pointing", "ig_pointing", "random_pointing",
                     "medxgan_mass", "gradcam_mass", "ig_mass"], ("--variants", "clean")),
     ("metrics_speed.py", ["speedup", "max_abs_diff"], ()),
+    ("gan_step.py", ["gan_step_speedup"], ()),
 ])
 def test_quick_last_line(tmp_path: Path, script: str, keys: list[str], extra: tuple) -> None:
     got = _keys(_run(script, tmp_path / "out.json", *extra))

@@ -98,3 +98,35 @@ def test_config_forbids_unknown_keys_and_sizes():
         GanConfig(image_size=48)
     with pytest.raises(ValueError):
         GanConfig(widht=0.5)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.25, 0.0])
+def test_fast_dropout_is_inverted_dropout(p):
+    from medxgan.models.gan import FastDropout
+    d = FastDropout(p)
+    x = torch.ones(64, 8, 16, 16, requires_grad=True)
+    torch.manual_seed(3)
+    y = d(x)
+    keep = y != 0
+    assert keep.float().mean().item() == pytest.approx(1 - p, abs=0.01)
+    if p:
+        assert torch.allclose(y[keep], torch.full_like(y[keep], 1 / (1 - p)))
+    torch.manual_seed(3)
+    assert torch.equal(d(x), y)                                         # seeded: repeatable
+    (g,) = torch.autograd.grad(y.sum(), x)
+    assert torch.equal(g, y.detach())                                   # d/dx = mask * scale
+    d.eval()
+    assert d(x) is x
+    # no state: a discriminator's state_dict is the same as with nn.Dropout
+    assert not list(d.state_dict())
+
+
+def test_fast_dropout_masks_are_independent_across_elements():
+    from medxgan.models.gan import FastDropout
+    torch.manual_seed(0)
+    m = (FastDropout(0.5)(torch.ones(4096, 33)) != 0).float()
+    # neighbouring elements (same int32 word or not) are uncorrelated, every column is fair
+    assert abs(torch.corrcoef(torch.stack([m[:, :-1].flatten(), m[:, 1:].flatten()]))[0, 1]) < 0.03
+    assert (m.mean(0) - 0.5).abs().max() < 0.04
+    with pytest.raises(ValueError):
+        FastDropout(1.0)
