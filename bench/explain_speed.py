@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     if cached is not None and cached.exists():
         f = _train_classifier(x_tr[:1], y_tr[:1], 0, args.seed)
         G = _generator(argparse.Namespace(**{**vars(args), "gan_steps": 0}), f, x_tr, y_tr)
-        state = torch.load(cached, map_location="cpu")
+        state = torch.load(cached, map_location="cpu", weights_only=True)
         f.load_state_dict(state["f"])
         G.load_state_dict(state["G"])
         f.eval(), G.eval()
