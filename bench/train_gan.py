@@ -97,6 +97,10 @@ def main() -> None:
     ap.add_argument("--lambda-mask", type=float, default=1.0, help="local mask-size prior weight")
     ap.add_argument("--lambda-d-cls", type=float, default=0.0,
                     help="projection D: weight of its class term's BCE on real images")
+    ap.add_argument("--cls-shift-px", type=float, default=0.0,
+                    help="classifier loss on randomly shifted generated images (px)")
+    ap.add_argument("--cls-noise", type=float, default=0.0,
+                    help="classifier loss on generated images plus N(0, s^2) noise")
     ap.add_argument("--g-width", type=float, default=0.25, help="generator width multiplier")
     ap.add_argument("--d-width", type=float, default=0.5, help="discriminator width multiplier")
     ap.add_argument("--batch", type=int, default=32, help="GAN batch")
@@ -160,12 +164,15 @@ def main() -> None:
                        local_frame=args.local_frame if local else 0, **VARIANTS[name])
         tc = GanTrainConfig(lambda_cls=2.0, batch=args.batch, steps=10**6, seed=0,
                             device=args.device, lambda_d_cls=args.lambda_d_cls,
+                            cls_shift_px=args.cls_shift_px, cls_noise=args.cls_noise,
                             checkpoint_every=args.checkpoint_every,
                             lambda_min_change=args.lambda_min_change,
                             lambda_mask=args.lambda_mask if local else 0.0,
                             health_heldout=args.health_heldout, time_limit_s=minutes * 60)
         tag = f"-minchange{args.lambda_min_change:g}" if args.lambda_min_change else ""
         tag += f"-dcls{args.lambda_d_cls:g}" if args.lambda_d_cls else ""
+        tag += f"-shift{args.cls_shift_px:g}" if args.cls_shift_px else ""
+        tag += f"-noise{args.cls_noise:g}" if args.cls_noise else ""
         tag += f"-g{args.g_width:g}-d{args.d_width:g}" if (args.g_width, args.d_width) != (0.25, 0.5) \
             else ""
         tag += f"-{args.device}" if args.device != "cpu" else ""

@@ -63,6 +63,11 @@ class GanTrainConfig(BaseModel):
         cls_loss: ``logits`` (BCE on f's logit) or ``double_softmax`` (published code).
         lambda_min_change: weight of mean |G(z_a, z_p) - G(z_a, 0)| (0: off).
         lambda_mask: weight of the mask-size prior mean(M) of the local generator (0: off).
+        cls_shift_px: expectation over transformations for the classifier loss: f sees each
+            generated image shifted by a random (sub-pixel) offset of up to this many pixels in
+            x and y (0: off). A lesion survives a small shift; an adversarial pattern that
+            only works at one exact position (the prototype's border comb) does not.
+        cls_noise: the same, with Gaussian pixel noise of this std ([0, 1] units; 0: off).
         lambda_d_cls: projection discriminator only: weight of an auxiliary loss that trains
             its class term on *real* images, BCE(<embed(1) - embed(0), phi(x)>, y), so that it
             learns early what real positives look like (0: off, the plain projection GAN).
@@ -89,6 +94,8 @@ class GanTrainConfig(BaseModel):
     lambda_min_change: float = Field(0.0, ge=0)
     lambda_mask: float = Field(0.0, ge=0)
     lambda_d_cls: float = Field(0.0, ge=0)
+    cls_shift_px: float = Field(0.0, ge=0)
+    cls_noise: float = Field(0.0, ge=0)
     lr: float = Field(2e-4, gt=0)
     betas: tuple[float, float] = (0.5, 0.999)
     batch: int = Field(32, ge=2)
@@ -219,7 +226,7 @@ def _step(state: GanState, f: nn.Module, data: TrainData, cfg: GanTrainConfig
         D.requires_grad_(False)
         d_gen = D(fake, c).float()
         loss_adv = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
-        logit = f(from_gan(fake)).float().reshape(B)                   # (B,)
+        logit = f(_for_classifier(from_gan(fake), cfg, g)).float().reshape(B)  # (B,)
         if cfg.cls_loss == "logits":
             loss_cls = F.binary_cross_entropy_with_logits(logit, c.float())
         else:  # published: cross-entropy on softmax probabilities
@@ -245,6 +252,26 @@ def _step(state: GanState, f: nn.Module, data: TrainData, cfg: GanTrainConfig
     out = {"loss_d": loss_d, "loss_g": loss_g, "loss_adv": loss_adv, "loss_cls": loss_cls,
            "min_change": min_change, "mask_size": mask_size, "d_cls": d_cls}
     return {k: float(v.detach()) for k, v in out.items()}
+
+
+def _for_classifier(x: torch.Tensor, cfg: GanTrainConfig, g: torch.Generator) -> torch.Tensor:
+    """x (B, 1, S, S) in [0, 1] as the classifier loss sees it: randomly shifted by up to
+    ``cfg.cls_shift_px`` px (bilinear, border pixels repeated) and with N(0, cls_noise^2)
+    noise; x itself when both are 0. Random draws come from ``g`` (the step's generator)."""
+    if cfg.cls_shift_px <= 0 and cfg.cls_noise <= 0:
+        return x
+    B, _, H, W = x.shape
+    if cfg.cls_shift_px > 0:
+        shift = (torch.rand(B, 2, generator=g) * 2 - 1) * cfg.cls_shift_px    # (B, 2) px
+        theta = torch.zeros(B, 2, 3)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+        theta[:, 0, 2] = 2 * shift[:, 0] / W                                  # normalised
+        theta[:, 1, 2] = 2 * shift[:, 1] / H
+        grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if cfg.cls_noise > 0:
+        x = x + cfg.cls_noise * torch.randn(x.shape, generator=g).to(x.device, x.dtype)
+    return x
 
 
 # ---------------------------------------------------------------------------------- entry point

@@ -171,3 +171,34 @@ def test_gan_trains_on_cuda_with_bf16_autocast(blob_cohort, tiny_classifier, tmp
     G, _ = load_generator(out)           # loads on the CPU, whatever it was trained on
     assert next(G.parameters()).device.type == "cpu"
     assert all(torch.isfinite(v).all() for v in G.state_dict().values() if v.is_floating_point())
+
+
+def test_classifier_view_shifts_and_adds_noise_reproducibly():
+    from medxgan.models.train_gan import _for_classifier
+    x = torch.zeros(4, 1, 16, 16)
+    x[:, :, 6:10, 6:10] = 1.0
+    plain = GanTrainConfig()
+    assert _for_classifier(x, plain, torch.Generator().manual_seed(0)) is x
+    cfg = GanTrainConfig(cls_shift_px=3.0)
+    a = _for_classifier(x, cfg, torch.Generator().manual_seed(1))
+    b = _for_classifier(x, cfg, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == x.shape
+    assert not torch.allclose(a, x)                                     # moved ...
+    assert torch.allclose(a.sum((1, 2, 3)), x.sum((1, 2, 3)), atol=1e-3)  # ... not erased
+    com = lambda t: (t[:, 0].sum(1) * torch.arange(16.)).sum(1) / t[:, 0].sum((1, 2))  # noqa: E731
+    assert ((com(a) - com(x)).abs() <= 3.0 + 1e-4).all()                # within the bound
+    n = _for_classifier(x, GanTrainConfig(cls_noise=0.1), torch.Generator().manual_seed(2))
+    assert 0.08 < float((n - x).std()) < 0.12
+    y = x.clone().requires_grad_(True)
+    _for_classifier(y, cfg, torch.Generator().manual_seed(1)).sum().backward()
+    assert y.grad is not None and y.grad.abs().sum() > 0                # G gets gradients
+
+
+def test_eot_options_train_and_change_the_run(blob_cohort, tiny_classifier, tmp_path):
+    gc = GanConfig(**GAN)
+    out = {}
+    for name, kw in {"plain": {}, "eot": {"cls_shift_px": 2.0, "cls_noise": 0.05}}.items():
+        train_gan(blob_cohort, tiny_classifier, str(tmp_path / name), gc,
+                  GanTrainConfig(steps=2, batch=8, checkpoint_every=2, **kw, **HEALTH))
+        out[name] = _state(str(tmp_path / name), "checkpoints/step-0000002.pt")["generator"]
+    assert any(not torch.equal(out["plain"][k], out["eot"][k]) for k in out["plain"])
