@@ -13,7 +13,7 @@ METHOD_LABELS = {
     "occlusion": "occlusion",
     "medxgan": "medXGAN difference map",
     "latent_ig": "latent IG (medXGAN + IG)",
-    "counterfactual_ig": "counterfactual IG (IG from the medXGAN negative twin to the image)",
+    "counterfactual_ig": "counterfactual IG (medXGAN baseline)",
     "random": "random map",
     "box_prior": "average-box prior",
 }
