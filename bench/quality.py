@@ -18,7 +18,8 @@ metric with its shuffled-box control (medxgan.metrics.localization.localization_
 summarises with medxgan.metrics.aggregate.summarise.
 
     .venv/bin/python bench/quality.py --quick     # 32 px, tiny sizes: ~40 s, numbers meaningless
-    .venv/bin/python bench/quality.py             # 64 px, 4000 images, 1800 GAN steps: hours
+    .venv/bin/python bench/quality.py             # 64 px, 4000 images, 1800 GAN steps: ~13 min per
+                                                  # dataset and classifier on 2 idle cores
     .venv/bin/python bench/quality.py --n 2000 --epochs 8 --gan-steps 300 --images 100 \
         --datasets phantom-cxr --variants clean   # a medium run
 
