@@ -25,7 +25,7 @@ from prefect import flow
 
 from medxgan.config import AuditConfig, stable_hash
 from medxgan.settings import get_settings
-from medxgan.explain.base import GAN_METHODS
+from medxgan.methods import GAN_METHODS
 from medxgan.storage import Store
 
 

@@ -21,8 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ALL_METHODS = ("medxgan", "latent_ig", "counterfactual_ig", "gradcam", "ig", "smoothgrad",
-               "occlusion", "random", "box_prior")
+from medxgan.methods import METHODS as ALL_METHODS
 
 
 class _Strict(BaseModel):

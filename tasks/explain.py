@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from medxgan.explain.base import GAN_METHODS
+from medxgan.methods import GAN_METHODS
 from medxgan.storage import Store
 
 

@@ -5,9 +5,9 @@ Contracts of the models explained:
 - classifier ``f``: an ``nn.Module`` with ``f(x (B, 1, H, W) float in [0, 1]) -> (B,)``
   positive-class logit; optional attribute ``threshold`` (probability, default 0.5); optional
   method ``target_layer() -> nn.Module`` (Grad-CAM; else the last ``nn.Conv2d``).
-- generator ``G`` (medxgan, latent_ig, counterfactual_ig): an ``nn.Module`` with int attributes ``d_a``, ``d_p``,
-  ``image_size`` and ``G(z_a (B, d_a), z_p (B, d_p)) -> (B, 1, S, S)`` in [-1, 1]
-  (GAN space: x_gan = 2 x - 1).
+- generator ``G`` (medxgan, latent_ig, counterfactual_ig): an ``nn.Module`` with int
+  attributes ``d_a``, ``d_p``, ``image_size`` and
+  ``G(z_a (B, d_a), z_p (B, d_p)) -> (B, 1, S, S)`` in [-1, 1] (GAN space: x_gan = 2 x - 1).
 
 Every map explains f's **positive-class logit** and is raw (not min-max normalised). The models
 are frozen while explaining (eval mode, parameters not updated; restored afterwards).
@@ -27,10 +27,7 @@ from torch import nn
 
 from medxgan.explain._torch import frozen
 from medxgan.explain.seeding import content_seeds, id_seeds
-
-METHODS = ("medxgan", "latent_ig", "counterfactual_ig", "gradcam", "ig", "smoothgrad", "occlusion",
-           "random", "box_prior")
-GAN_METHODS = ("medxgan", "latent_ig", "counterfactual_ig")  # need a generator
+from medxgan.methods import GAN_METHODS, METHODS  # noqa: F401  (re-exported)
 
 _MODULES = {  # method -> (module, class)
     "medxgan": ("medxgan.explain.medxgan", "MedXGANExplainer"),

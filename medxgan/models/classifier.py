@@ -129,6 +129,11 @@ _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.BatchNorm2d,
                 nn.InstanceNorm2d)
 
 
+def _is_conv(m: nn.Module) -> bool:
+    """An ``nn.Conv2d``, or its TorchScript counterpart."""
+    return isinstance(m, nn.Conv2d) or getattr(m, "original_name", None) == "Conv2d"
+
+
 def default_target_layer(model: nn.Module) -> nn.Module | None:
     """Grad-CAM's usual layer: the *output* of the last convolutional block (after its
     normalisation and activation), as pytorch-grad-cam picks it.
@@ -147,12 +152,10 @@ def default_target_layer(model: nn.Module) -> nn.Module | None:
         return layer4[-1]
     features = getattr(model, "features", None)
     if isinstance(features, nn.Sequential) and len(features) and any(
-            isinstance(m, nn.Conv2d) or getattr(m, "original_name", None) == "Conv2d"
-            for m in features.modules()):
+            _is_conv(m) for m in features.modules()):
         return features[-1]
     leaves = [m for _, m in model.named_modules() if not list(m.children())]
-    conv_at = [i for i, m in enumerate(leaves)
-               if isinstance(m, nn.Conv2d) or getattr(m, "original_name", None) == "Conv2d"]
+    conv_at = [i for i, m in enumerate(leaves) if _is_conv(m)]
     if not conv_at:
         return None
     i = conv_at[-1]

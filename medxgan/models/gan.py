@@ -258,9 +258,7 @@ class ProjectionDiscriminator(Discriminator):
         """Logit (B,) of x (B, 1, S, S) being a real image of class c (B,) int64."""
         if c is None:
             raise ValueError("ProjectionDiscriminator needs the class c of every image")
-        h = self.features(x)                                           # (B, C, s, s)
-        uncond = self.psi(h.flatten(1))[:, 0]                          # (B,)
-        return uncond + (self.embed(c.long()) * h.mean(dim=(2, 3))).sum(1)
+        return self.forward_with_class(x, c)[0]
 
     def forward_with_class(self, x: torch.Tensor, c: torch.Tensor
                            ) -> tuple[torch.Tensor, torch.Tensor]:

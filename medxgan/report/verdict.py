@@ -48,11 +48,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from medxgan.methods import GAN_METHODS
 from medxgan.report._text import FLOORS, GAP_SUFFIX, SHUFFLED_SUFFIX, bootstrap_mean, fmt, fmt_ci, method_label, metric_label
 
 GRADIENT_BASELINES = ("gradcam", "ig")
 BASELINES = ("gradcam", "ig", "smoothgrad", "occlusion")
-MEDXGAN_METHODS = ("medxgan", "latent_ig", "counterfactual_ig")
+MEDXGAN_METHODS = GAN_METHODS
 VERDICT_METRICS = ("pointing_game", "relevance_mass")
 
 _Stat = tuple[float, float, float, int]  # mean, ci_low, ci_high, n
