@@ -28,7 +28,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, phantom_tensors, quick_classifier, write_results  # noqa: E402
+from _common import (RESULTS, gan_variant, phantom_tensors, quick_classifier,  # noqa: E402
+                     write_results)
 
 OUT = RESULTS / "gan_step.json"
 
@@ -56,7 +57,6 @@ def main(argv: list[str] | None = None) -> dict:
     size = args.size or (32 if q else 64)
     torch.set_num_threads(args.threads)
 
-    from medxgan.models.gan import GanConfig
     from medxgan.models.train_gan import GanTrainConfig, TrainData, _step, new_state
 
     x, y = phantom_tensors("phantom-cxr", 256 if q else 1024, size=size, seed=0)
@@ -66,9 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     res: dict = {"bench": "gan_step", "config": vars(args), "generators": {}}
     for gen in ("published", "local"):
         local = gen == "local"
-        gc = GanConfig(image_size=size, d_a=100, d_p=10, g_width=0.25, d_width=0.5,
-                       generator=gen, upsample="resize_conv" if local else "convtranspose",
-                       local_frame=6 if local and size >= 64 else 0)
+        gc = gan_variant(gen, size=size)
         tc = GanTrainConfig(batch=args.batch, device="cpu", lambda_mask=1.0 if local else 0.0)
         times: dict[str, list[float]] = {"before": [], "after": []}
         states = {}

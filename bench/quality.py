@@ -52,7 +52,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, write_results, write_phantom_cohort  # noqa: E402
+from _common import RESULTS, gan_variant, write_phantom_cohort, write_results  # noqa: E402
 
 OUT = RESULTS / "quality.json"
 METHODS = ("medxgan", "latent_ig", "counterfactual_ig", "gradcam", "ig", "ig_blur", "random",
@@ -74,7 +74,6 @@ def _run_one(tmp: str, kind: str, variant: str, args: argparse.Namespace) -> tup
     from medxgan.metrics.localization import localization_scores
     from medxgan.metrics.masks import boxes_to_masks
     from medxgan.models.classifier import load_classifier
-    from medxgan.models.gan import GanConfig
     from medxgan.models.train_classifier import ClassifierTrainConfig, train_classifier
     from medxgan.models.train_gan import GanTrainConfig, load_generator, train_gan
 
@@ -96,11 +95,8 @@ def _run_one(tmp: str, kind: str, variant: str, args: argparse.Namespace) -> tup
                                   if isinstance(v, (int, float, dict)) and k != "config"}
     t = time.perf_counter()
     local = args.generator == "local"
-    gc = GanConfig(image_size=args.size, d_a=100, d_p=10, g_width=args.g_width,
-                   d_width=args.d_width, generator=args.generator,
-                   discriminator=args.discriminator,
-                   upsample="resize_conv" if local else "convtranspose",
-                   local_frame=6 if local and args.size >= 64 else 0)
+    gc = gan_variant(args.generator, args.discriminator, size=args.size, g_width=args.g_width,
+                     d_width=args.d_width)
     tc = GanTrainConfig(steps=args.gan_steps, batch=32, seed=args.seed, device=args.device,
                         lambda_d_cls=args.lambda_d_cls, lambda_min_change=args.lambda_min_change,
                         lambda_mask=1.0 if local else 0.0,

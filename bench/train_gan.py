@@ -40,6 +40,10 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import gan_variant  # noqa: E402
+
 VARIANTS = {
     "published-unconditional": dict(generator="published", discriminator="unconditional"),
     "published-projection": dict(generator="published", discriminator="projection"),
@@ -121,7 +125,6 @@ def main() -> None:
 
     from medxgan.cohort.reader import Cohort
     from medxgan.models.classifier import load_classifier
-    from medxgan.models.gan import GanConfig
     from medxgan.models.health import agreement, change_similarity, inversion_health
     from medxgan.models.train_classifier import ClassifierTrainConfig, train_classifier
     from medxgan.models.train_gan import GanTrainConfig, load_generator, load_heldout, train_gan
@@ -159,9 +162,8 @@ def main() -> None:
         local = VARIANTS[name]["generator"] == "local"
         if args.lambda_d_cls and VARIANTS[name]["discriminator"] != "projection":
             continue
-        gc = GanConfig(image_size=64, d_a=100, d_p=10, g_width=args.g_width, d_width=args.d_width,
-                       upsample="resize_conv" if local else "convtranspose",
-                       local_frame=args.local_frame if local else 0, **VARIANTS[name])
+        gc = gan_variant(**VARIANTS[name], size=64, g_width=args.g_width, d_width=args.d_width,
+                         local_frame=args.local_frame)
         tc = GanTrainConfig(lambda_cls=2.0, batch=args.batch, steps=10**6, seed=0,
                             device=args.device, lambda_d_cls=args.lambda_d_cls,
                             cls_shift_px=args.cls_shift_px, cls_noise=args.cls_noise,
