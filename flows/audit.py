@@ -127,9 +127,15 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
                            "train": gt})[:16]
         res = train_gan_task(cohort["url"], spec, root.url_of(f"gans/{key}"), gm, gt)
         gan_url = res["url"]
-        gan_hash = generator(gan_url)[1]["sha256"]
+        meta = generator(gan_url)[1]
+        enc = meta.get("encoder")  # a kept inversion encoder changes every inversion
+        gan_hash = meta["sha256"] if enc is None else \
+            stable_hash({"generator": meta["sha256"], "encoder": enc["sha256"]})
         stages["gan"] = {"url": gan_url, "hash": gan_hash, "reused": res["reused"],
-                         "best": res.get("best")}
+                         "best": res.get("best"),
+                         "encoder": None if enc is None else
+                         {k: enc.get(k) for k in ("sha256", "mse_random_init",
+                                                  "mse_encoder_init")}}
 
     ex, sc = cfg.explain, cfg.score
     options = {m: dict(ex.method_options.get(m, {})) for m in ex.methods}

@@ -76,6 +76,9 @@ class InversionConfig(BaseModel):
             plateau step (0: never stop early).
         patience: consecutive plateau steps that freeze a sample.
         batch_size: samples (images x restarts) optimised together; larger calls are chunked.
+        use_encoder: when G carries an inversion encoder (``G.encoder``, attached by
+            ``load_generator`` only where it beat random starts on held-out images) and no
+            ``init`` is given, restart 0 starts from E(x) instead of ``init_a`` / ``init_p``.
         w_prior: weight of a Gaussian latent prior w_prior * mean(z^2) over [z_a, z_p] (beyond
             the paper; 0 in the published recipes). Without it lr 0.1 drives z_a off the
             region G was trained on and G(z_a, 0) stops being a negative: on the 64 px phantom
@@ -98,6 +101,7 @@ class InversionConfig(BaseModel):
     patience: int = Field(10, ge=1)
     w_prior: float = Field(0.3, ge=0)
     batch_size: int = Field(256, ge=1)
+    use_encoder: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -199,7 +203,8 @@ def invert(G: nn.Module, f: nn.Module, images01: torch.Tensor,
         config: recipe and options (default ``InversionConfig()``, the ``fast`` recipe).
         seed: an int (per-image seeds from the index within this call) or B per-image seeds.
         init: optional initial (z_a (B, d_a), z_p (B, d_p)) for restart 0 (other restarts
-            draw seeded random latents).
+            draw seeded random latents). Without it, restart 0 starts from the generator's
+            encoder E(x) when G has one and ``config.use_encoder`` is set.
     Returns:
         :class:`InversionResult` (tensors on the images' device, detached).
     """
@@ -219,7 +224,11 @@ def invert(G: nn.Module, f: nn.Module, images01: torch.Tensor,
 
     dev = x.device
     R = cfg.restarts
+    enc = getattr(G, "encoder", None)
     with frozen(G, f):
+        if init is None and cfg.use_encoder and isinstance(enc, nn.Module):
+            with torch.no_grad():
+                init = enc(to_gan(x))                                  # (z_a, z_p) of E(x)
         # every (image, restart) pair is one independent sample, image-major: n = i * R + r
         za0, zp0 = [], []
         for r in range(R):

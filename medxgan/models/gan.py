@@ -189,6 +189,13 @@ class Generator(nn.Module):
         else:
             self.net = _Decoder(cfg.d_a + cfg.d_p, 1, S, w, up)
         init_weights(self)
+        self.encoder: nn.Module | None = None  # inversion encoder, see attach_encoder
+
+    def attach_encoder(self, encoder: nn.Module | None) -> None:
+        """Carry an inversion encoder E (``medxgan.models.encoder``): inversion then starts
+        from E(x). It becomes a submodule (moves with ``.to``; its weights appear under
+        ``encoder.*`` in this module's state_dict); None detaches it."""
+        self.encoder = encoder
 
     def forward(self, z_a: torch.Tensor, z_p: torch.Tensor) -> torch.Tensor:
         """z_a (B, d_a), z_p (B, d_p) -> images (B, 1, S, S) in [-1, 1]."""

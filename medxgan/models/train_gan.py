@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from medxgan.models.encoder import Encoder, EncoderConfig, fit_encoder
 from medxgan.models.gan import Discriminator, GanConfig, Generator, build_discriminator, \
     from_gan, to_gan
 from medxgan.models.health import HeldOut, evaluate_health, sample_grid
@@ -85,6 +86,8 @@ class GanTrainConfig(BaseModel):
         time_limit_s: stop after this many seconds of this call (checked between steps; the
             step reached gets a final checkpoint with health); None: run all ``steps``.
         device: ``auto`` (CUDA with bf16 autocast when present), ``cpu`` or ``cuda``.
+        encoder: the optional inversion encoder trained after G on G's samples
+            (:class:`~medxgan.models.encoder.EncoderConfig`; ``steps`` 0, the default: none).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -109,6 +112,7 @@ class GanTrainConfig(BaseModel):
     heldout_split: str = "val"
     time_limit_s: float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    encoder: EncoderConfig = EncoderConfig()
 
 
 @dataclass
@@ -346,13 +350,45 @@ def train_gan(cohort_url: str, classifier: nn.Module, out_url: str | Store,
         if out_of_time:
             log.info("time limit %.0f s reached at step %d", tc.time_limit_s, state.step)
             break
+    encoder = _encoder_stage(store, f, held, tc.encoder, data.pos_frac, dev) \
+        if tc.encoder.steps > 0 else None
     summary = {"steps": state.step, "resumed_from": resumed, "last_health": health,
+               "encoder": encoder,
                "best": _read_json(store, "best.json"),
                "latest": _read_json(store, "checkpoints/latest.json"),
                "gan_config": gc.model_dump(mode="json"), "train_config": tc.model_dump(mode="json"),
                "seconds": round(time.perf_counter() - t0, 2), "device": str(dev), **meta}
     store.write_manifest(summary)
     return summary
+
+
+def _encoder_stage(store: Store, f: nn.Module, held: HeldOut | None, cfg: EncoderConfig,
+                   pos_frac: float, dev: torch.device) -> dict[str, Any] | None:
+    """Train the inversion encoder for the run's best generator and write ``encoder.pt``,
+    then ``encoder.json`` (the report, ``kept``, and the sha256 of both files it ties
+    together). Reused when ``encoder.json`` already names the current best checkpoint."""
+    if held is None or len(held.images) < 2:
+        log.warning("%s: no held-out images to test an encoder against; none trained", store.url)
+        return None
+    G, meta = load_generator(store, attach_encoder=False)
+    done = _read_json(store, "encoder.json")
+    if done is not None and done.get("generator_sha256") == meta["sha256"]:
+        return done
+    G = G.to(dev)
+    E, report = fit_encoder(G, f, held.images, cfg, pos_frac)
+    buf = io.BytesIO()
+    torch.save({"format": CKPT_FORMAT, "encoder": E.state_dict(), "spec": E.spec(),
+                "config": cfg.model_dump(mode="json")}, buf)
+    blob = buf.getvalue()
+    store.write_bytes("encoder.pt", blob)
+    record = {**report.as_dict(), "config": cfg.model_dump(mode="json"),
+              "sha256": hashlib.sha256(blob).hexdigest(), "generator_sha256": meta["sha256"],
+              "generator_step": meta["step"]}
+    store.write_json("encoder.json", record)
+    log.info("encoder for %s: held-out recon MSE %.4f from E(x) vs %.4f from random latents "
+             "(%s)", store.url, report.mse_encoder_init, report.mse_random_init,
+             "kept" if report.kept else "not kept")
+    return record
 
 
 # ---------------------------------------------------------------------------------- data
@@ -549,14 +585,20 @@ def _set_rng_state(rng: dict) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def load_generator(url_or_store: str | Store, which: Literal["best", "latest"] = "best"
-                   ) -> tuple[Generator, dict[str, Any]]:
+def load_generator(url_or_store: str | Store, which: Literal["best", "latest"] = "best",
+                   attach_encoder: bool = True) -> tuple[Generator, dict[str, Any]]:
     """The trained generator of a run (``best.pt``, else the latest checkpoint), eval mode.
+
+    With ``attach_encoder``, the run's inversion encoder (``encoder.pt``) is attached to G
+    (``G.encoder``, so inversions start from E(x)) when ``encoder.json`` says it was kept
+    (it beat random starts on held-out images) and was trained for this very checkpoint
+    (same sha256) and ``encoder.pt`` matches its recorded sha256.
 
     Returns:
         (G, meta): meta holds ``step``, ``health``, ``gan_config``, ``train_config``,
         ``classifier_sha256``, ``cohort_hash``, ``sha256`` of the checkpoint file, ``source``
-        (``best`` or ``latest``) and ``key``.
+        (``best`` or ``latest``), ``key`` and ``encoder`` (the ``encoder.json`` record
+        when an encoder is attached, else None).
 
     Raises:
         FileNotFoundError: no checkpoint in the store.
@@ -578,5 +620,17 @@ def load_generator(url_or_store: str | Store, which: Literal["best", "latest"] =
     G.eval()
     meta = {k: obj.get(k) for k in ("step", "health", "gan_config", "train_config",
                                     "classifier_sha256", "cohort_hash")}
-    meta.update(sha256=digest, source=source, key=store.url_of(key))
+    meta.update(sha256=digest, source=source, key=store.url_of(key), encoder=None)
+    rec = _read_json(store, "encoder.json") if attach_encoder else None
+    if rec is not None and rec.get("kept") and rec.get("generator_sha256") == digest:
+        blob = store.read_bytes("encoder.pt")
+        if hashlib.sha256(blob).hexdigest() != rec.get("sha256"):
+            warnings.warn(f"{store.url_of('encoder.pt')} does not match encoder.json's sha256; "
+                          "inverting without it", stacklevel=2)
+        else:
+            e = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            E = Encoder(**e["spec"])
+            E.load_state_dict(e["encoder"])
+            G.attach_encoder(E.eval())
+            meta["encoder"] = rec
     return G, meta

@@ -43,6 +43,7 @@ def _keys(line: str) -> dict[str, float]:
                     "medxgan_mass", "gradcam_mass", "ig_mass"], ("--variants", "clean")),
     ("metrics_speed.py", ["speedup", "max_abs_diff"], ()),
     ("gan_step.py", ["gan_step_speedup"], ()),
+    ("encoder.py", ["encoder_mse_ratio"], ()),
 ])
 def test_quick_last_line(tmp_path: Path, script: str, keys: list[str], extra: tuple) -> None:
     got = _keys(_run(script, tmp_path / "out.json", *extra))

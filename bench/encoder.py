@@ -1,0 +1,135 @@
+"""Inversion encoder vs random-init inversion, side by side, for trained generators.
+
+For each trained medXGAN run (``--gan``, a train_gan output folder), an encoder is trained by
+latent regression on the run's best generator for ``--minutes`` (``medxgan.models.encoder``,
+one torch thread), and the *test* split's held-out set (``--n-test`` positives with boxes and
+half as many negatives, the images bench/train_gan.py scores) is inverted with the fast recipe
+(``--steps`` Adam steps) from random latents and from E(x). Printed per run: recon MSE (GAN
+space [-1, 1]) of both starts and of G(E(x)) alone, and the lesion fidelity of both (share of
+|G(z_a, z_p) - G(z_a, 0)| inside the image's own boxes / another positive's boxes).
+
+    .venv/bin/python bench/encoder.py --quick     # untrained 32 px G, seconds
+    .venv/bin/python bench/encoder.py --cohort /tmp/medxgan-bench/train_gan/full/cohort \\
+        --classifier /tmp/medxgan-bench/clf-small_cnn2-horizontal-14 \\
+        --gan /tmp/medxgan-bench/train_gan/full/gan/published-unconditional --minutes 3
+
+Last line: ``encoder_mse_ratio=<encoder-init MSE / random-init MSE, first run>`` (below 1:
+the encoder is the better start and a train_gan run would keep it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, write_results  # noqa: E402
+
+
+def _fidelity(G, z_a, z_p, masks) -> tuple[float, float]:
+    with torch.no_grad():
+        d = (G(z_a, z_p) - G(z_a, torch.zeros_like(z_p))).abs()[:, 0]  # (P, S, S)
+    tot = d.flatten(1).sum(1).clamp_min(1e-12)
+    own = (d * masks).flatten(1).sum(1) / tot
+    sh = (d * torch.roll(masks, 1, 0)).flatten(1).sum(1) / tot
+    return float(own.mean()), float(sh.mean())
+
+
+def _one(G, f, held, minutes: float, steps: int, seed: int, batch: int) -> dict:
+    from medxgan.explain.inversion import InversionConfig, invert
+    from medxgan.models.encoder import EncoderConfig, train_encoder
+    from medxgan.models.gan import to_gan
+
+    E, n, secs, lat = train_encoder(G, EncoderConfig(steps=10**7, batch=batch, seed=seed,
+                                                     time_limit_s=minutes * 60))
+    cfg = InversionConfig.recipe("fast", steps=steps, use_encoder=False)
+    x = held.images
+    with torch.no_grad():
+        ea, ep = E(to_gan(x))
+        only = float((G(ea, ep) - to_gan(x)).pow(2).flatten(1).mean(1).mean())
+    t = time.perf_counter()
+    rand = invert(G, f, x, cfg, seed=seed)
+    t_rand = time.perf_counter() - t
+    t = time.perf_counter()
+    enc = invert(G, f, x, cfg, seed=seed, init=(ea, ep))
+    t_enc = time.perf_counter() - t
+    sel = (held.labels == 1) & held.masks.flatten(1).any(1)
+    m = held.masks[sel].float()
+    fr = _fidelity(G, rand.z_a[sel], rand.z_p[sel], m)
+    fe = _fidelity(G, enc.z_a[sel], enc.z_p[sel], m)
+    return {"encoder_steps": n, "encoder_seconds": round(secs, 1), "latent_mse": lat,
+            "mse_random_init": float(rand.recon_mse.mean()),
+            "mse_encoder_init": float(enc.recon_mse.mean()), "mse_encoder_only": only,
+            "invert_seconds_random": round(t_rand, 2), "invert_seconds_encoder": round(t_enc, 2),
+            "fidelity_random_init": fr[0], "fidelity_shuffled_random_init": fr[1],
+            "fidelity_encoder_init": fe[0], "fidelity_shuffled_encoder_init": fe[1],
+            "n_images": int(len(x)), "n_fidelity": int(sel.sum())}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="untrained 32 px generator, seconds")
+    ap.add_argument("--gan", default="", help="comma-separated train_gan output folders")
+    ap.add_argument("--cohort", default=None, help="cohort the runs were trained on")
+    ap.add_argument("--classifier", default=None, help="classifier folder (spec.yaml)")
+    ap.add_argument("--minutes", type=float, default=3.0, help="encoder training per run")
+    ap.add_argument("--steps", type=int, default=50, help="inversion Adam steps (both starts)")
+    ap.add_argument("--batch", type=int, default=64, help="encoder batch (G samples per step)")
+    ap.add_argument("--n-test", type=int, default=100, help="test positives inverted")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, help="results JSON (default bench/results/"
+                    "encoder.json, encoder_quick.json with --quick)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out or RESULTS / ("encoder_quick.json" if args.quick else "encoder.json"))
+    runs: dict[str, dict] = {}
+    if args.quick:
+        from medxgan.models.gan import GanConfig, Generator
+        from medxgan.models.health import HeldOut
+        torch.manual_seed(0)
+        G = Generator(GanConfig(image_size=32, d_a=8, d_p=3, g_width=0.05)).eval()
+        g = torch.Generator().manual_seed(1)
+        x = torch.rand(6, 1, 32, 32, generator=g)
+        masks = torch.zeros(6, 32, 32, dtype=torch.bool)
+        masks[:4, 8:16, 8:16] = True
+        held = HeldOut(x, torch.tensor([1, 1, 1, 1, 0, 0]), masks)
+
+        class MeanLogit(torch.nn.Module):
+            def forward(self, im):
+                return im.mean((1, 2, 3))
+
+        runs["untrained-32px"] = _one(G, MeanLogit(), held, 0.05, 3, 0, 16)
+    else:
+        from medxgan.cohort.reader import Cohort
+        from medxgan.models.classifier import load_classifier
+        from medxgan.models.train_gan import load_generator, load_heldout
+        f = load_classifier(f"{args.classifier}/spec.yaml")
+        for url in [u for u in args.gan.split(",") if u]:
+            G, meta = load_generator(url, attach_encoder=False)
+            held = load_heldout(Cohort(args.cohort), G.image_size, args.n_test, "test")
+            runs[Path(url).name] = {"best_step": meta["step"],
+                                    **_one(G, f, held, args.minutes, args.steps, 0, args.batch)}
+            r = runs[Path(url).name]
+            print(f"{Path(url).name:28s} encoder {r['encoder_steps']} steps  MSE random "
+                  f"{r['mse_random_init']:.4f}  encoder-init {r['mse_encoder_init']:.4f}  "
+                  f"E only {r['mse_encoder_only']:.4f}  fidelity random "
+                  f"{r['fidelity_random_init']:.3f}/{r['fidelity_shuffled_random_init']:.3f}  "
+                  f"encoder {r['fidelity_encoder_init']:.3f}/"
+                  f"{r['fidelity_shuffled_encoder_init']:.3f}", flush=True)
+    if not runs:
+        ap.error("no run: give --gan (with --cohort and --classifier) or --quick")
+    result = {"command": " ".join(sys.argv), "minutes": args.minutes, "steps": args.steps,
+              "runs": runs}
+    write_results(out, result)
+    first = next(iter(runs.values()))
+    print(f"encoder_mse_ratio={first['mse_encoder_init'] / first['mse_random_init']:.3f}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
