@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
     from medxgan.models.classifier import load_classifier
     from medxgan.models.encoder import Encoder
     from medxgan.models.gan import from_gan, to_gan
-    from medxgan.models.health import agreement, change_similarity, inversion_health
+    from medxgan.models.health import (agreement, change_similarity, inversion_health,
+                                       lesion_fidelity)
     from medxgan.models.train_gan import (GanTrainConfig, _mix, load_heldout, load_train_data,
                                           new_state)
 
@@ -161,10 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     def fidelity(z_a, z_p):
         with torch.no_grad():
-            d = (G(z_a, z_p) - G(z_a, torch.zeros_like(z_p))).abs()[:, 0][sel]
-        tot = d.flatten(1).sum(1).clamp_min(1e-12)
-        return (float(((d * m).flatten(1).sum(1) / tot).mean()),
-                float(((d * torch.roll(m, 1, 0)).flatten(1).sum(1) / tot).mean()))
+            d = (G(z_a, z_p) - G(z_a, torch.zeros_like(z_p)))[:, 0][sel]  # (P, S, S)
+        return lesion_fidelity(d, m)
 
     with torch.no_grad():
         ea, ep = E(to_gan(held_test.images))

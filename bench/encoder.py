@@ -32,12 +32,10 @@ from _common import RESULTS, write_results  # noqa: E402
 
 
 def _fidelity(G, z_a, z_p, masks) -> tuple[float, float]:
+    from medxgan.models.health import lesion_fidelity
     with torch.no_grad():
-        d = (G(z_a, z_p) - G(z_a, torch.zeros_like(z_p))).abs()[:, 0]  # (P, S, S)
-    tot = d.flatten(1).sum(1).clamp_min(1e-12)
-    own = (d * masks).flatten(1).sum(1) / tot
-    sh = (d * torch.roll(masks, 1, 0)).flatten(1).sum(1) / tot
-    return float(own.mean()), float(sh.mean())
+        d = G(z_a, z_p) - G(z_a, torch.zeros_like(z_p))                # (P, 1, S, S)
+    return lesion_fidelity(d[:, 0], masks)
 
 
 def _one(G, f, held, minutes: float, steps: int, seed: int, batch: int) -> dict:

@@ -71,6 +71,11 @@ def _cmd_train_gan(a: argparse.Namespace) -> int:
     best = (r.get("best") or {}).get("health", {})
     print(f"medXGAN {r['url']}: {r['steps']} steps; best checkpoint health "
           + ", ".join(f"{k}={v:.3f}" for k, v in best.items() if isinstance(v, float)))
+    enc = r.get("encoder")
+    if enc:
+        print(f"inversion encoder {'kept' if enc['kept'] else 'not kept'}: held-out recon MSE "
+              f"{enc['mse_encoder_init']:.4f} from E(x) vs {enc['mse_random_init']:.4f} from "
+              "random latents")
     return 0
 
 

@@ -124,12 +124,24 @@ def inversion_health(G: nn.Module, f: nn.Module, held: HeldOut, steps: int = 50,
            "n_fidelity": int(sel.sum()), "fidelity": float("nan"),
            "fidelity_shuffled": float("nan")}
     if int(sel.sum()) >= 2:
-        d, m = diff[sel], held.masks[sel]
-        total = d.flatten(1).sum(1).clamp_min(1e-12)                   # (P,)
-        out["fidelity"] = float(((d * m).flatten(1).sum(1) / total).mean())
-        m_sh = torch.roll(m, 1, 0)                                     # another positive's boxes
-        out["fidelity_shuffled"] = float(((d * m_sh).flatten(1).sum(1) / total).mean())
+        out["fidelity"], out["fidelity_shuffled"] = lesion_fidelity(diff[sel], held.masks[sel])
     return out
+
+
+def lesion_fidelity(change: torch.Tensor, masks: torch.Tensor) -> tuple[float, float]:
+    """Mean share of |change| inside each image's own boxes and inside another positive's.
+
+    Args:
+        change: (P, S, S) changes |x_pos - x_neg| of P >= 2 positives (any sign: abs taken).
+        masks: (P, S, S) bool lesion masks of the same images.
+    Returns:
+        (own, shuffled): the control rolls the masks by one image (a cyclic shift).
+    """
+    d, m = change.abs(), masks.to(change.dtype)
+    total = d.flatten(1).sum(1).clamp_min(1e-12)                       # (P,)
+    own = (d * m).flatten(1).sum(1) / total
+    shuffled = (d * torch.roll(m, 1, 0)).flatten(1).sum(1) / total
+    return float(own.mean()), float(shuffled.mean())
 
 
 def evaluate_health(G: nn.Module, f: nn.Module, held: HeldOut | None, n_agreement: int = 1000,

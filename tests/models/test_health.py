@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 from medxgan.models.health import (HeldOut, agreement, change_similarity, inversion_health,
-                                   sample_grid)
+                                   lesion_fidelity, sample_grid)
 
 S = 8
 
@@ -78,6 +78,18 @@ def test_fidelity_is_the_share_of_the_change_inside_the_boxes():
     assert h_in["recon_mse"] > 0
     neg = inversion_health(G, f, HeldOut(images, torch.zeros(4, dtype=torch.long), inside), 3)
     assert neg["n_fidelity"] == 0 and neg["fidelity"] != neg["fidelity"]  # NaN
+
+
+def test_lesion_fidelity_own_and_shuffled_boxes():
+    masks = torch.zeros(3, S, S, dtype=torch.bool)
+    for i in range(3):                                  # disjoint boxes per image
+        masks[i, 2 * i:2 * i + 2, :2] = True
+    change = torch.where(masks, -2.0, 0.0)             # all of each change in its own box
+    own, shuffled = lesion_fidelity(change, masks)
+    assert own == pytest.approx(1.0) and shuffled == pytest.approx(0.0)
+    change[0, S - 1, S - 1] = 4.0                      # image 0: 4 of 12 outside its box
+    own, _ = lesion_fidelity(change, masks)
+    assert own == pytest.approx((8 / 12 + 1 + 1) / 3)
 
 
 def test_sample_grid_is_a_png_of_triples():
