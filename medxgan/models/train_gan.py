@@ -366,13 +366,17 @@ def _encoder_stage(store: Store, f: nn.Module, held: HeldOut | None, cfg: Encode
                    pos_frac: float, dev: torch.device) -> dict[str, Any] | None:
     """Train the inversion encoder for the run's best generator and write ``encoder.pt``,
     then ``encoder.json`` (the report, ``kept``, and the sha256 of both files it ties
-    together). Reused when ``encoder.json`` already names the current best checkpoint."""
+    together). Reused when ``encoder.json`` already names the current best checkpoint and
+    the same encoder config, and ``encoder.pt`` matches it; retrained otherwise."""
     if held is None or len(held.images) < 2:
         log.warning("%s: no held-out images to test an encoder against; none trained", store.url)
         return None
     G, meta = load_generator(store, attach_encoder=False)
     done = _read_json(store, "encoder.json")
-    if done is not None and done.get("generator_sha256") == meta["sha256"]:
+    if done is not None and done.get("generator_sha256") == meta["sha256"] \
+            and done.get("config") == cfg.model_dump(mode="json") \
+            and store.exists("encoder.pt") \
+            and hashlib.sha256(store.read_bytes("encoder.pt")).hexdigest() == done.get("sha256"):
         return done
     G = G.to(dev)
     E, report = fit_encoder(G, f, held.images, cfg, pos_frac)
@@ -623,10 +627,13 @@ def load_generator(url_or_store: str | Store, which: Literal["best", "latest"] =
     meta.update(sha256=digest, source=source, key=store.url_of(key), encoder=None)
     rec = _read_json(store, "encoder.json") if attach_encoder else None
     if rec is not None and rec.get("kept") and rec.get("generator_sha256") == digest:
-        blob = store.read_bytes("encoder.pt")
+        try:
+            blob = store.read_bytes("encoder.pt")
+        except FileNotFoundError:
+            blob = b""
         if hashlib.sha256(blob).hexdigest() != rec.get("sha256"):
-            warnings.warn(f"{store.url_of('encoder.pt')} does not match encoder.json's sha256; "
-                          "inverting without it", stacklevel=2)
+            warnings.warn(f"{store.url_of('encoder.pt')} is missing or does not match "
+                          "encoder.json's sha256; inverting without it", stacklevel=2)
         else:
             e = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
             E = Encoder(**e["spec"])

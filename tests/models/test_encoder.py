@@ -113,5 +113,15 @@ def test_run_writes_the_encoder_and_loads_it_only_when_kept_and_intact(
         G, meta = load_generator(out)
     assert G.encoder is None and meta["encoder"] is None
 
-    again = train_gan(blob_cohort, tiny_classifier, out, GanConfig(**GAN), tc)  # rerun: reused
-    assert again["encoder"]["sha256"] == rec["sha256"]
+    store.delete("encoder.pt")
+    with pytest.warns(UserWarning, match="missing"):
+        G, meta = load_generator(out)
+    assert G.encoder is None
+
+    again = train_gan(blob_cohort, tiny_classifier, out, GanConfig(**GAN), tc)  # retrained
+    assert store.exists("encoder.pt") and again["encoder"]["steps"] == 5
+    record = store.read_json("encoder.json")                  # reused: same record, same seconds
+    assert train_gan(blob_cohort, tiny_classifier, out, GanConfig(**GAN), tc)["encoder"] == record
+    tc2 = tc.model_copy(update={"encoder": tc.encoder.model_copy(update={"steps": 6})})
+    other = train_gan(blob_cohort, tiny_classifier, out, GanConfig(**GAN), tc2)  # new config
+    assert other["encoder"]["steps"] == 6 and store.exists("encoder.pt")
