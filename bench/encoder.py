@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -39,31 +38,23 @@ def _fidelity(G, z_a, z_p, masks) -> tuple[float, float]:
 
 
 def _one(G, f, held, minutes: float, steps: int, seed: int, batch: int) -> dict:
-    from medxgan.explain.inversion import InversionConfig, invert
-    from medxgan.models.encoder import EncoderConfig, train_encoder
-    from medxgan.models.gan import to_gan
+    from medxgan.models.encoder import EncoderConfig, invert_from_both_starts, train_encoder
 
     E, n, secs, lat = train_encoder(G, EncoderConfig(steps=10**7, batch=batch, seed=seed,
                                                      time_limit_s=minutes * 60))
-    cfg = InversionConfig.recipe("fast", steps=steps, use_encoder=False)
     x = held.images
-    with torch.no_grad():
-        ea, ep = E(to_gan(x))
-        only = float((G(ea, ep) - to_gan(x)).pow(2).flatten(1).mean(1).mean())
-    t = time.perf_counter()
-    rand = invert(G, f, x, cfg, seed=seed)
-    t_rand = time.perf_counter() - t
-    t = time.perf_counter()
-    enc = invert(G, f, x, cfg, seed=seed, init=(ea, ep))
-    t_enc = time.perf_counter() - t
+    both = invert_from_both_starts(G, E, f, x, steps, seed)
+    rand, enc = both.random, both.encoder
     sel = (held.labels == 1) & held.masks.flatten(1).any(1)
     m = held.masks[sel].float()
     fr = _fidelity(G, rand.z_a[sel], rand.z_p[sel], m)
     fe = _fidelity(G, enc.z_a[sel], enc.z_p[sel], m)
     return {"encoder_steps": n, "encoder_seconds": round(secs, 1), "latent_mse": lat,
             "mse_random_init": float(rand.recon_mse.mean()),
-            "mse_encoder_init": float(enc.recon_mse.mean()), "mse_encoder_only": only,
-            "invert_seconds_random": round(t_rand, 2), "invert_seconds_encoder": round(t_enc, 2),
+            "mse_encoder_init": float(enc.recon_mse.mean()),
+            "mse_encoder_only": float(both.mse_encoder_only.mean()),
+            "invert_seconds_random": round(both.seconds_random, 2),
+            "invert_seconds_encoder": round(both.seconds_encoder, 2),
             "fidelity_random_init": fr[0], "fidelity_shuffled_random_init": fr[1],
             "fidelity_encoder_init": fe[0], "fidelity_shuffled_encoder_init": fe[1],
             "n_images": int(len(x)), "n_fidelity": int(sel.sum())}

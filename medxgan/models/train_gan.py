@@ -375,8 +375,7 @@ def _encoder_stage(store: Store, f: nn.Module, held: HeldOut | None, cfg: Encode
     done = _read_json(store, "encoder.json")
     if done is not None and done.get("generator_sha256") == meta["sha256"] \
             and done.get("config") == cfg.model_dump(mode="json") \
-            and store.exists("encoder.pt") \
-            and hashlib.sha256(store.read_bytes("encoder.pt")).hexdigest() == done.get("sha256"):
+            and _encoder_blob(store, done) is not None:
         return done
     G = G.to(dev)
     E, report = fit_encoder(G, f, held.images, cfg, pos_frac)
@@ -393,6 +392,16 @@ def _encoder_stage(store: Store, f: nn.Module, held: HeldOut | None, cfg: Encode
              "(%s)", store.url, report.mse_encoder_init, report.mse_random_init,
              "kept" if report.kept else "not kept")
     return record
+
+
+def _encoder_blob(store: Store, record: dict) -> bytes | None:
+    """The bytes of ``encoder.pt`` when the file exists and matches ``record["sha256"]``
+    (the ``encoder.json`` record), else None."""
+    try:
+        blob = store.read_bytes("encoder.pt")
+    except FileNotFoundError:
+        return None
+    return blob if hashlib.sha256(blob).hexdigest() == record.get("sha256") else None
 
 
 # ---------------------------------------------------------------------------------- data
@@ -627,11 +636,8 @@ def load_generator(url_or_store: str | Store, which: Literal["best", "latest"] =
     meta.update(sha256=digest, source=source, key=store.url_of(key), encoder=None)
     rec = _read_json(store, "encoder.json") if attach_encoder else None
     if rec is not None and rec.get("kept") and rec.get("generator_sha256") == digest:
-        try:
-            blob = store.read_bytes("encoder.pt")
-        except FileNotFoundError:
-            blob = b""
-        if hashlib.sha256(blob).hexdigest() != rec.get("sha256"):
+        blob = _encoder_blob(store, rec)
+        if blob is None:
             warnings.warn(f"{store.url_of('encoder.pt')} is missing or does not match "
                           "encoder.json's sha256; inverting without it", stacklevel=2)
         else:
