@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -201,3 +204,34 @@ def test_invalid_options_raise():
         phantom_image("phantom-cxr", 0, prevalence=1.5)
     with pytest.raises(ValueError):
         phantom_image("phantom-cxr", -1)
+
+
+_GOLDEN = Path(__file__).parent / "data" / "phantoms_golden"
+
+
+def test_golden_batch_is_unchanged():
+    """Pixels, ids, labels, refs and boxes of a small batch (both kinds, 32 px, seed 11,
+    shortcut_rate 0.5) and three lesion-free twins per kind are pinned in
+    ``tests/data/phantoms_golden.{npz,json}``: a refactor that moves a box or changes an image
+    fails here. Pixels may differ by one grey level (the renderer's float32 numpy maths can
+    round differently with another numpy's SIMD kernels); ids, labels and boxes must be equal.
+    Regenerate the files only on purpose, and say why in the commit.
+    """
+    want = np.load(_GOLDEN.with_suffix(".npz"))
+    meta = json.loads(_GOLDEN.with_suffix(".json").read_text())
+    got_meta = []
+    for kind in KINDS:
+        for j, im in enumerate(generate(kind, 6, size=32, seed=11, shortcut_rate=0.5)):
+            ref = want[f"{kind}-{j}"]
+            assert im.pixels.shape == ref.shape
+            diff = np.abs(im.pixels.astype(np.int32) - ref.astype(np.int32))
+            assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (kind, j)
+            got_meta.append([im.image_id, int(im.label), im.source_ref,
+                             [[float(b.x0), float(b.y0), float(b.x1), float(b.y1), b.finding]
+                              for b in im.boxes]])
+        for i in range(3):
+            twin = _render(kind, i, size=32, seed=11, prevalence=1.0, lesions=False)
+            diff = np.abs(twin.pixels.astype(np.int32) - want[f"{kind}-twin-{i}"].astype(np.int32))
+            assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (kind, "twin", i)
+            assert np.array_equal(twin.region, want[f"{kind}-twinregion-{i}"]), (kind, i)
+    assert got_meta == meta
