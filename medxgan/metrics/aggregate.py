@@ -30,6 +30,8 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from medxgan.catalogue import GAP_SUFFIX, SHUFFLED_SUFFIX  # one definition, also importable from here
+
 SCORES = pa.schema(
     [("image_id", pa.string()), ("method", pa.string()), ("metric", pa.string()), ("value", pa.float64())]
 )
@@ -54,8 +56,6 @@ COMPARISONS = pa.schema(
         ("n", pa.int64()),
     ]
 )
-SHUFFLED_SUFFIX = "_shuffled"
-GAP_SUFFIX = "-shuffled_gap"
 
 
 def long_scores(image_ids: Sequence[str], method: str, values: Mapping[str, torch.Tensor | np.ndarray]) -> pd.DataFrame:

@@ -11,7 +11,14 @@ Plain Python/NumPy/pandas/PIL (no Prefect, no matplotlib, no torch); one concept
   against the previous run).
 - ``gallery``: ``select_gallery`` (best and worst images of one method and metric).
 - ``html``: ``ReportInputs``, ``render_report`` (one self-contained HTML page: inline CSS,
-  PNGs as ``data:`` URIs, inline SVG, no scripts, every user string escaped).
+  PNGs as ``data:`` URIs, inline SVG, no scripts, every user string escaped), built from
+  ``_tables`` (the one method x metric table builder and its sections), ``_cases`` (gallery
+  and interpolation strips), ``_html`` (the one escaper ``esc``, shared with ``figures``, and
+  tiny element helpers), ``_sanitise`` (credential scrubbing) and the package data
+  ``assets/report.css`` and ``assets/limits.html``.
+
+Names, labels, order, floors, metric directions, suffixes and verdict roles come from
+``medxgan.catalogue``; no module here keeps its own list.
 """
 
 from medxgan.report.gallery import select_gallery

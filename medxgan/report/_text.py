@@ -1,69 +1,14 @@
-"""Display names, number formatting and the seeded bootstrap shared by the report modules."""
+"""Number formatting and the seeded bootstrap shared by the report modules.
+
+Names, labels, order, floors and directions of methods and metrics are not here: they come
+from ``medxgan.catalogue`` (torch-free, like this module).
+"""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-
-METHOD_LABELS = {
-    "gradcam": "Grad-CAM",
-    "ig": "IG",
-    "smoothgrad": "SmoothGrad",
-    "occlusion": "occlusion",
-    "medxgan": "medXGAN difference map",
-    "latent_ig": "latent IG (medXGAN + IG)",
-    "counterfactual_ig": "counterfactual IG (medXGAN baseline)",
-    "random": "random map",
-    "box_prior": "average-box prior",
-}
-METRIC_LABELS = {
-    "pointing_game": "pointing game",
-    "iou_otsu": "IoU (Otsu)",
-    "relevance_mass": "relevance mass",
-    "relevance_rank": "relevance rank",
-    "auroc": "pixel AUROC",
-    "auprc": "pixel AUPRC",
-    "deletion_auc": "deletion AUC",
-    "insertion_auc": "insertion AUC",
-    "noise_stability": "noise stability",
-    "recon_mse": "reconstruction MSE",
-    "counterfactual_flip": "counterfactual flip rate",
-    "counterfactual_similarity": "counterfactual similarity",
-}
-LOCALISATION_METRICS = ("pointing_game", "iou_otsu", "relevance_mass", "relevance_rank", "auroc", "auprc")
-OTHER_METRICS = (
-    "deletion_auc",
-    "insertion_auc",
-    "noise_stability",
-    "recon_mse",
-    "counterfactual_flip",
-    "counterfactual_similarity",
-)
-METHOD_ORDER = ("gradcam", "ig", "smoothgrad", "occlusion", "medxgan", "latent_ig",
-                "counterfactual_ig", "random", "box_prior")
-FLOORS = ("random", "box_prior")
-SHUFFLED_SUFFIX = "_shuffled"
-GAP_SUFFIX = "-shuffled_gap"
-
-
-def method_label(m: str) -> str:
-    """Human name of a method (unknown names are returned as given; escape before HTML)."""
-    return METHOD_LABELS.get(m, m)
-
-
-def metric_label(k: str) -> str:
-    """Human name of a metric (unknown names are returned as given; escape before HTML)."""
-    if k.endswith(SHUFFLED_SUFFIX) and k[: -len(SHUFFLED_SUFFIX)] in METRIC_LABELS:
-        return METRIC_LABELS[k[: -len(SHUFFLED_SUFFIX)]] + " (shuffled boxes)"
-    return METRIC_LABELS.get(k, k)
-
-
-def order_methods(methods) -> list[str]:
-    """Known methods in ``METHOD_ORDER`` with the floors last, then unknown ones sorted."""
-    ms = set(methods)
-    known = [m for m in METHOD_ORDER if m in ms]
-    return known + sorted(ms - set(known))
 
 
 def fmt(x: float | None, digits: int = 3) -> str:

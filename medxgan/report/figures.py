@@ -10,12 +10,11 @@ Conventions:
 - Small images are enlarged by an integer factor (nearest neighbour) so that the longer
   side is at least ``min_size`` pixels: every pixel stays visible as a square.
 - SVG strings carry no ``xmlns`` URL (inline SVG in HTML does not need it) and every text
-  they contain is HTML-escaped.
+  they contain is HTML-escaped (``medxgan.report._html.esc``, the report's one escaper).
 """
 
 from __future__ import annotations
 
-import html
 import io
 import math
 from collections.abc import Iterable, Sequence
@@ -24,20 +23,24 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from medxgan.report._text import FLOORS, METHOD_ORDER, fmt, method_label, order_methods
+from medxgan.catalogue import FLOORS, METHODS, method_label, order_methods
+from medxgan.report._html import esc
+from medxgan.report._text import fmt
 
 Box = Sequence[float]
 _BOX_RGB = (0, 230, 255)
 _PALETTE = ("#1f6fb4", "#d9730d", "#2a9d4b", "#b8323b", "#7a4fb0", "#c2569e", "#7b5a3c", "#8a9a1b", "#1aa3b8")
-_FLOOR_COLOURS = {"random": "#8c8c8c", "box_prior": "#4d4d4d"}
+_FLOOR_GREYS = ("#8c8c8c", "#4d4d4d", "#b0b0b0", "#262626")
+_COLOURED = tuple(m for m in METHODS if m not in FLOORS)  # catalogue methods with a palette colour
 
 
 def _colour(method: str, j: int) -> str:
-    """A fixed colour per known method (the same in every chart), floors in grey."""
-    if method in _FLOOR_COLOURS:
-        return _FLOOR_COLOURS[method]
-    known = [m for m in METHOD_ORDER if m not in _FLOOR_COLOURS]
-    return _PALETTE[known.index(method) % len(_PALETTE)] if method in known else _PALETTE[(len(known) + j) % len(_PALETTE)]
+    """A fixed colour per catalogued method (the same in every chart), floors in grey."""
+    if method in FLOORS:
+        return _FLOOR_GREYS[FLOORS.index(method) % len(_FLOOR_GREYS)]
+    if method in _COLOURED:
+        return _PALETTE[_COLOURED.index(method) % len(_PALETTE)]
+    return _PALETTE[(len(_COLOURED) + j) % len(_PALETTE)]
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -157,10 +160,6 @@ def overlay_png(
     return _png(rgb, boxes, _scale_for(*g.shape, min_size))
 
 
-def _esc(s: object) -> str:
-    return html.escape(str(s), quote=True)
-
-
 def _range(lo: float, hi: float) -> tuple[float, float]:
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return 0.0, 1.0
@@ -194,7 +193,7 @@ def trend_svg(
     flagged = {(str(r), str(m)) for r, m in flagged}
     out = [f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">']
     if title:
-        out.append(f'<text x="6" y="14" font-size="12" font-weight="bold">{_esc(title)}</text>')
+        out.append(f'<text x="6" y="14" font-size="12" font-weight="bold">{esc(title)}</text>')
     if h.empty:
         out.append(f'<text x="{width // 2}" y="{height // 2}" text-anchor="middle" font-size="12">no history</text></svg>')
         return "".join(out)
@@ -219,7 +218,7 @@ def trend_svg(
     for i, t in labels:
         txt = pd.Timestamp(t).strftime("%Y-%m-%d %H:%M") if not pd.isna(t) else ""
         anchor = "start" if i == 0 and len(runs) > 1 else ("end" if len(runs) > 1 else "middle")
-        out.append(f'<text x="{X(i):.1f}" y="{height - 18}" text-anchor="{anchor}" font-size="10">{_esc(txt)}</text>')
+        out.append(f'<text x="{X(i):.1f}" y="{height - 18}" text-anchor="{anchor}" font-size="10">{esc(txt)}</text>')
     out.append(f'<text x="{L + pw / 2:.1f}" y="{height - 4}" text-anchor="middle" font-size="10">{len(runs)} run(s)</text>')
     bands: list[str] = []  # drawn first, so every line stays on top of every band
     marks: list[str] = []
@@ -243,7 +242,7 @@ def trend_svg(
             if (str(r), str(method)) in flagged:
                 marks.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="7" fill="none" stroke="#d00" stroke-width="2"><title>regression</title></circle>')
         marks.append(f'<rect x="{width - R + 8}" y="{T + 14 * j}" width="10" height="10" fill="{c}"/>')
-        marks.append(f'<text x="{width - R + 22}" y="{T + 9 + 14 * j}" font-size="10">{_esc(method_label(str(method)))}</text>')
+        marks.append(f'<text x="{width - R + 22}" y="{T + 9 + 14 * j}" font-size="10">{esc(method_label(str(method)))}</text>')
     out += bands + marks
     out.append("</svg>")
     return "".join(out)
@@ -264,7 +263,7 @@ def bar_svg(summary: pd.DataFrame, *, title: str = "", width: int = 520, row_hei
     height = T + row_height * max(1, len(s)) + 22
     out = [f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">']
     if title:
-        out.append(f'<text x="6" y="14" font-size="12" font-weight="bold">{_esc(title)}</text>')
+        out.append(f'<text x="6" y="14" font-size="12" font-weight="bold">{esc(title)}</text>')
     if s.empty:
         out.append(f'<text x="{width // 2}" y="{T + 14}" text-anchor="middle" font-size="12">no values</text></svg>')
         return "".join(out)
@@ -289,7 +288,7 @@ def bar_svg(summary: pd.DataFrame, *, title: str = "", width: int = 520, row_hei
             out.append(f'<line x1="{X(r.ci_low):.1f}" x2="{X(r.ci_high):.1f}" y1="{ym:.1f}" y2="{ym:.1f}" stroke="#222" stroke-width="1.5"/>')
             for v in (r.ci_low, r.ci_high):
                 out.append(f'<line x1="{X(v):.1f}" x2="{X(v):.1f}" y1="{ym - 4:.1f}" y2="{ym + 4:.1f}" stroke="#222"/>')
-        out.append(f'<text x="{L - 6}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end" font-size="11">{_esc(method_label(str(r.method)))}</text>')
+        out.append(f'<text x="{L - 6}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end" font-size="11">{esc(method_label(str(r.method)))}</text>')
         out.append(f'<text x="{width - 2}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end" font-size="10">{fmt(r.mean)}</text>')
     yb = T + row_height * len(s) + 4
     out.append(f'<line x1="{L}" x2="{L + pw}" y1="{yb}" y2="{yb}" stroke="#888"/>')

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from medxgan.report.history import HIGHER_IS_BETTER
+from medxgan.catalogue import higher_is_better
 
 
 def select_gallery(
@@ -12,10 +12,11 @@ def select_gallery(
 ) -> tuple[list[str], list[str]]:
     """The k best and k worst images of one method on one metric.
 
-    "Best" follows the metric's direction (``HIGHER_IS_BETTER``; unknown metrics: higher
-    is better). Images with an undefined (NaN) value are skipped; ties are broken by
-    ``image_id`` so the choice is deterministic. The two lists never share an image: with
-    fewer than 2k scored images, the worst list takes what the best list left.
+    "Best" follows the metric's direction in ``medxgan.catalogue`` (unknown metrics and
+    shuffled controls: higher is better). Images with an undefined (NaN) value are
+    skipped; ties are broken by ``image_id`` so the choice is deterministic. The two lists
+    never share an image: with fewer than 2k scored images, the worst list takes what the
+    best list left.
 
     Args:
         scores: long form ``image_id, method, metric, value``.
@@ -25,7 +26,7 @@ def select_gallery(
     s = scores[(scores["method"] == method) & (scores["metric"] == metric)].dropna(subset=["value"])
     s = s.assign(image_id=s["image_id"].astype(str))
     s = s.sort_values("image_id", kind="stable").drop_duplicates("image_id")
-    asc = not HIGHER_IS_BETTER.get(metric, True)
+    asc = higher_is_better(metric) is False
     ranked = s.sort_values(["value", "image_id"], ascending=[asc, True], kind="stable")["image_id"].tolist()
     best = ranked[:k]
     rest = [i for i in ranked if i not in set(best)]

@@ -8,8 +8,9 @@ run again replaces its rows (``append_history`` is idempotent).
 A **regression** (``detect_regressions``) compares the per-image scores of the previous run
 with those of the current run on the images **both** runs scored (same ``image_id``, both
 values defined): diff = mean(current - previous) with a paired percentile bootstrap CI
-(seeded). It is a regression when the metric got worse (direction from
-``higher_is_better``) and the CI excludes zero.
+(seeded). It is a regression when the metric got worse (direction from the
+``higher_is_better`` argument, else the catalogue's ``Metric.higher_is_better``) and the CI
+excludes zero.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from datetime import datetime
 import pandas as pd
 import pyarrow as pa
 
-from medxgan.report._text import SHUFFLED_SUFFIX, bootstrap_mean
+from medxgan.catalogue import METRIC_CATALOGUE, is_shuffled
+from medxgan.report._text import bootstrap_mean
 
 HISTORY_SCHEMA = pa.schema(
     [
@@ -39,20 +41,8 @@ HISTORY_SCHEMA = pa.schema(
 )
 REGRESSION_COLUMNS = ["method", "metric", "prev_mean", "cur_mean", "diff", "ci_low", "ci_high", "n", "regression"]
 
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "pointing_game": True,
-    "iou_otsu": True,
-    "relevance_mass": True,
-    "relevance_rank": True,
-    "auroc": True,
-    "auprc": True,
-    "deletion_auc": False,
-    "insertion_auc": True,
-    "noise_stability": True,
-    "recon_mse": False,
-    "counterfactual_flip": True,
-    "counterfactual_similarity": False,
-}
+# metric -> direction of the regression check, from the catalogue (shuffled controls have none)
+HIGHER_IS_BETTER: dict[str, bool] = {m.name: m.higher_is_better for m in METRIC_CATALOGUE}
 
 
 def _utc(t: datetime | str | pd.Timestamp) -> pd.Timestamp:
@@ -143,8 +133,7 @@ def _direction(metric: str, higher_is_better: Mapping[str, bool] | None) -> bool
     for table in (higher_is_better or {}, HIGHER_IS_BETTER):
         if metric in table:
             return bool(table[metric])
-    base = metric[: -len(SHUFFLED_SUFFIX)] if metric.endswith(SHUFFLED_SUFFIX) else None
-    if base is not None and base in HIGHER_IS_BETTER:
+    if is_shuffled(metric):
         raise ValueError(f"{metric}: a shuffled control has no better direction; pass it in higher_is_better")
     raise ValueError(f"{metric}: unknown direction; pass it in higher_is_better")
 

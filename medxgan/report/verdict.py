@@ -48,11 +48,19 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from medxgan.methods import GAN_METHODS
-from medxgan.report._text import FLOORS, GAP_SUFFIX, SHUFFLED_SUFFIX, bootstrap_mean, fmt, fmt_ci, method_label, metric_label
+from medxgan.catalogue import (
+    BASELINES,
+    FLOORS,
+    GAN_METHODS,
+    GAP_SUFFIX,
+    GRADIENT_BASELINES,
+    SHUFFLED_SUFFIX,
+    method_label,
+    metric_label,
+)
+from medxgan.report._text import bootstrap_mean, fmt, fmt_ci
 
-GRADIENT_BASELINES = ("gradcam", "ig")
-BASELINES = ("gradcam", "ig", "smoothgrad", "occlusion")
+# Method roles come from the catalogue (``Method.verdict_role``); re-exported here by name.
 MEDXGAN_METHODS = GAN_METHODS
 VERDICT_METRICS = ("pointing_game", "relevance_mass")
 

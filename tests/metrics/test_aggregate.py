@@ -80,3 +80,14 @@ def test_paired_comparison_and_shuffle_gap():
     assert shuffle_gap(scores).equals(c[c.metric.str.endswith("-shuffled_gap")].reset_index(drop=True))
     assert len(compare(scores, shuffle_gaps=False)) == 2
     assert compare(scores.sample(frac=1.0, random_state=1)).equals(c)  # row order does not matter
+
+
+def test_suffixes_are_the_catalogues():
+    from medxgan import catalogue
+    from medxgan.metrics import aggregate
+
+    assert aggregate.SHUFFLED_SUFFIX is catalogue.SHUFFLED_SUFFIX
+    assert aggregate.GAP_SUFFIX is catalogue.GAP_SUFFIX
+    scores, _ = _scores()
+    gaps = shuffle_gap(scores)
+    assert set(gaps.metric) == {"pointing_game" + catalogue.GAP_SUFFIX}

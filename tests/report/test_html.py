@@ -192,3 +192,49 @@ def test_sanitise_drops_credential_keys_everywhere():
     page = render_report(ReportInputs(provenance=cfg, manifest={"counts": {"images": 1}, "token": "T9"}, classifier={"auroc": 0.9, "api_key": "K9"}))
     for s in ("AKIA1", "S1", "AKIA2", "P1", "P2", "Bearer", "T9", "K9"):
         assert s not in page, s
+
+
+def test_stylesheet_and_limits_come_from_package_data(page):
+    from importlib import resources
+
+    assets = resources.files("medxgan.report").joinpath("assets")
+    css = assets.joinpath("report.css").read_text(encoding="utf-8")
+    limits = assets.joinpath("limits.html").read_text(encoding="utf-8")
+    assert css.strip() and f"<style>\n{css}</style>" in page
+    sec = page[page.index('<section id="limits">') : page.index('<section id="provenance">')]
+    assert limits.strip() in sec and "Floors." in sec
+
+
+def test_one_escaper_for_html_and_svg():
+    from medxgan.report import _html, figures
+
+    assert _html.esc('<a href="x">&\'://') == "&lt;a href=&quot;x&quot;&gt;&amp;&#x27;&#58;//"
+    assert figures.esc is _html.esc
+    svg = figures.bar_svg(pd.DataFrame({"method": ["gradcam"], "mean": [0.5], "ci_low": [0.4], "ci_high": [0.6]}),
+                          title="<b>see http://x</b>")
+    assert "&lt;b&gt;see http&#58;//x&lt;/b&gt;" in svg and "<b>" not in svg
+
+
+def test_one_method_table_builder_for_every_method_by_metric_table(page):
+    from medxgan.report._tables import method_table
+
+    t = method_table(["gradcam", "random"], [("<th>k</th>", "k")], lambda m, k: f"<td>{m}-{k}</td>")
+    assert t == (
+        "<table><thead><tr><th>method</th><th>k</th></tr></thead><tbody>"
+        "<tr><th>Grad-CAM <code>gradcam</code></th><td>gradcam-k</td></tr>"
+        '<tr><th>random map <code>random</code> <span class="floor">floor</span></th><td>random-k</td></tr>'
+        "</tbody></table>"
+    )
+    for sec in ("metrics", "gaps", "comparisons"):  # each table of these sections starts with the method column
+        body = page[page.index(f'<section id="{sec}">') :]
+        body = body[: body.index("</section>")]
+        assert body.count("<table>") == body.count("<thead><tr><th>method</th>") > 0
+
+
+def test_report_modules_stay_small():
+    from pathlib import Path
+
+    import medxgan.report
+
+    for p in Path(medxgan.report.__file__).parent.glob("*.py"):
+        assert len(p.read_text(encoding="utf-8").splitlines()) <= 450, p.name
