@@ -10,6 +10,10 @@ Every stage is **content-addressed** under the store root:
 - ``runs/<name>-<key>``: key = hash of (cohort, classifier and generator hashes, explain and
   score sections).
 
+Hashes are taken of the **resolved** sections (every default filled in, :func:`resolved`), so
+two YAMLs that resolve to the same values share stages, and a changed default changes the
+stages it affects.
+
 A stage whose folder has a manifest is reused as it is, so a rerun of an unchanged audit costs
 almost nothing, and a new classifier version retrains only what depends on it. A stage that
 fails fails the audit; the run's ``manifest.json`` is written last, only after the report.
@@ -22,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from pydantic import BaseModel
 
-from medxgan.config import AuditConfig, stable_hash
+from medxgan.config import METHOD_CONFIGS, AuditConfig, GanConfig, field_default, stable_hash
 from medxgan.settings import get_settings
-from medxgan.methods import GAN_METHODS
+from medxgan.catalogue import GAN_METHODS
 from medxgan.storage import Store
 
 
@@ -37,6 +42,29 @@ def _input_fingerprint(path: str | None) -> list:
     files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file()) if p.exists() else []
     return [(str(q.relative_to(p.parent if p.is_file() else p)), q.stat().st_size,
              int(q.stat().st_mtime)) for q in files]
+
+
+def resolved(section: BaseModel, **fallback: Any) -> dict[str, Any]:
+    """A typed config section as JSON with every default filled in (what stage hashes are
+    taken of and what tasks receive); ``fallback`` gives the values of keys the YAML did not
+    set (the audit's seed, the cohort's image size), where the section's own default would
+    otherwise apply."""
+    given = section.model_dump(mode="json", exclude_unset=True)
+    return type(section).model_validate({**fallback, **given}).model_dump(mode="json")
+
+
+def explain_options(cfg: AuditConfig) -> dict[str, dict[str, Any]]:
+    """Each explained method's resolved options; the generator methods invert with
+    ``explain.inversion`` unless their own options set an ``inversion``."""
+    ex = cfg.explain
+    out = {}
+    for m in ex.methods:
+        own = getattr(ex.method_options, m)
+        given = {} if own is None else own.model_dump(mode="json", exclude_unset=True)
+        if m in GAN_METHODS:
+            given.setdefault("inversion", ex.inversion.model_dump(mode="json"))
+        out[m] = METHOD_CONFIGS[m].model_validate(given).model_dump(mode="json")
+    return out
 
 
 def task_runner(runner: str, dask_address: str | None = None, workers: int = 2):
@@ -109,7 +137,7 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
         spec = cfg.classifier.spec
         stages["classifier"] = {"spec": spec, "reused": True, "provided": True}
     else:
-        tc = {"seed": cfg.seed, **cfg.classifier.train}
+        tc = resolved(cfg.classifier.train, seed=cfg.seed)
         key = stable_hash({"cohort": cohort["hash"], "train": tc})[:16]
         res = train_classifier_task(cohort["url"], root.url_of(f"classifiers/{key}"), tc)
         spec = res["spec"]
@@ -120,9 +148,9 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
 
     gan_url, gan_hash = None, None
     if any(m in GAN_METHODS for m in cfg.explain.methods):
-        size = (cohort.get("size") or [64])[0]
-        gm = {"image_size": size, **cfg.gan.model}
-        gt = {"seed": cfg.seed, **cfg.gan.train}
+        size = (cohort.get("size") or [field_default(GanConfig, "image_size")])[0]
+        gm = resolved(cfg.gan.model, image_size=size)
+        gt = resolved(cfg.gan.train, seed=cfg.seed)
         key = stable_hash({"cohort": cohort["hash"], "classifier": clf_hash, "model": gm,
                            "train": gt})[:16]
         res = train_gan_task(cohort["url"], spec, root.url_of(f"gans/{key}"), gm, gt)
@@ -138,10 +166,7 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
                                                   "mse_encoder_init")}}
 
     ex, sc = cfg.explain, cfg.score
-    options = {m: dict(ex.method_options.get(m, {})) for m in ex.methods}
-    for m in GAN_METHODS:
-        if m in options and ex.inversion:
-            options[m].setdefault("inversion", ex.inversion)
+    options = explain_options(cfg)
     run_key = stable_hash({"cohort": cohort["hash"], "classifier": clf_hash, "gan": gan_hash,
                            "explain": ex.model_dump(mode="json"), "score": sc.model_dump(mode="json"),
                            "seed": cfg.seed})

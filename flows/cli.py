@@ -1,7 +1,10 @@
 """``medxgan`` command line: each subcommand runs the matching Prefect flow.
 
 Errors print one line (``medxgan: error: ...``) and exit non-zero; ``--debug`` shows the
-traceback.
+traceback. Config files (``audit --config``, ``train-* --config``, ``explain --options``) are
+validated before any work; an invalid key prints as ``config error: <dotted.path>: <message>``.
+Every default comes from the config models (``medxgan.config``), every name list from
+``medxgan.catalogue``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,12 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+
+from medxgan.catalogue import FLOORS, GRADIENT_BASELINES, METHODS, SOURCES
+from medxgan.config import (INGEST_CHUNK_SIZE, AuditConfig, ClassifierTrainConfig,
+                            CohortSection, ExplainSection, GanSection, MethodOptions,
+                            ScoreSection, error_line, field_default)
+from medxgan.settings import Settings
 
 Handler = Callable[[argparse.Namespace], int]
 _HANDLERS: dict[str, Handler] = {}
@@ -49,6 +58,7 @@ def _cmd_train_classifier(a: argparse.Namespace) -> int:
                                       if v is not None}}
     if a.remove_tag:
         cfg["remove_tag"] = True
+    ClassifierTrainConfig.model_validate(cfg)  # a typo fails here, before any work
     r = train_classifier_flow(cohort=a.cohort, out=a.out, config=cfg)
     t = r["metrics"]["test"]
     print(f"classifier {r['spec']}: test AUROC {t['auroc']:.3f}, accuracy {t['accuracy']:.3f} "
@@ -60,12 +70,10 @@ def _cmd_train_gan(a: argparse.Namespace) -> int:
     from flows.train import train_gan_flow
 
     cfg = _load_yaml(a.config)
-    unknown = set(cfg) - {"model", "train"}
-    if unknown:
-        raise ValueError(f"{a.config}: unknown keys {sorted(unknown)} (expected model, train)")
-    train = dict(cfg.get("train", {}))
+    train = dict(cfg.get("train") or {})
     if a.steps is not None:
         train["steps"] = a.steps
+    GanSection.model_validate({**cfg, "train": train})  # a typo fails here, before any work
     r = train_gan_flow(cohort=a.cohort, classifier=a.classifier, out=a.out,
                        model=cfg.get("model"), train=train)
     best = (r.get("best") or {}).get("health", {})
@@ -84,10 +92,12 @@ def _cmd_explain(a: argparse.Namespace) -> int:
     from flows.explain import explain_flow
 
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    options = _load_yaml(a.options)
+    MethodOptions.model_validate(options)  # a typo fails here, before any work
     m = explain_flow.with_options(task_runner=task_runner(a.runner, a.dask_address))(
         cohort=a.cohort, classifier=a.classifier, run=a.out, methods=methods, gan=a.gan,
         split=a.split or None, max_images=a.max_images, shard_size=a.shard_size,
-        options=_load_yaml(a.options))
+        options=options)
     print(f"explained {len(m['image_ids'])} images x {len(methods)} methods into {a.out} "
           f"({m['written']} parts written, {m['skipped']} reused)")
     return 0
@@ -111,6 +121,7 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
 
 def _cmd_audit(a: argparse.Namespace) -> int:
+    AuditConfig.from_yaml(a.config)  # a typo fails here, before the flow or any store write
     from flows.audit import audit_flow
 
     m = audit_flow(config=a.config, runner=a.runner, dask_address=a.dask_address)
@@ -139,6 +150,14 @@ def _runner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dask-address", help="scheduler address of an existing Dask cluster")
 
 
+def _cohort(name: str):
+    return field_default(CohortSection, name)
+
+
+def _explain(name: str):
+    return field_default(ExplainSection, name)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="medxgan", description="Audit binary medical image classifiers "
                                  "with medXGAN and baseline explanations.")
@@ -146,21 +165,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("ingest", help="ingest a cohort (phantom, RSNA, NIH or folder) into the store")
-    p.add_argument("--source", required=True,
-                   choices=["phantom-cxr", "phantom-brain", "rsna", "nih", "folder"])
+    p.add_argument("--source", required=True, choices=SOURCES)
     p.add_argument("--input", help="input root (rsna, nih) or CSV / COCO JSON file (folder)")
     p.add_argument("--out", required=True, help="cohort URL: a path or s3://bucket/prefix")
-    p.add_argument("--size", type=int, default=64, help="square side of stored images (px)")
-    p.add_argument("--n", type=int, default=1000, help="phantom: number of images")
-    p.add_argument("--seed", type=int, default=0, help="phantom: seed")
-    p.add_argument("--prevalence", type=float, default=0.5, help="phantom: share of positives")
-    p.add_argument("--shortcut-rate", type=float, default=0.0,
+    p.add_argument("--size", type=int, default=_cohort("size"),
+                   help="square side of stored images (px)")
+    p.add_argument("--n", type=int, default=_cohort("n"), help="phantom: number of images")
+    p.add_argument("--seed", type=int, default=_cohort("seed"), help="phantom: seed")
+    p.add_argument("--prevalence", type=float, default=_cohort("prevalence"),
+                   help="phantom: share of positives")
+    p.add_argument("--shortcut-rate", type=float, default=_cohort("shortcut_rate"),
                    help="phantom: share of positives carrying the shortcut tag")
-    p.add_argument("--finding", help="nih/folder: the finding that makes an image positive")
-    p.add_argument("--chunk-size", type=int, default=256, help="images per part / task")
+    p.add_argument("--finding", default=_cohort("finding"),
+                   help="nih/folder: the finding that makes an image positive")
+    p.add_argument("--chunk-size", type=int, default=INGEST_CHUNK_SIZE,
+                   help="images per part / task")
     p.add_argument("--pseudonymise", action="store_true",
                    help="image ids become keyed hashes (key: env MEDXGAN_PSEUDONYMISE_KEY)")
-    p.add_argument("--max-pixels", type=int, default=50_000_000,
+    p.add_argument("--max-pixels", type=int, default=_cohort("max_pixels"),
                    help="quarantine source images with more pixels than this")
     p.set_defaults(handler=_cmd_ingest)
 
@@ -187,20 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", required=True, help="ClassifierSpec YAML path or URL")
     p.add_argument("--gan", help="trained medXGAN URL (needed for medxgan, latent_ig, "
                                  "counterfactual_ig)")
-    p.add_argument("--methods", default="gradcam,ig,random,box_prior",
-                   help="comma-separated: medxgan,latent_ig,counterfactual_ig,gradcam,ig,"
-                        "smoothgrad,occlusion,random,box_prior")
+    p.add_argument("--methods", default=",".join(GRADIENT_BASELINES + FLOORS),
+                   help="comma-separated: " + ",".join(METHODS))
     p.add_argument("--out", required=True, help="run URL")
-    p.add_argument("--split", default="test", help="split to explain ('' for all)")
-    p.add_argument("--max-images", type=int, default=100)
-    p.add_argument("--shard-size", type=int, default=32)
+    p.add_argument("--split", default=_explain("split"), help="split to explain ('' for all)")
+    p.add_argument("--max-images", type=int, default=_explain("max_images"))
+    p.add_argument("--shard-size", type=int, default=_explain("shard_size"))
     p.add_argument("--options", help="YAML: method -> config")
     _runner_args(p)
     p.set_defaults(handler=_cmd_explain)
 
     p = sub.add_parser("score", help="score a run's explanations")
     p.add_argument("--run", required=True, help="run URL")
-    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--n-boot", type=int, default=field_default(ScoreSection, "n_boot"))
     p.add_argument("--robustness", action="store_true", help="also noise_stability (slow)")
     p.set_defaults(handler=_cmd_score)
 
@@ -216,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_audit)
 
     p = sub.add_parser("demo", help="audit a clean and a shortcut classifier on phantoms")
-    p.add_argument("--store", default="./medxgan-store")
+    p.add_argument("--store", default=field_default(Settings, "store"))
     p.add_argument("--quick", action="store_true", help="tiny sizes (about a minute)")
     p.set_defaults(handler=_cmd_demo)
     return ap
@@ -237,9 +258,14 @@ def main(argv: list[str] | None = None) -> int:
         print("medxgan: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one clear line unless --debug
+        from pydantic import ValidationError
+
         if args.debug:
             traceback.print_exc()
-        msg = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, ValidationError):
+            msg = f"config error: {error_line(exc)}"
+        else:
+            msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"medxgan: error: {msg}", file=sys.stderr)
         return 1
 

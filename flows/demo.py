@@ -14,6 +14,8 @@ from typing import Any
 from prefect import flow
 
 from flows.audit import audit_flow
+from medxgan.config import field_default
+from medxgan.settings import Settings
 
 
 def demo_configs(store: str, quick: bool = False) -> list[dict[str, Any]]:
@@ -48,6 +50,6 @@ def demo_configs(store: str, quick: bool = False) -> list[dict[str, Any]]:
 
 
 @flow(name="demo")
-def demo_flow(store: str = "./medxgan-store", quick: bool = False) -> list[dict]:
+def demo_flow(store: str = field_default(Settings, "store"), quick: bool = False) -> list[dict]:
     """Audit the clean and the shortcut classifier; returns both run manifests."""
     return [audit_flow(cfg) for cfg in demo_configs(store, quick)]

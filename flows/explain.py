@@ -11,6 +11,7 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from medxgan.config import ExplainSection, field_default
 from medxgan.storage import Store
 from tasks.explain import explain_shard, plan_ids
 from tasks.progress import Progress
@@ -18,8 +19,11 @@ from tasks.progress import Progress
 
 @flow(name="explain", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def explain_flow(cohort: str, classifier: str, run: str, methods: list[str],
-                 gan: str | None = None, split: str | None = "test", labels: list[int] | None = None,
-                 max_images: int | None = 100, shard_size: int = 32,
+                 gan: str | None = None,
+                 split: str | None = field_default(ExplainSection, "split"),
+                 labels: list[int] | None = None,
+                 max_images: int | None = field_default(ExplainSection, "max_images"),
+                 shard_size: int = field_default(ExplainSection, "shard_size"),
                  options: dict[str, dict[str, Any]] | None = None) -> dict:
     """Explain up to ``max_images`` images of ``split`` (labels ``labels``, default positives).
 
@@ -31,7 +35,7 @@ def explain_flow(cohort: str, classifier: str, run: str, methods: list[str],
     """
     store = Store(run)
     store.remove_temporaries()  # half-written objects of a killed earlier attempt
-    labels = [1] if labels is None else labels
+    labels = field_default(ExplainSection, "labels") if labels is None else labels
     ids = plan_ids(cohort, split, labels, max_images)
     if not ids:
         raise ValueError(f"cohort {cohort} has no images in split {split!r} with labels {labels}")

@@ -10,24 +10,31 @@ from __future__ import annotations
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from medxgan.catalogue import PHANTOM_SOURCES, SOURCES
+from medxgan.config import INGEST_CHUNK_SIZE, CohortSection, field_default
 from medxgan.storage import Store
-
-from medxgan.ingest.pixels import MAX_PIXELS
-from tasks.ingest import (PHANTOM_SOURCES, SOURCES, finalize, ingest_chunk, list_source_records,
-                          source_input_root)
+from tasks.ingest import finalize, ingest_chunk, list_source_records, source_input_root
 from tasks.progress import Progress
 
 
+def _d(name: str):
+    """The audit config's default of ``cohort.<name>`` (each default is written once)."""
+    return field_default(CohortSection, name)
+
+
 @flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
-def ingest_flow(source: str, out: str, input: str | None = None, size: int = 64,
-                n: int = 1000, seed: int = 0, prevalence: float = 0.5,
-                shortcut_rate: float = 0.0, finding: str | None = None,
-                chunk_size: int = 256, pseudonymise: bool | None = None,
-                max_pixels: int = MAX_PIXELS) -> dict:
+def ingest_flow(source: str, out: str, input: str | None = None,
+                size: int = _d("size"), n: int = _d("n"),
+                seed: int = _d("seed"), prevalence: float = _d("prevalence"),
+                shortcut_rate: float = _d("shortcut_rate"),
+                finding: str | None = _d("finding"),
+                chunk_size: int = INGEST_CHUNK_SIZE, pseudonymise: bool | None = None,
+                max_pixels: int = _d("max_pixels")) -> dict:
     """Ingest ``source`` into the cohort at ``out``; returns the manifest.
 
     Args:
-        source: one of ``phantom-cxr``, ``phantom-brain``, ``rsna``, ``nih``, ``folder``.
+        source: one of ``medxgan.catalogue.SOURCES`` (``phantom-cxr``, ``phantom-brain``,
+            ``rsna``, ``nih``, ``folder``).
         out: cohort URL (local path or ``s3://``).
         input: input root (rsna, nih) or CSV / COCO JSON file (folder).
         size: square side of stored images in pixels.

@@ -9,14 +9,17 @@ from __future__ import annotations
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from medxgan.config import ScoreSection, field_default
 from medxgan.storage import Store
 from tasks.progress import Progress
 from tasks.score import aggregate, sanity, score_part, shuffle_partners
 
 
 @flow(name="score", task_runner=ThreadPoolTaskRunner(max_workers=1))
-def score_flow(run: str, n_boot: int = 1000, faithfulness: bool = True,
-               robustness: bool = False, sanity_check: bool = True, seed: int = 0) -> dict:
+def score_flow(run: str, n_boot: int = field_default(ScoreSection, "n_boot"),
+               faithfulness: bool = field_default(ScoreSection, "faithfulness"),
+               robustness: bool = field_default(ScoreSection, "robustness"),
+               sanity_check: bool = True, seed: int = field_default(ScoreSection, "seed")) -> dict:
     """Score every explanation of the run at ``run`` (after the explain flow)."""
     store = Store(run)
     store.remove_temporaries("scores")  # half-written objects of a killed earlier attempt

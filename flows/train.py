@@ -6,6 +6,7 @@ from typing import Any
 
 from prefect import flow
 
+from medxgan.config import GanConfig, field_default
 from tasks.train import train_classifier_task, train_gan_task
 
 
@@ -21,6 +22,6 @@ def train_gan_flow(cohort: str, classifier: str, out: str, model: dict[str, Any]
     """Train (or resume) medXGAN for the classifier spec ``classifier`` into ``out``."""
     from medxgan.cohort.reader import Cohort
 
-    size = (Cohort(cohort).image_size or (64, 64))[0]
+    size = (Cohort(cohort).image_size or (field_default(GanConfig, "image_size"),))[0]
     return train_gan_task(cohort, classifier, out, {"image_size": size, **(model or {})},
                           train or {})

@@ -11,13 +11,10 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from medxgan.catalogue import FILE_SOURCES, PHANTOM_SOURCES, SOURCES  # noqa: F401  (re-exported)
 from medxgan.cohort.writer import PartSummary, finalize_cohort, quarantine_row, write_part
+from medxgan.config import CohortSection, field_default
 from medxgan.storage import Store
-
-PHANTOM_SOURCES = ("phantom-cxr", "phantom-brain")
-FILE_SOURCES = ("rsna", "nih", "folder")
-SOURCES = PHANTOM_SOURCES + FILE_SOURCES
-
 
 PSEUDONYMISE_ENV = "MEDXGAN_PSEUDONYMISE_KEY"
 
@@ -56,8 +53,9 @@ def source_input_root(source: str, input_path: str) -> str:
 @task(name="ingest-chunk", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def ingest_chunk(out_url: str, part_index: int, source: str, *, records: list | None = None,
                  indices: tuple[int, int] | None = None, input_root: str | None = None,
-                 size: int = 64, bits: int | None = None, phantom: dict | None = None,
-                 max_pixels: int = 50_000_000) -> dict:
+                 size: int = field_default(CohortSection, "size"), bits: int | None = None,
+                 phantom: dict | None = None,
+                 max_pixels: int = field_default(CohortSection, "max_pixels")) -> dict:
     """Load, validate and write one chunk as ``images/part-<part_index>.parquet``.
 
     Phantom sources generate ``indices = (start, stop)``; file sources load ``records``.

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from torch import nn
 
+from medxgan.config.explain import ExplainerConfig  # noqa: F401  (re-exported)
 from medxgan.explain._torch import frozen
 from medxgan.explain.seeding import content_seeds, id_seeds
-from medxgan.methods import GAN_METHODS, METHODS  # noqa: F401  (re-exported)
+from medxgan.catalogue import GAN_METHODS, METHODS  # noqa: F401  (re-exported)
 
 _MODULES = {  # method -> (module, class)
     "medxgan": ("medxgan.explain.medxgan", "MedXGANExplainer"),
@@ -56,12 +57,6 @@ class Explanation:
 
     def __len__(self) -> int:
         return self.maps.shape[0]
-
-
-class ExplainerConfig(BaseModel):
-    """Base of every method's config: unknown keys are an error."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Explainer(ABC):

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medxgan.config.explain import RandomConfig
 from medxgan.explain.base import Explainer, ExplainerConfig, Explanation
 from medxgan.explain.seeding import mix_seed
 
@@ -59,10 +60,6 @@ def box_prior_map(boxes_list: Sequence[np.ndarray], image_size: tuple[int, int],
             acc += box_mask(boxes, image_size, (oh, ow))
             n += 1
     return torch.from_numpy((acc / max(n, 1)).astype(np.float32))
-
-
-class RandomConfig(ExplainerConfig):
-    seed: int = 0
 
 
 class RandomExplainer(Explainer):

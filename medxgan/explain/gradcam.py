@@ -18,17 +18,9 @@ import torch
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
+from medxgan.config.explain import GradCAMConfig
 from medxgan.explain._torch import logit
-from medxgan.explain.base import Explainer, ExplainerConfig, Explanation
-
-
-class GradCAMConfig(ExplainerConfig):
-    """``layer``: module name in ``f.named_modules()`` (None: target_layer() / last Conv2d);
-    ``relu``: ReLU on the map (standard Grad-CAM); ``upsample``: interpolation mode."""
-
-    layer: str | None = None
-    relu: bool = True
-    upsample: str = "bilinear"
+from medxgan.explain.base import Explainer, Explanation
 
 
 def find_target_layer(f: nn.Module, name: str | None = None) -> nn.Module:

@@ -12,25 +12,15 @@ in logit units.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from captum.attr import IntegratedGradients
-from pydantic import Field
 
+from medxgan.config.explain import IGConfig
 from medxgan.explain._torch import logit
-from medxgan.explain.base import Explainer, ExplainerConfig, Explanation
-
-
-class IGConfig(ExplainerConfig):
-    """baseline, blur_sigma (px), n_steps, method (captum's), internal_batch_size."""
-
-    baseline: Literal["black", "mean", "blur"] = "black"
-    blur_sigma: float = Field(4.0, gt=0)
-    n_steps: int = Field(50, ge=1)
-    method: str = "gausslegendre"
-    internal_batch_size: int | None = 64
+from medxgan.explain.base import Explainer, Explanation
+from medxgan.metrics.faithfulness import gaussian_blur  # the one blur (ceil(3 sigma) radius)
 
 
 def baseline_images(images: torch.Tensor, kind: str, blur_sigma: float = 4.0) -> torch.Tensor:
@@ -42,19 +32,6 @@ def baseline_images(images: torch.Tensor, kind: str, blur_sigma: float = 4.0) ->
     if kind == "blur":
         return gaussian_blur(images, blur_sigma)
     raise ValueError(f"unknown IG baseline {kind!r}")
-
-
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (B, C, H, W) with std ``sigma`` pixels (reflect padding)."""
-    H, W = images.shape[-2:]
-    r = int(min(max(1, round(3 * sigma)), H - 1, W - 1))
-    t = torch.arange(-r, r + 1, dtype=images.dtype, device=images.device)
-    k = torch.exp(-t.pow(2) / (2 * sigma ** 2))
-    k = k / k.sum()
-    C = images.shape[1]
-    x = F.pad(images, (r, r, r, r), mode="reflect")                   # (B, C, H+2r, W+2r)
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)  # (B, C, H+2r, W)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)  # (B, C, H, W)
 
 
 class IGExplainer(Explainer):

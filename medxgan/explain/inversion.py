@@ -39,90 +39,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from medxgan.config.explain import RECIPES, InversionConfig  # noqa: F401  (re-exported)
 from medxgan.explain._torch import chunks, frozen, logit, to_gan, to_unit
 from medxgan.explain.seeding import index_seeds, mix_seed, per_image_normal
-
-RECIPES: dict[str, dict[str, Any]] = {
-    "published-brain": dict(init_a="normal", init_p="normal", w_pix=10.0, lr=1e-3, steps=1000,
-                            keep_best=False, tol=0.0, restarts=1, w_prior=0.0),
-    "published-cxr": dict(init_a="zeros", init_p="normal", w_pix=4.0, lr=1e-2, steps=5000,
-                          keep_best=False, tol=0.0, restarts=1, w_prior=0.0),
-    "fast": dict(init_a="normal", init_p="normal", w_pix=10.0, lr=0.1, steps=50,
-                 keep_best=True, tol=1e-4, patience=10, restarts=1, w_prior=0.3),
-}
-
-
-class InversionConfig(BaseModel):
-    """How to invert G (defaults: the ``fast`` recipe).
-
-    Attributes:
-        name: the recipe this config starts from; ``InversionConfig(name="published-brain")``
-            takes that recipe's values for every key not given explicitly.
-        steps: Adam steps per sample (at most; early stop may end a sample sooner).
-        lr: Adam learning rate.
-        betas: Adam betas.
-        w_pix: weight of the pixel MSE (computed in GAN space [-1, 1]) against the BCE term.
-        init_a / init_p: initial z_a / z_p: ``normal`` (N(0, I), seeded per image) or ``zeros``.
-        restarts: independent starts per image; each image keeps its lowest-loss restart.
-        keep_best: return each sample's lowest-loss iterate instead of the last one.
-        tol: relative improvement of the best excess loss under which a step counts as a
-            plateau step (0: never stop early).
-        patience: consecutive plateau steps that freeze a sample.
-        batch_size: samples (images x restarts) optimised together; larger calls are chunked.
-        use_encoder: when G carries an inversion encoder (``G.encoder``, attached by
-            ``load_generator`` only where it beat random starts on held-out images) and no
-            ``init`` is given, restart 0 starts from E(x) instead of ``init_a`` / ``init_p``.
-        w_prior: weight of a Gaussian latent prior w_prior * mean(z^2) over [z_a, z_p] (beyond
-            the paper; 0 in the published recipes). Without it lr 0.1 drives z_a off the
-            region G was trained on and G(z_a, 0) stops being a negative: on the 64 px phantom
-            bench, 0.3 raised the counterfactual flip rate of ``fast`` from 0.56 to 0.88
-            (published-brain: 0.88) at recon MSE 0.046 (published: 0.048).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = "fast"
-    steps: int = Field(50, ge=0)
-    lr: float = Field(0.1, gt=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    w_pix: float = Field(10.0, ge=0)
-    init_a: Literal["normal", "zeros"] = "normal"
-    init_p: Literal["normal", "zeros"] = "normal"
-    restarts: int = Field(1, ge=1)
-    keep_best: bool = True
-    tol: float = Field(1e-4, ge=0)
-    patience: int = Field(10, ge=1)
-    w_prior: float = Field(0.3, ge=0)
-    batch_size: int = Field(256, ge=1)
-    use_encoder: bool = True
-
-    @model_validator(mode="before")
-    @classmethod
-    def _fill_recipe(cls, data: Any) -> Any:
-        """``{"name": recipe, ...}`` starts from that recipe's values; explicit keys win."""
-        if isinstance(data, dict) and "name" in data:
-            name = data["name"]
-            if name not in RECIPES:
-                raise ValueError(f"unknown inversion recipe {name!r}; "
-                                 f"choose from {sorted(RECIPES)}")
-            return {**RECIPES[name], **data}
-        return data
-
-    @classmethod
-    def recipe_names(cls) -> tuple[str, ...]:
-        return tuple(RECIPES)
-
-    @classmethod
-    def recipe(cls, name: str = "fast", **overrides: Any) -> "InversionConfig":
-        """The named recipe with ``overrides`` applied (unknown keys raise)."""
-        return cls.model_validate({**overrides, "name": name})
 
 
 @dataclass

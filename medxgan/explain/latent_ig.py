@@ -34,38 +34,16 @@ Memory is O(batch_size · H · W): only the running sum and the previous point a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field
 from torch import nn
 
+from medxgan.config.explain import CounterfactualIGConfig, LatentIGConfig
 from medxgan.explain._torch import logit, to_unit
-from medxgan.explain.base import Explainer, ExplainerConfig, Explanation
-from medxgan.explain.inversion import InversionConfig, InversionResult, invert
+from medxgan.explain.base import Explainer, Explanation
+from medxgan.explain.inversion import InversionResult, invert
 from medxgan.explain.medxgan import Latents, _unpack
-
-
-class LatentIGConfig(ExplainerConfig):
-    """Options of latent IG.
-
-    Attributes:
-        n_points: path points including both ends (101 published).
-        form: ``exact`` path sum (completeness) or ``published`` (x_pos - x_neg) ⊙ mean grad.
-        rule: gradient point per segment of the exact form: ``right`` (g_i) or ``trapezoid``.
-        path: ``generator`` (published: x_neg -> x_pos through G) or ``residual`` (x_neg -> the
-            real image, the reconstruction residual added linearly along the way).
-        batch_size: path points (over all images) per forward/backward pass.
-        inversion: used when no latents are passed; seed: base seed of the inversion.
-    """
-
-    n_points: int = Field(101, ge=2)
-    form: Literal["exact", "published"] = "exact"
-    rule: Literal["right", "trapezoid"] = "trapezoid"
-    path: Literal["generator", "residual"] = "generator"
-    batch_size: int = Field(128, ge=1)
-    inversion: InversionConfig = InversionConfig()
-    seed: int = 0
 
 
 class LatentIGExplainer(Explainer):
@@ -141,12 +119,6 @@ class LatentIGExplainer(Explainer):
         if isinstance(latents, InversionResult):
             extras["recon_mse"] = latents.recon_mse
         return Explanation(maps=maps.detach(), extras=extras)
-
-
-class CounterfactualIGConfig(LatentIGConfig):
-    """Latent IG on the residual path (see the module docstring); ``path`` is fixed."""
-
-    path: Literal["residual"] = "residual"
 
 
 class CounterfactualIGExplainer(LatentIGExplainer):

@@ -20,28 +20,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from pydantic import Field
 from torch import nn
 
+from medxgan.config.explain import MedXGANConfig
 from medxgan.explain._torch import chunks, logit, threshold, to_unit
-from medxgan.explain.base import Explainer, ExplainerConfig, Explanation
-from medxgan.explain.inversion import InversionConfig, InversionResult, invert
-
-
-class MedXGANConfig(ExplainerConfig):
-    """Options of the medXGAN explainer.
-
-    Attributes:
-        inversion: inversion recipe and options (``{"name": "published-brain"}`` picks a recipe).
-        n_frames: interpolation frames from x_neg (alpha 0) to x_pos (alpha 1).
-        seed: base seed; each image's inversion seed comes from (seed, image id or content).
-        batch_size: generator / classifier evaluations per forward pass for the frames.
-    """
-
-    inversion: InversionConfig = InversionConfig()
-    n_frames: int = Field(11, ge=2)
-    seed: int = 0
-    batch_size: int = Field(256, ge=1)
+from medxgan.explain.base import Explainer, Explanation
+from medxgan.explain.inversion import InversionResult, invert
 
 
 Latents = InversionResult | tuple[torch.Tensor, torch.Tensor]

@@ -14,19 +14,10 @@ from typing import Any
 
 import torch
 from captum.attr import Occlusion
-from pydantic import Field
 
+from medxgan.config.explain import OcclusionConfig
 from medxgan.explain._torch import logit
-from medxgan.explain.base import Explainer, ExplainerConfig, Explanation
-
-
-class OcclusionConfig(ExplainerConfig):
-    """window, stride (px), fill value in [0, 1], perturbations_per_eval (captum batching)."""
-
-    window: int = Field(8, ge=1)
-    stride: int = Field(4, ge=1)
-    fill: float = 0.0
-    perturbations_per_eval: int = Field(16, ge=1)
+from medxgan.explain.base import Explainer, Explanation
 
 
 class OcclusionExplainer(Explainer):

@@ -15,28 +15,15 @@ content): maps do not depend on the batch and are reproducible.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
-from pydantic import Field
 
+from medxgan.config.explain import SmoothGradConfig
 from medxgan.explain._torch import logit
-from medxgan.explain.base import Explainer, ExplainerConfig, Explanation
+from medxgan.explain.base import Explainer, Explanation
 from medxgan.explain.seeding import mix_seed, per_image_normal
-
-
-class SmoothGradConfig(ExplainerConfig):
-    """base (saliency | ig), nt_samples, stdevs (pixel units), abs (saliency only),
-    ig_steps (ig only), nt_samples_batch_size (captum batching), seed."""
-
-    base: Literal["saliency", "ig"] = "saliency"
-    nt_samples: int = Field(25, ge=1)
-    stdevs: float = Field(0.15, ge=0)
-    abs: bool = True
-    ig_steps: int = Field(20, ge=1)
-    nt_samples_batch_size: int | None = 5
-    seed: int = 0
 
 
 class _SeededNoiseTunnel(NoiseTunnel):

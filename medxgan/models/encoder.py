@@ -24,42 +24,24 @@ a lower mean recon MSE (GAN space). Both numbers go into ``encoder.json``.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from medxgan.config.models import EncoderConfig
+from medxgan.models.checkpoints import CKPT_FORMAT, read_json, verified_bytes, write_blob
 from medxgan.models.gan import to_gan
+from medxgan.storage import Store
 
 if TYPE_CHECKING:
+    from medxgan.cohort.loading import HeldOut
     from medxgan.explain.inversion import InversionResult
 
-
-class EncoderConfig(BaseModel):
-    """How the inversion encoder is built and trained (saved in ``encoder.json``).
-
-    Attributes:
-        steps: Adam steps of latent regression (0: no encoder).
-        batch: G samples per step.
-        lr: Adam learning rate.
-        width: channel multiplier of the conv trunk (1.0: 32 -> 256 channels at 64 px).
-        time_limit_s: stop early after this many seconds (None: all ``steps``).
-        compare_steps: Adam steps of the two held-out inversions in the keep-or-drop test.
-        seed: seeds E's weights and the latents drawn.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    steps: int = Field(0, ge=0)
-    batch: int = Field(64, ge=2)
-    lr: float = Field(1e-3, gt=0)
-    width: float = Field(1.0, gt=0)
-    time_limit_s: float | None = Field(None, gt=0)
-    compare_steps: int = Field(50, ge=0)
-    seed: int = 0
+log = logging.getLogger(__name__)
 
 
 class Encoder(nn.Module):
@@ -202,3 +184,42 @@ def fit_encoder(G: nn.Module, f: nn.Module, heldout01: torch.Tensor, config: Enc
     kept = cmp["mse_encoder_init"] < cmp["mse_random_init"]
     return E, EncoderReport(steps=steps, seconds=round(secs, 2), final_latent_mse=lat,
                             kept=kept, **cmp)
+
+
+# ---------------------------------------------------------------------------------- stage
+def _encoder_stage(store: Store, f: nn.Module, held: HeldOut | None, cfg: EncoderConfig,
+                   pos_frac: float, dev: torch.device) -> dict[str, Any] | None:
+    """Train the inversion encoder for the run's best generator and write ``encoder.pt``,
+    then ``encoder.json`` (the report, ``kept``, and the sha256 of both files it ties
+    together). Reused when ``encoder.json`` already names the current best checkpoint and
+    the same encoder config, and ``encoder.pt`` matches it; retrained otherwise."""
+    from medxgan.models.train_gan import load_generator
+
+    if held is None or len(held.images) < 2:
+        log.warning("%s: no held-out images to test an encoder against; none trained", store.url)
+        return None
+    G, meta = load_generator(store, attach_encoder=False)
+    done = read_json(store, "encoder.json")
+    if done is not None and done.get("generator_sha256") == meta["sha256"] \
+            and done.get("config") == cfg.model_dump(mode="json") \
+            and _encoder_blob(store, done) is not None:
+        return done
+    G = G.to(dev)
+    E, report = fit_encoder(G, f, held.images, cfg, pos_frac)
+    _, digest = write_blob(store, "encoder.pt", {
+        "format": CKPT_FORMAT, "encoder": E.state_dict(), "spec": E.spec(),
+        "config": cfg.model_dump(mode="json")})
+    record = {**report.as_dict(), "config": cfg.model_dump(mode="json"),
+              "sha256": digest, "generator_sha256": meta["sha256"],
+              "generator_step": meta["step"]}
+    store.write_json("encoder.json", record)
+    log.info("encoder for %s: held-out recon MSE %.4f from E(x) vs %.4f from random latents "
+             "(%s)", store.url, report.mse_encoder_init, report.mse_random_init,
+             "kept" if report.kept else "not kept")
+    return record
+
+
+def _encoder_blob(store: Store, record: dict) -> bytes | None:
+    """The bytes of ``encoder.pt`` when the file exists and matches ``record["sha256"]``
+    (the ``encoder.json`` record), else None."""
+    return verified_bytes(store, "encoder.pt", record.get("sha256"))

@@ -30,50 +30,15 @@ linear weights are initialised N(0, 0.02), BatchNorm weights N(1, 0.02).
 from __future__ import annotations
 
 import math
-from typing import Literal
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
+
+from medxgan.config.models import GanConfig  # noqa: F401  (re-exported)
 
 _PUBLISHED_CH = (384, 256, 192, 128, 96, 64)  # k5 blocks; 64 px uses the first three
 _RESIZE_CH = (384, 256, 192, 128, 96, 64, 48)
 _D_CH = (16, 32, 64, 128, 256, 512)
 _D_STRIDES = (2, 1, 2, 1, 2, 1)
-
-
-class GanConfig(BaseModel):
-    """Architecture of the generator and discriminator (saved in every checkpoint).
-
-    Attributes:
-        image_size: side of generated images: 32, 64, 128 or 256 px.
-        d_a / d_p: sizes of the anatomy / pathology codes (published 100 / 10 at 128 px,
-            1000 / 100 at 64 px).
-        g_width / d_width: channel multipliers (1.0 = published).
-        generator: ``published`` or ``local`` (masked residual, exact zero at z_p = 0).
-        upsample: ``convtranspose`` (published) or ``resize_conv`` (no checkerboard).
-        discriminator: ``unconditional`` (published) or ``projection`` (class-conditional).
-        local_frame: border pixels where the local residual is forced to 0.
-        d_dropout: dropout probability in the discriminator (published 0.5).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    image_size: Literal[32, 64, 128, 256] = 64
-    d_a: int = Field(100, ge=1)
-    d_p: int = Field(10, ge=1)
-    g_width: float = Field(1.0, gt=0)
-    d_width: float = Field(1.0, gt=0)
-    generator: Literal["published", "local"] = "published"
-    upsample: Literal["convtranspose", "resize_conv"] = "convtranspose"
-    discriminator: Literal["unconditional", "projection"] = "unconditional"
-    local_frame: int = Field(0, ge=0)
-    d_dropout: float = Field(0.5, ge=0, lt=1)
-
-    @field_validator("image_size", mode="before")
-    @classmethod
-    def _int_size(cls, v):
-        return int(v)
 
 
 def to_gan(x01: torch.Tensor) -> torch.Tensor:

@@ -24,31 +24,13 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from medxgan.cohort.loading import HeldOut
 from medxgan.models.gan import from_gan, to_gan
-
-
-@dataclass
-class HeldOut:
-    """A fixed set of real images for inversion and fidelity.
-
-    Attributes:
-        images: (N, 1, S, S) float in [0, 1] at the generator's size.
-        labels: (N,) int64.
-        masks: (N, S, S) bool lesion masks (empty for images without boxes).
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    masks: torch.Tensor
-
-    def to(self, device: torch.device | str) -> "HeldOut":
-        return HeldOut(self.images.to(device), self.labels.to(device), self.masks.to(device))
 
 
 @contextlib.contextmanager

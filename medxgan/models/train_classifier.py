@@ -14,61 +14,26 @@ BCE on one logit. Outputs in the out store:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from medxgan.cohort.loading import resize_square  # noqa: F401  (re-exported)
+from medxgan.config.models import ClassifierTrainConfig  # noqa: F401  (re-exported)
+from medxgan.models.checkpoints import sha256, write_blob
 from medxgan.models.classifier import ClassifierSpec
 from medxgan.models.small_cnn import build_model
 from medxgan.storage import Store
 
 ImageTransform = Callable[[torch.Tensor], torch.Tensor]
-
-
-class ClassifierTrainConfig(BaseModel):
-    """Baseline classifier training options.
-
-    Attributes:
-        arch: ``small_cnn`` (prototype: 3 conv blocks + GAP + linear), ``small_cnn2`` (two
-            convs per block) or a torchvision name
-            such as ``resnet18`` (first conv adapted to 1 channel).
-        epochs, batch: passes over the train split and images per step.
-        max_lr: OneCycle peak learning rate of Adam.
-        weight_decay: Adam weight decay.
-        flips: random flips during training: ``horizontal`` (left-right), ``both`` (also
-            up-down) or ``none``.
-        remove_tag: train (and additionally evaluate) on images with the phantom shortcut
-            tag removed (``medxgan.phantoms.remove_tag``).
-        image_size: train at this size (None: the cohort's size); saved as the spec's
-            ``input_size``.
-        threshold: decision threshold written to the spec and used for accuracy.
-        seed: seeds weights, batch order and flips.
-        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    arch: str = "small_cnn"
-    epochs: int = Field(14, ge=1)
-    batch: int = Field(64, ge=2)
-    max_lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    flips: Literal["none", "horizontal", "both"] = "horizontal"
-    remove_tag: bool = False
-    image_size: int | None = Field(None, ge=8)
-    threshold: float = Field(0.5, gt=0, lt=1)
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -198,21 +163,18 @@ def train_classifier(cohort_url: str, out_url: str | Store,
     if image_transform is not None:
         metrics["test_transformed"] = evaluate(model, cohort, "test", size, cfg.threshold,
                                                image_transform)
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    state_bytes = buf.getvalue()
     ts = io.BytesIO()
     with warnings.catch_warnings():  # TorchScript is deprecated, still a common user format
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.save(torch.jit.script(model), ts)
-    store.write_bytes("classifier.pt", state_bytes)
+    _, state_sha256 = write_blob(store, "classifier.pt", model.state_dict())
     store.write_bytes("classifier.ts", ts.getvalue())
     metrics.update({
         "arch": cfg.arch, "input_size": size, "n_train": int(len(images)),
         "train_seconds": round(seconds, 2), "config": cfg.model_dump(mode="json"),
         "cohort_hash": cohort.content_hash, "cohort_url": cohort.url,
-        "sha256": hashlib.sha256(state_bytes).hexdigest(),
-        "sha256_torchscript": hashlib.sha256(ts.getvalue()).hexdigest(),
+        "sha256": state_sha256,
+        "sha256_torchscript": sha256(ts.getvalue()),
         "positives_train": int((y == 1).sum()),
     })
     store.write_json("metrics.json", _finite(metrics))
@@ -224,14 +186,6 @@ def train_classifier(cohort_url: str, out_url: str | Store,
     store.write_bytes("spec_torchscript.yaml", spec_ts.to_yaml().encode())
     store.write_bytes("spec.yaml", spec.to_yaml().encode())
     return metrics
-
-
-def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, C, H, W) images in [0, 1] resized to (B, C, size, size) (antialiased when shrinking)."""
-    if x.shape[-2:] == (size, size):
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=x.shape[-1] > size).clamp(0, 1)
 
 
 def _finite(obj: Any) -> Any:

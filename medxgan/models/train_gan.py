@@ -27,92 +27,33 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import math
-import random
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from medxgan.models.encoder import Encoder, EncoderConfig, fit_encoder
-from medxgan.models.gan import Discriminator, GanConfig, Generator, build_discriminator, \
-    from_gan, to_gan
-from medxgan.models.health import HeldOut, evaluate_health, sample_grid
-from medxgan.models.train_classifier import resize_square
+from medxgan.cohort.loading import (HeldOut, TrainData, load_heldout,  # noqa: F401  (re-exported)
+                                    load_train_data)
+from medxgan.config.models import GanConfig, GanTrainConfig
+from medxgan.models.checkpoints import (CKPT_FORMAT, load_blob, pointer, read_json,
+                                        resume_scan, rng_state, set_rng_state, step_key,
+                                        write_blob)
+from medxgan.models.encoder import Encoder, _encoder_blob, _encoder_stage
+from medxgan.models.gan import Discriminator, Generator, build_discriminator, from_gan, to_gan
+from medxgan.models.health import evaluate_health, sample_grid
 from medxgan.storage import Store
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, dict[str, float]], None]
-CKPT_FORMAT = 1
-
-
-class GanTrainConfig(BaseModel):
-    """How to train (saved in every checkpoint).
-
-    Attributes:
-        lambda_cls: weight of the classifier loss (published: 2 brain, 1 chest X-ray).
-        cls_loss: ``logits`` (BCE on f's logit) or ``double_softmax`` (published code).
-        lambda_min_change: weight of mean |G(z_a, z_p) - G(z_a, 0)| (0: off).
-        lambda_mask: weight of the mask-size prior mean(M) of the local generator (0: off).
-        cls_shift_px: expectation over transformations for the classifier loss: f sees each
-            generated image shifted by a random (sub-pixel) offset of up to this many pixels in
-            x and y (0: off). A lesion survives a small shift; an adversarial pattern that
-            only works at one exact position (the prototype's border comb) does not.
-        cls_noise: the same, with Gaussian pixel noise of this std ([0, 1] units; 0: off).
-        lambda_d_cls: projection discriminator only: weight of an auxiliary loss that trains
-            its class term on *real* images, BCE(<embed(1) - embed(0), phi(x)>, y), so that it
-            learns early what real positives look like (0: off, the plain projection GAN).
-        lr, betas: Adam for G and D.
-        batch: images per step.
-        steps: total steps of the run (a resumed run continues up to this step).
-        seed: seeds initial weights, batches, latents and dropout.
-        checkpoint_every: steps between checkpoints (the last step is always saved).
-        health_every: steps between health evaluations (at checkpoints; None: every one).
-        health_samples: samples for the agreement metric.
-        health_heldout: held-out positives with boxes (and half as many negatives) inverted
-            for recon MSE and lesion fidelity.
-        health_inversion_steps: Adam steps of the quick inversion.
-        heldout_split: split the held-out set comes from (falls back to test, then train).
-        time_limit_s: stop after this many seconds of this call (checked between steps; the
-            step reached gets a final checkpoint with health); None: run all ``steps``.
-        device: ``auto`` (CUDA with bf16 autocast when present), ``cpu`` or ``cuda``.
-        encoder: the optional inversion encoder trained after G on G's samples
-            (:class:`~medxgan.models.encoder.EncoderConfig`; ``steps`` 0, the default: none).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    lambda_cls: float = Field(2.0, ge=0)
-    cls_loss: Literal["logits", "double_softmax"] = "logits"
-    lambda_min_change: float = Field(0.0, ge=0)
-    lambda_mask: float = Field(0.0, ge=0)
-    lambda_d_cls: float = Field(0.0, ge=0)
-    cls_shift_px: float = Field(0.0, ge=0)
-    cls_noise: float = Field(0.0, ge=0)
-    lr: float = Field(2e-4, gt=0)
-    betas: tuple[float, float] = (0.5, 0.999)
-    batch: int = Field(32, ge=2)
-    steps: int = Field(2000, ge=0)
-    seed: int = 0
-    checkpoint_every: int = Field(200, ge=1)
-    health_every: int | None = Field(None, ge=1)
-    health_samples: int = Field(1000, ge=2)
-    health_heldout: int = Field(32, ge=0)
-    health_inversion_steps: int = Field(50, ge=0)
-    heldout_split: str = "val"
-    time_limit_s: float | None = Field(None, gt=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    encoder: EncoderConfig = EncoderConfig()
+_REQUIRED = ("step", "generator", "gan_config")  # what makes a blob a generator checkpoint
 
 
 @dataclass
@@ -125,18 +66,6 @@ class GanState:
     opt_d: torch.optim.Optimizer
     step: int = 0
     resumed_health: dict[str, float] | None = None  # health stored in the resumed checkpoint
-
-
-@dataclass
-class TrainData:
-    """The train split in memory: images (N, 1, S, S) in [0, 1], labels (N,) int64 in {0, 1}."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    @property
-    def pos_frac(self) -> float:
-        return float(self.labels.float().mean())
 
 
 # ---------------------------------------------------------------------------------- training
@@ -325,7 +254,7 @@ def train_gan(cohort_url: str, classifier: nn.Module, out_url: str | Store,
     best_score = -math.inf
     resumed = _resume(store, state, gc, tc)
     if resumed is not None:
-        best = _read_json(store, "best.json")
+        best = read_json(store, "best.json")
         best_score = _score(best.get("health", {})) if best else -math.inf
         best_score = _reconsider_best(store, state, best, best_score)
         log.info("resumed %s at step %d", store.url, state.step)
@@ -354,97 +283,17 @@ def train_gan(cohort_url: str, classifier: nn.Module, out_url: str | Store,
         if tc.encoder.steps > 0 else None
     summary = {"steps": state.step, "resumed_from": resumed, "last_health": health,
                "encoder": encoder,
-               "best": _read_json(store, "best.json"),
-               "latest": _read_json(store, "checkpoints/latest.json"),
+               "best": read_json(store, "best.json"),
+               "latest": read_json(store, "checkpoints/latest.json"),
                "gan_config": gc.model_dump(mode="json"), "train_config": tc.model_dump(mode="json"),
                "seconds": round(time.perf_counter() - t0, 2), "device": str(dev), **meta}
     store.write_manifest(summary)
     return summary
 
 
-def _encoder_stage(store: Store, f: nn.Module, held: HeldOut | None, cfg: EncoderConfig,
-                   pos_frac: float, dev: torch.device) -> dict[str, Any] | None:
-    """Train the inversion encoder for the run's best generator and write ``encoder.pt``,
-    then ``encoder.json`` (the report, ``kept``, and the sha256 of both files it ties
-    together). Reused when ``encoder.json`` already names the current best checkpoint and
-    the same encoder config, and ``encoder.pt`` matches it; retrained otherwise."""
-    if held is None or len(held.images) < 2:
-        log.warning("%s: no held-out images to test an encoder against; none trained", store.url)
-        return None
-    G, meta = load_generator(store, attach_encoder=False)
-    done = _read_json(store, "encoder.json")
-    if done is not None and done.get("generator_sha256") == meta["sha256"] \
-            and done.get("config") == cfg.model_dump(mode="json") \
-            and _encoder_blob(store, done) is not None:
-        return done
-    G = G.to(dev)
-    E, report = fit_encoder(G, f, held.images, cfg, pos_frac)
-    buf = io.BytesIO()
-    torch.save({"format": CKPT_FORMAT, "encoder": E.state_dict(), "spec": E.spec(),
-                "config": cfg.model_dump(mode="json")}, buf)
-    blob = buf.getvalue()
-    store.write_bytes("encoder.pt", blob)
-    record = {**report.as_dict(), "config": cfg.model_dump(mode="json"),
-              "sha256": hashlib.sha256(blob).hexdigest(), "generator_sha256": meta["sha256"],
-              "generator_step": meta["step"]}
-    store.write_json("encoder.json", record)
-    log.info("encoder for %s: held-out recon MSE %.4f from E(x) vs %.4f from random latents "
-             "(%s)", store.url, report.mse_encoder_init, report.mse_random_init,
-             "kept" if report.kept else "not kept")
-    return record
-
-
-def _encoder_blob(store: Store, record: dict) -> bytes | None:
-    """The bytes of ``encoder.pt`` when the file exists and matches ``record["sha256"]``
-    (the ``encoder.json`` record), else None."""
-    try:
-        blob = store.read_bytes("encoder.pt")
-    except FileNotFoundError:
-        return None
-    return blob if hashlib.sha256(blob).hexdigest() == record.get("sha256") else None
-
-
-# ---------------------------------------------------------------------------------- data
-def load_train_data(cohort, size: int) -> TrainData:
-    """The cohort's labelled train images at ``size`` px, in memory."""
-    imgs, labels = [], []
-    for b in cohort.iter_batches(512, split="train", labels=[0, 1]):
-        imgs.append(resize_square(b.images, size))
-        labels.append(b.labels)
-    if not imgs:
-        raise ValueError(f"cohort {cohort.url} has no labelled images in its train split")
-    return TrainData(torch.cat(imgs), torch.cat(labels).long())
-
-
-def load_heldout(cohort, size: int, n: int, split: str = "val") -> HeldOut | None:
-    """Up to ``n`` positives with boxes and ``n // 2`` negatives from ``split`` (first split of
-    ``split``, ``test``, ``train`` that has positives with boxes), with masks at ``size`` px."""
-    from medxgan.metrics.masks import boxes_to_masks
-
-    if n <= 0:
-        return None
-    for sp in dict.fromkeys([split, "test", "train"]):
-        pos, neg = [], []
-        for b in cohort.iter_batches(256, split=sp, labels=[0, 1]):
-            for j in range(len(b)):
-                if b.labels[j] == 1 and len(b.boxes[j]) and len(pos) < n:
-                    pos.append((b.images[j], 1, b.boxes[j]))
-                elif b.labels[j] == 0 and len(neg) < n // 2:
-                    neg.append((b.images[j], 0, b.boxes[j]))
-            if len(pos) >= n and len(neg) >= n // 2:
-                break
-        if len(pos) >= 2:
-            rows = pos + neg
-            H0, W0 = rows[0][0].shape[-2:]
-            images = resize_square(torch.stack([r[0] for r in rows]), size)  # (N, 1, S, S)
-            masks = boxes_to_masks([r[2] for r in rows], size, size, image_size=(H0, W0))
-            return HeldOut(images, torch.tensor([r[1] for r in rows]), masks)
-    return None
-
-
 # ---------------------------------------------------------------------------------- checkpoints
 def _ckpt_key(step: int) -> str:
-    return f"checkpoints/step-{step:07d}.pt"
+    return step_key(step)
 
 
 def _score(health: dict) -> float:
@@ -463,25 +312,21 @@ def _save_checkpoint(store: Store, state: GanState, gc: GanConfig, tc: GanTrainC
         "discriminator": state.D.state_dict(),
         "opt_g": state.opt_g.state_dict(),
         "opt_d": state.opt_d.state_dict(),
-        "rng": _rng_state(),
+        "rng": rng_state(),
         "gan_config": gc.model_dump(mode="json"),
         "train_config": tc.model_dump(mode="json"),
         "health": {k: float(v) for k, v in health.items()},
         **meta,
     }
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    blob = buf.getvalue()
-    digest = hashlib.sha256(blob).hexdigest()
-    store.write_bytes(key, blob)
+    blob, digest = write_blob(store, key, obj)
     store.write_bytes(key.replace(".pt", ".png"), sample_grid(state.G))
-    pointer = {"step": state.step, "key": key, "sha256": digest, "health": obj["health"]}
+    ptr = pointer(state.step, key, digest, obj["health"])
     score = _score(health)
     if health and (score > best_score or best_score == -math.inf):  # no fidelity: newest
         store.write_bytes("best.pt", blob)
-        store.write_json("best.json", pointer)
+        store.write_json("best.json", ptr)
         best_score = max(score, best_score)
-    store.write_json("checkpoints/latest.json", pointer)
+    store.write_json("checkpoints/latest.json", ptr)
     return best_score
 
 
@@ -495,107 +340,39 @@ def _reconsider_best(store: Store, state: GanState, best: dict | None, best_scor
     if score > best_score or best_score == -math.inf:
         blob = store.read_bytes(key)
         store.write_bytes("best.pt", blob)
-        store.write_json("best.json", {"step": state.step, "key": key,
-                                       "sha256": hashlib.sha256(blob).hexdigest(),
-                                       "health": health})
+        store.write_json("best.json", pointer(state.step, key, hashlib.sha256(blob).hexdigest(),
+                                              health))
         return max(score, best_score)
     return best_score
 
 
 def _resume(store: Store, state: GanState, gc: GanConfig, tc: GanTrainConfig) -> int | None:
     """Load the latest readable checkpoint into ``state``; its step, or None if none exists."""
-    pointer = _read_json(store, "checkpoints/latest.json")
-    keys = sorted(store.list("checkpoints/", suffix=".pt"), reverse=True)
-    if pointer is None and keys:
-        warnings.warn(f"{store.url}: checkpoints/latest.json missing or unreadable; "
-                      "scanning checkpoint files", stacklevel=3)
-    cands: list[tuple[str, str | None]] = []
-    if pointer is not None:
-        cands.append((pointer["key"], pointer.get("sha256")))
-        keys = [k for k in keys if k != pointer["key"] and _key_step(k) < pointer["step"]]
-    cands += [(k, None) for k in keys]
-    for i, (key, sha) in enumerate(cands):
-        try:
-            obj, _ = _load_ckpt(store, key, sha)
-        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is skipped
-            warnings.warn(f"checkpoint {store.url_of(key)} is unreadable "
-                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
-                          "falling back to the previous one", stacklevel=3)
-            continue
-        if obj["gan_config"] != gc.model_dump(mode="json"):
-            raise ValueError(f"{store.url} holds a run with another GanConfig "
-                             f"({obj['gan_config']}); use a new out URL")
-        if obj["train_config"].get("seed") != tc.seed:
-            raise ValueError(f"{store.url} holds a run with seed "
-                             f"{obj['train_config'].get('seed')}, not {tc.seed}")
-        state.G.load_state_dict(obj["generator"])
-        state.D.load_state_dict(obj["discriminator"])
-        state.opt_g.load_state_dict(obj["opt_g"])
-        state.opt_d.load_state_dict(obj["opt_d"])
-        for opt in (state.opt_g, state.opt_d):  # new lr / betas of a continued run apply
-            for group in opt.param_groups:
-                group["lr"], group["betas"] = tc.lr, tuple(tc.betas)
-        _set_rng_state(obj["rng"])
-        state.step = int(obj["step"])
-        state.resumed_health = {k: float(v) for k, v in (obj.get("health") or {}).items()}
-        return state.step
-    if cands:
-        warnings.warn(f"{store.url}: no readable checkpoint; starting from scratch", stacklevel=3)
-    return None
-
-
-def _key_step(key: str) -> int:
-    try:
-        return int(key.rsplit("step-", 1)[1].split(".")[0])
-    except (IndexError, ValueError):
-        return -1
+    obj = resume_scan(store, _REQUIRED, "generator", stacklevel=3)
+    if obj is None:
+        return None
+    if obj["gan_config"] != gc.model_dump(mode="json"):
+        raise ValueError(f"{store.url} holds a run with another GanConfig "
+                         f"({obj['gan_config']}); use a new out URL")
+    if obj["train_config"].get("seed") != tc.seed:
+        raise ValueError(f"{store.url} holds a run with seed "
+                         f"{obj['train_config'].get('seed')}, not {tc.seed}")
+    state.G.load_state_dict(obj["generator"])
+    state.D.load_state_dict(obj["discriminator"])
+    state.opt_g.load_state_dict(obj["opt_g"])
+    state.opt_d.load_state_dict(obj["opt_d"])
+    for opt in (state.opt_g, state.opt_d):  # new lr / betas of a continued run apply
+        for group in opt.param_groups:
+            group["lr"], group["betas"] = tc.lr, tuple(tc.betas)
+    set_rng_state(obj["rng"])
+    state.step = int(obj["step"])
+    state.resumed_health = {k: float(v) for k, v in (obj.get("health") or {}).items()}
+    return state.step
 
 
 def _load_ckpt(store: Store, key: str, sha256: str | None = None) -> tuple[dict, str]:
     """(checkpoint dict, sha256 of its bytes); raises on a corrupt or mismatching file."""
-    blob = store.read_bytes(key)
-    digest = hashlib.sha256(blob).hexdigest()
-    if sha256 is not None and digest != sha256:
-        raise ValueError(f"sha256 {digest[:12]} != pointer's {sha256[:12]}")
-    obj = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-    missing = {"step", "generator", "gan_config"} - set(obj)
-    if missing:
-        raise ValueError(f"not a generator checkpoint (missing {sorted(missing)})")
-    return obj, digest
-
-
-def _read_json(store: Store, key: str) -> dict | None:
-    try:
-        return store.read_json(key)
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
-def _rng_state() -> dict:
-    """torch / numpy / python RNG states as tensors and lists (loadable with weights_only)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    out = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
-        "python": [version, list(internal), gauss_next],
-    }
-    if torch.cuda.is_available():
-        out["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
-    return out
-
-
-def _set_rng_state(rng: dict) -> None:
-    torch.set_rng_state(rng["torch"])
-    n = rng["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached"]))
-    v, internal, gauss_next = rng["python"]
-    random.setstate((v, tuple(internal), gauss_next))
-    if "cuda" in rng and torch.cuda.is_available() and \
-            len(rng["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    return load_blob(store, key, sha256, _REQUIRED, "generator")
 
 
 def load_generator(url_or_store: str | Store, which: Literal["best", "latest"] = "best",
@@ -618,12 +395,12 @@ def load_generator(url_or_store: str | Store, which: Literal["best", "latest"] =
     """
     store = url_or_store if isinstance(url_or_store, Store) else Store(url_or_store)
     key, source = None, which
-    if which == "best" and _read_json(store, "best.json") is not None:
+    if which == "best" and read_json(store, "best.json") is not None:
         key = "best.pt"
     else:
-        pointer = _read_json(store, "checkpoints/latest.json")
-        if pointer is not None:
-            key, source = pointer["key"], "latest"
+        latest = read_json(store, "checkpoints/latest.json")
+        if latest is not None:
+            key, source = latest["key"], "latest"
     if key is None:
         raise FileNotFoundError(f"{store.url}: no generator checkpoint (best.json / "
                                 "checkpoints/latest.json)")
@@ -634,7 +411,7 @@ def load_generator(url_or_store: str | Store, which: Literal["best", "latest"] =
     meta = {k: obj.get(k) for k in ("step", "health", "gan_config", "train_config",
                                     "classifier_sha256", "cohort_hash")}
     meta.update(sha256=digest, source=source, key=store.url_of(key), encoder=None)
-    rec = _read_json(store, "encoder.json") if attach_encoder else None
+    rec = read_json(store, "encoder.json") if attach_encoder else None
     if rec is not None and rec.get("kept") and rec.get("generator_sha256") == digest:
         blob = _encoder_blob(store, rec)
         if blob is None:

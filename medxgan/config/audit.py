@@ -9,6 +9,12 @@ Example (``configs/audit-example.yaml``)::
     gan: {model: {g_width: 0.25, d_width: 0.5}, train: {steps: 600}}
     explain: {methods: [medxgan, latent_ig, gradcam, ig, random, box_prior], max_images: 64}
     score: {n_boot: 1000}
+
+Every section is typed down to the library's own configs (``gan.train`` is a
+:class:`~medxgan.config.models.GanTrainConfig`, ``explain.method_options.ig`` an
+:class:`~medxgan.config.explain.IGConfig`, ...), so a typo anywhere fails when the YAML is
+loaded, before any work; :func:`error_line` turns the error into one line naming the key's
+dotted path.
 """
 
 from __future__ import annotations
@@ -19,9 +25,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from medxgan.methods import METHODS as ALL_METHODS
+from medxgan.catalogue import FILE_SOURCES, SOURCES
+from medxgan.catalogue import METHODS as ALL_METHODS
+from medxgan.config.explain import InversionConfig, MethodOptions
+from medxgan.config.models import ClassifierTrainConfig, GanConfig, GanTrainConfig
+
+CohortSource = Literal[("existing", *SOURCES)]  # type: ignore[valid-type]
+
+#: images per part / task of the ingest flow (not part of a cohort's identity, so not a field)
+INGEST_CHUNK_SIZE = 256
 
 
 class _Strict(BaseModel):
@@ -31,7 +45,7 @@ class _Strict(BaseModel):
 class CohortSection(_Strict):
     """Where the cohort comes from: an existing cohort URL, or a source to ingest."""
 
-    source: Literal["existing", "phantom-cxr", "phantom-brain", "rsna", "nih", "folder"]
+    source: CohortSource
     url: str | None = Field(None, description="existing cohort URL (source: existing)")
     input: str | None = Field(None, description="input root / CSV for rsna, nih, folder")
     size: int = 64
@@ -48,7 +62,7 @@ class CohortSection(_Strict):
     def _check(self) -> "CohortSection":
         if self.source == "existing" and not self.url:
             raise ValueError("cohort.url is required when cohort.source is 'existing'")
-        if self.source in ("rsna", "nih", "folder") and not self.input:
+        if self.source in FILE_SOURCES and not self.input:
             raise ValueError(f"cohort.input is required for source {self.source!r}")
         return self
 
@@ -57,7 +71,7 @@ class ClassifierSection(_Strict):
     """The classifier under audit: a spec YAML of the user's model, or a baseline to train."""
 
     spec: str | None = Field(None, description="path/URL of a ClassifierSpec YAML")
-    train: dict[str, Any] | None = Field(None, description="ClassifierTrainConfig fields")
+    train: ClassifierTrainConfig | None = Field(None, description="baseline training config")
 
     @model_validator(mode="after")
     def _one(self) -> "ClassifierSection":
@@ -67,8 +81,8 @@ class ClassifierSection(_Strict):
 
 
 class GanSection(_Strict):
-    model: dict[str, Any] = Field(default_factory=dict, description="GanConfig fields")
-    train: dict[str, Any] = Field(default_factory=dict, description="GanTrainConfig fields")
+    model: GanConfig = Field(default_factory=GanConfig, description="generator architecture")
+    train: GanTrainConfig = Field(default_factory=GanTrainConfig, description="GAN training")
 
 
 class ExplainSection(_Strict):
@@ -77,8 +91,10 @@ class ExplainSection(_Strict):
     labels: list[int] = Field(default_factory=lambda: [1], description="labels of explained images")
     max_images: int = 100
     shard_size: int = 32
-    inversion: dict[str, Any] = Field(default_factory=dict, description="InversionConfig fields")
-    method_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    inversion: InversionConfig = Field(
+        default_factory=InversionConfig,
+        description="GAN inversion of the generator methods (a method's own inversion wins)")
+    method_options: MethodOptions = Field(default_factory=MethodOptions)
 
     @model_validator(mode="after")
     def _methods(self) -> "ExplainSection":
@@ -125,3 +141,28 @@ class AuditConfig(_Strict):
 def stable_hash(obj: Any) -> str:
     """SHA-256 of the canonical JSON of ``obj`` (sorted keys): a content address."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def field_default(model: type[BaseModel], name: str) -> Any:
+    """The default of ``model``'s field ``name``: flow signatures, CLI flags and tasks take
+    their defaults from the config models, so that each default is written once."""
+    return model.model_fields[name].get_default(call_default_factory=True)
+
+
+def error_line(exc: ValidationError) -> str:
+    """A validation error as one line, ``<dotted.path>: <message>`` per error (``; ``-joined),
+    e.g. ``gan.train.stpes: Extra inputs are not permitted``."""
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        msg = err.get("msg", "")
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        msg = " ".join(msg.split())
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts) or " ".join(str(exc).split())
+
+
+__all__ = ["AuditConfig", "ClassifierSection", "CohortSection", "CohortSource", "ExplainSection",
+           "GanSection", "INGEST_CHUNK_SIZE", "ScoreSection", "error_line", "field_default",
+           "stable_hash"]
