@@ -24,9 +24,10 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from medxgan.config import CohortSection, field_default
 from medxgan.ingest.records import BadRecord
 
-MAX_PIXELS = 50_000_000
+MAX_PIXELS: int = field_default(CohortSection, "max_pixels")  # written once, in the config
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
