@@ -1,40 +1,101 @@
-"""Progress for long stages: a bar on a terminal and a Prefect progress artifact in the UI."""
+"""Progress for long stages: a bar on a terminal, plain log lines elsewhere, and a Prefect
+progress artifact in the UI.
+
+Where stderr is a terminal, a tqdm bar (removed when the stage ends). Where it is not (a log
+file, CI, cron, a Prefect worker's captured output) one plain line per event goes to stderr:
+the stage's start, about every 10 % (each time ``done`` crosses the next tenth of ``total``)
+and its end, e.g.::
+
+    [explain (shards)] start 0/128 images
+    [explain (shards)] 40/128 images (31 %) elapsed 12 s, eta 27 s
+    [explain (shards)] done 128/128 images (100 %) in 39 s
+
+Inside a Prefect flow or task run a progress artifact is also kept up to date, whatever
+stderr is. Progress never raises because of its outputs.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.context import FlowRunContext, TaskRunContext
 
+LOG_STEPS = 10
+"""Plain-log mode prints about every ``1 / LOG_STEPS`` of the total."""
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
 
 class Progress:
-    """Counts ``done`` of ``total`` units; safe to use outside a Prefect run (terminal only).
+    """Counts ``done`` of ``total`` units; safe to use outside a Prefect run.
+
+    Usable as a context manager (``with Progress(n, "score") as bar: ...``), which closes it
+    (and logs where it stopped) even when the stage fails.
 
     Args:
-        total: number of units (images, steps, shards).
-        description: what is being counted, shown in the bar and the artifact.
+        total: number of units (images, steps, shards); at least 1 is counted.
+        description: what is being counted, shown in the bar, the log lines and the artifact.
+        unit: optional unit name for the log lines (``"images"``: ``40/128 images``).
     """
 
-    def __init__(self, total: int, description: str):
+    def __init__(self, total: int, description: str, unit: str = ""):
         self.total, self.description, self.done = max(int(total), 1), description, 0
+        self.unit = f" {unit}" if unit else ""
         self._artifact: uuid.UUID | None = None
         self._bar = None
-        if sys.stderr.isatty():
+        self._closed = False
+        self._start = time.monotonic()
+        self._stream = sys.stderr
+        self._plain = not _is_terminal(self._stream)
+        self._next_step = 1  # the next tenth of total that triggers a plain line
+        if self._plain:
+            self._log(f"start 0/{self.total}{self.unit}")
+        else:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, desc=description, file=sys.stderr, leave=False)
+            self._bar = tqdm(total=self.total, desc=description, file=self._stream, leave=False)
         if FlowRunContext.get() or TaskRunContext.get():
             try:
                 self._artifact = create_progress_artifact(0.0, description=description)
             except Exception:  # noqa: BLE001 - progress must never break a run
                 self._artifact = None
 
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the stage started."""
+        return time.monotonic() - self._start
+
+    def _log(self, text: str) -> None:
+        try:
+            print(f"[{self.description}] {text}", file=self._stream, flush=True)
+        except Exception:  # noqa: BLE001 - a closed or broken stream must not fail the stage
+            pass
+
+    def _percent(self) -> int:
+        return int(100 * self.done / self.total)
+
     def update(self, n: int = 1) -> None:
+        """Count ``n`` more units done."""
+        if self._closed:
+            return
         self.done = min(self.total, self.done + n)
         if self._bar is not None:
             self._bar.update(n)
+        crossed = self.done * LOG_STEPS >= self._next_step * self.total
+        if self._plain and crossed and self.done < self.total:
+            self._next_step = self.done * LOG_STEPS // self.total + 1  # skip tenths crossed at once
+            elapsed = self.elapsed
+            eta = elapsed / self.done * (self.total - self.done)
+            self._log(f"{self.done}/{self.total}{self.unit} ({self._percent()} %) "
+                      f"elapsed {elapsed:.0f} s, eta {eta:.0f} s")
         if self._artifact is not None:
             try:
                 update_progress_artifact(self._artifact, 100.0 * self.done / self.total)
@@ -42,5 +103,19 @@ class Progress:
                 self._artifact = None
 
     def close(self) -> None:
+        """End the stage: remove the bar, or log the end line (once)."""
+        if self._closed:
+            return
+        self._closed = True
         if self._bar is not None:
             self._bar.close()
+        if self._plain:
+            word = "done" if self.done >= self.total else "stopped at"
+            self._log(f"{word} {self.done}/{self.total}{self.unit} ({self._percent()} %) "
+                      f"in {self.elapsed:.0f} s")
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
