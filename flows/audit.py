@@ -14,6 +14,14 @@ Hashes are taken of the **resolved** sections (every default filled in, :func:`r
 two YAMLs that resolve to the same values share stages, and a changed default changes the
 stages it affects.
 
+The cohort, classifier and generator hashes are **content hashes** (docs/design.md,
+"Reproducibility"): of the images, labels and boxes (the cohort's ``content_hash``), of the
+weights and spec without its path (:func:`tasks.common.classifier_hash`), of G's weights and
+configs (and the encoder's, when one is kept: ``load_generator``'s ``content_hash``), never of
+file bytes that carry locations or RNG states. So the same config on the same data run into
+two stores, on two machines, gives the same stage hashes and run id. Only the cohort *folder*
+key of a file source holds file modification times (a change detector, not an identity).
+
 A stage whose folder has a manifest is reused as it is, so a rerun of an unchanged audit costs
 almost nothing, and a new classifier version retrains only what depends on it. A stage that
 fails fails the audit; the run's ``manifest.json`` is written last, only after the report.
@@ -119,7 +127,7 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
     """
     from flows.explain import explain_flow
     from flows.score import score_flow
-    from tasks.common import classifier, generator
+    from tasks.common import classifier_hash, generator
     from tasks.report import (build_report, code_version, evaluate_classifier,
                               library_versions)
     from tasks.train import train_classifier_task, train_gan_task
@@ -143,7 +151,7 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
         spec = res["spec"]
         stages["classifier"] = {"spec": spec, "url": res["url"], "reused": res["reused"],
                                 "metrics": {k: res["metrics"].get(k) for k in ("val", "test")}}
-    clf_hash = classifier(spec).sha256
+    clf_hash = classifier_hash(spec)
     stages["classifier"]["hash"] = clf_hash
 
     gan_url, gan_hash = None, None
@@ -157,12 +165,13 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
         gan_url = res["url"]
         meta = generator(gan_url)[1]
         enc = meta.get("encoder")  # a kept inversion encoder changes every inversion
-        gan_hash = meta["sha256"] if enc is None else \
-            stable_hash({"generator": meta["sha256"], "encoder": enc["sha256"]})
+        gan_hash = meta["content_hash"] if enc is None else \
+            stable_hash({"generator": meta["content_hash"],
+                         "encoder": enc.get("content_hash", enc["sha256"])})
         stages["gan"] = {"url": gan_url, "hash": gan_hash, "reused": res["reused"],
                          "best": res.get("best"),
                          "encoder": None if enc is None else
-                         {k: enc.get(k) for k in ("sha256", "mse_random_init",
+                         {k: enc.get(k) for k in ("sha256", "content_hash", "mse_random_init",
                                                   "mse_encoder_init")}}
 
     ex, sc = cfg.explain, cfg.score

@@ -16,6 +16,23 @@ def classifier(spec_path: str):
 
 
 @functools.lru_cache(maxsize=4)
+def classifier_hash(spec_path: str) -> str:
+    """The identity of the classifier of a spec (what stage keys, run ids and provenance
+    use): a content hash of its weights (name, dtype, shape, bytes) and of the spec without
+    its ``path``, so the same classifier stored at two places has one hash. A TorchScript
+    file's code is part of the model, so its file sha256 stands for the weights there: the
+    same file gives the same hash anywhere, but a re-export does not (``torch.jit.save``
+    writes the absolute paths of the Python sources into its ``.debug_pkl`` records).
+    ``classifier(spec).sha256`` stays the sha256 of the file's bytes (integrity)."""
+    from medxgan.models.checkpoints import content_hash, state_dict_hash
+
+    f = classifier(spec_path)
+    weights = f.sha256 if f.spec.kind == "torchscript" else state_dict_hash(f.model.state_dict())
+    return content_hash(kind=f.spec.kind, weights=weights,
+                        spec=f.spec.model_dump(mode="json", exclude={"path"}))
+
+
+@functools.lru_cache(maxsize=4)
 def generator(gan_url: str):
     """(G, meta) of a trained medXGAN run, loaded once per worker process."""
     from medxgan.models.train_gan import load_generator

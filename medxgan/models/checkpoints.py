@@ -9,6 +9,15 @@ match, else falls back to older step files, newest first, skipping unreadable on
 
 Used by :mod:`medxgan.models.train_gan` (generator runs), :mod:`medxgan.models.encoder`
 (``encoder.pt``) and :mod:`medxgan.models.train_classifier` (``classifier.pt``).
+
+Two kinds of hash (docs/design.md, "Reproducibility"):
+
+- :func:`sha256` of a blob's *bytes* is an integrity check (pointers, ``encoder.json``): it
+  tells a torn or swapped file from the one written, in the same store;
+- :func:`state_dict_hash` / :func:`content_hash` are *identities* (generator and encoder
+  hashes, stage keys, run ids): they hash tensors (name, dtype, shape, raw bytes, in sorted
+  name order) and JSON values, never pickle/zip bytes, which change with the torch version
+  and carry whatever else a blob holds (RNG states, URLs).
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import io
 import json
 import random
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -39,6 +48,48 @@ def to_bytes(obj: Any) -> bytes:
 def sha256(blob: bytes) -> str:
     """Hex SHA-256 of ``blob``."""
     return hashlib.sha256(blob).hexdigest()
+
+
+def state_dict_hash(sd: Mapping[str, Any]) -> str:
+    """Content hash (hex SHA-256) of a state_dict: for every entry in sorted name order, its
+    name, dtype, shape and raw little-endian bytes (on CPU, made contiguous). Nested mappings
+    (optimizer states) are walked with dotted names; other values enter as their JSON. The
+    same weights give the same hash on any machine, device and torch version."""
+    h = hashlib.sha256()
+    _update(h, "", sd)
+    return h.hexdigest()
+
+
+def _update(h: Any, name: str, v: Any) -> None:
+    if isinstance(v, torch.Tensor):
+        t = v.detach().to("cpu").contiguous()
+        h.update(f"T\t{name}\t{str(t.dtype).removeprefix('torch.')}\t{list(t.shape)}\n".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(v, Mapping):
+        h.update(f"D\t{name}\t{len(v)}\n".encode())
+        for k in sorted(v, key=str):
+            _update(h, f"{name}.{k}" if name else str(k), v[k])
+    elif isinstance(v, (list, tuple)) and any(isinstance(x, (torch.Tensor, Mapping)) for x in v):
+        h.update(f"L\t{name}\t{len(v)}\n".encode())
+        for i, x in enumerate(v):
+            _update(h, f"{name}[{i}]", x)
+    else:
+        h.update(f"V\t{name}\t{json.dumps(v, sort_keys=True, default=str)}\n".encode())
+
+
+def content_hash(**parts: Any) -> str:
+    """Identity hash (hex SHA-256) of named parts: tensors and state_dicts by their content
+    (:func:`state_dict_hash` rules), everything else (configs, input hashes) as sorted JSON."""
+    return state_dict_hash(parts)
+
+
+def seed_all(seed: int) -> None:
+    """Seed torch's, numpy's and Python's global RNGs (every state :func:`rng_state` stores),
+    so that two fresh runs with the same seed store the same RNG states."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
 
 
 def write_blob(store: Store, key: str, obj: Any) -> tuple[bytes, str]:

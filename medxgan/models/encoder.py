@@ -20,10 +20,16 @@ and LeakyReLU(0.2) from S px down to 4 px, then Linear -> d_a + d_p. Input is GA
 Keep-or-drop (``compare_inversion``): the held-out images are inverted twice with the same
 recipe and steps, from random latents and from E(x); the encoder is kept when its start gives
 a lower mean recon MSE (GAN space). Both numbers go into ``encoder.json``.
+
+Hashes in ``encoder.json``: ``sha256`` (of ``encoder.pt``'s bytes) and ``generator_sha256``
+(of ``best.pt``'s bytes) are integrity checks that tie the files of one store together;
+``content_hash`` (E's weights, spec and config, :func:`encoder_content_hash`) and
+``generator_content_hash`` are identities, the same for the same weights in any store.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from dataclasses import dataclass
@@ -33,7 +39,8 @@ import torch
 from torch import nn
 
 from medxgan.config.models import EncoderConfig
-from medxgan.models.checkpoints import CKPT_FORMAT, read_json, verified_bytes, write_blob
+from medxgan.models.checkpoints import (CKPT_FORMAT, content_hash, read_json, verified_bytes,
+                                        write_blob)
 from medxgan.models.gan import to_gan
 from medxgan.storage import Store
 
@@ -190,9 +197,10 @@ def fit_encoder(G: nn.Module, f: nn.Module, heldout01: torch.Tensor, config: Enc
 def _encoder_stage(store: Store, f: nn.Module, held: HeldOut | None, cfg: EncoderConfig,
                    pos_frac: float, dev: torch.device) -> dict[str, Any] | None:
     """Train the inversion encoder for the run's best generator and write ``encoder.pt``,
-    then ``encoder.json`` (the report, ``kept``, and the sha256 of both files it ties
-    together). Reused when ``encoder.json`` already names the current best checkpoint and
-    the same encoder config, and ``encoder.pt`` matches it; retrained otherwise."""
+    then ``encoder.json`` (the report, ``kept``, the sha256 of both files it ties together
+    and the content hashes of both models). Reused when ``encoder.json`` already names the
+    current best checkpoint and the same encoder config, and ``encoder.pt`` matches it;
+    retrained otherwise."""
     from medxgan.models.train_gan import load_generator
 
     if held is None or len(held.images) < 2:
@@ -203,6 +211,13 @@ def _encoder_stage(store: Store, f: nn.Module, held: HeldOut | None, cfg: Encode
     if done is not None and done.get("generator_sha256") == meta["sha256"] \
             and done.get("config") == cfg.model_dump(mode="json") \
             and _encoder_blob(store, done) is not None:
+        if "content_hash" not in done:  # written before content hashes: add them
+            e = torch.load(io.BytesIO(_encoder_blob(store, done)), map_location="cpu",
+                           weights_only=True)
+            done = {**done, "content_hash": encoder_content_hash(e["encoder"], e["spec"],
+                                                                 e["config"]),
+                    "generator_content_hash": meta["content_hash"]}
+            store.write_json("encoder.json", done)
         return done
     G = G.to(dev)
     E, report = fit_encoder(G, f, held.images, cfg, pos_frac)
@@ -211,12 +226,20 @@ def _encoder_stage(store: Store, f: nn.Module, held: HeldOut | None, cfg: Encode
         "config": cfg.model_dump(mode="json")})
     record = {**report.as_dict(), "config": cfg.model_dump(mode="json"),
               "sha256": digest, "generator_sha256": meta["sha256"],
+              "content_hash": encoder_content_hash(E.state_dict(), E.spec(),
+                                                   cfg.model_dump(mode="json")),
+              "generator_content_hash": meta["content_hash"],
               "generator_step": meta["step"]}
     store.write_json("encoder.json", record)
     log.info("encoder for %s: held-out recon MSE %.4f from E(x) vs %.4f from random latents "
              "(%s)", store.url, report.mse_encoder_init, report.mse_random_init,
              "kept" if report.kept else "not kept")
     return record
+
+
+def encoder_content_hash(state_dict: dict, spec: dict, config: dict) -> str:
+    """The identity of an encoder: content hash of its weights, spec and config."""
+    return content_hash(encoder=state_dict, spec=spec, config=config)
 
 
 def _encoder_blob(store: Store, record: dict) -> bytes | None:

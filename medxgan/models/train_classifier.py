@@ -7,7 +7,8 @@ BCE on one logit. Outputs in the out store:
 
   - ``classifier.pt``: the state_dict (load with ``weights_only=True``),
   - ``classifier.ts``: the same network as TorchScript,
-  - ``metrics.json``: AUROC / accuracy on val and test, config, hashes, seconds,
+  - ``metrics.json``: AUROC / accuracy on val and test, config, hashes (``sha256`` of
+    ``classifier.pt``'s bytes, ``state_dict_hash`` of its weights), seconds,
   - ``spec.yaml`` (state_dict; hookable for Grad-CAM) and ``spec_torchscript.yaml``, both
     loadable with :func:`medxgan.models.classifier.load_classifier`; written last.
 """
@@ -28,7 +29,7 @@ from torch import nn
 
 from medxgan.cohort.loading import resize_square  # noqa: F401  (re-exported)
 from medxgan.config.models import ClassifierTrainConfig  # noqa: F401  (re-exported)
-from medxgan.models.checkpoints import sha256, write_blob
+from medxgan.models.checkpoints import seed_all, sha256, state_dict_hash, write_blob
 from medxgan.models.classifier import ClassifierSpec
 from medxgan.models.small_cnn import build_model
 from medxgan.storage import Store
@@ -141,7 +142,7 @@ def train_classifier(cohort_url: str, out_url: str | Store,
         raise ValueError(f"cohort {cohort.url} has no labelled images in its train split")
     images, y = torch.cat(imgs), torch.cat(labels)
 
-    torch.manual_seed(cfg.seed)
+    seed_all(cfg.seed)  # torch, numpy and Python global RNGs
     gen = torch.Generator().manual_seed(cfg.seed)
     model = build_model(cfg.arch, in_channels=1, num_outputs=1).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.max_lr, weight_decay=cfg.weight_decay)
@@ -174,6 +175,7 @@ def train_classifier(cohort_url: str, out_url: str | Store,
         "train_seconds": round(seconds, 2), "config": cfg.model_dump(mode="json"),
         "cohort_hash": cohort.content_hash, "cohort_url": cohort.url,
         "sha256": state_sha256,
+        "state_dict_hash": state_dict_hash(model.state_dict()),
         "sha256_torchscript": sha256(ts.getvalue()),
         "positives_train": int((y == 1).sum()),
     })

@@ -17,10 +17,17 @@ Determinism and resume: every step reseeds torch's global RNG (dropout) and draw
 and latents from a generator seeded by ``(seed, step)``, so a run killed after a checkpoint
 and resumed gives the same weights as an uninterrupted run (CPU). Checkpoints go to the out
 store as ``checkpoints/step-XXXXXXX.pt`` (G/D/optimiser state_dicts, step, RNG states,
-resolved configs, health), a sample grid ``checkpoints/step-XXXXXXX.png``, then
-``best.pt`` + ``best.json`` when the checkpoint has the best lesion fidelity so far, and last
-the pointer ``checkpoints/latest.json``. Everything loads with ``weights_only=True``.
+resolved configs, cohort and classifier hashes, health; no URL), a sample grid
+``checkpoints/step-XXXXXXX.png``, then ``best.pt`` + ``best.json`` when the checkpoint has
+the best lesion fidelity so far, and last the pointer ``checkpoints/latest.json``. Everything loads with ``weights_only=True``.
 ``manifest.json`` at the out root is written when training ends.
+
+Identity: a generator's hash (``meta["content_hash"]`` of :func:`load_generator`, the
+``content_hash`` of the pointers) is :func:`generator_content_hash`: G's weights, configs,
+step and cohort hash, not the checkpoint file's bytes (which also hold D, the optimisers and
+RNG states, and change with the torch version). Python's and numpy's global RNGs are seeded
+from ``train_config.seed`` with torch's (:func:`~medxgan.models.checkpoints.seed_all`), so
+the RNG states stored in checkpoints are the same in two fresh runs, too.
 """
 
 from __future__ import annotations
@@ -42,9 +49,9 @@ from torch import nn
 from medxgan.cohort.loading import (HeldOut, TrainData, load_heldout,  # noqa: F401  (re-exported)
                                     load_train_data)
 from medxgan.config.models import GanConfig, GanTrainConfig
-from medxgan.models.checkpoints import (CKPT_FORMAT, load_blob, pointer, read_json,
-                                        resume_scan, rng_state, set_rng_state, step_key,
-                                        write_blob)
+from medxgan.models.checkpoints import (CKPT_FORMAT, content_hash, load_blob, pointer,
+                                        read_json, resume_scan, rng_state, seed_all,
+                                        set_rng_state, step_key, write_blob)
 from medxgan.models.encoder import Encoder, _encoder_blob, _encoder_stage
 from medxgan.models.gan import Discriminator, Generator, build_discriminator, from_gan, to_gan
 from medxgan.models.health import evaluate_health, sample_grid
@@ -71,8 +78,9 @@ class GanState:
 # ---------------------------------------------------------------------------------- training
 def new_state(gan_config: GanConfig, train_config: GanTrainConfig,
               device: torch.device | str = "cpu") -> GanState:
-    """Freshly initialised G, D and their Adam optimisers (seeded by ``train_config.seed``)."""
-    torch.manual_seed(train_config.seed)
+    """Freshly initialised G, D and their Adam optimisers (seeded by ``train_config.seed``,
+    which also seeds numpy's and Python's global RNGs, whose states checkpoints store)."""
+    seed_all(train_config.seed)
     G = Generator(gan_config).to(device)
     D = build_discriminator(gan_config).to(device)
     tc = train_config
@@ -248,7 +256,7 @@ def train_gan(cohort_url: str, classifier: nn.Module, out_url: str | Store,
     f = classifier.to(dev).eval()
     f.requires_grad_(False)
     meta = {"classifier_sha256": str(getattr(classifier, "sha256", "")),
-            "cohort_hash": cohort.content_hash, "cohort_url": cohort.url}
+            "cohort_hash": cohort.content_hash}  # no URL: checkpoints are location-free
 
     state = new_state(gc, tc, dev)
     best_score = -math.inf
@@ -260,7 +268,8 @@ def train_gan(cohort_url: str, classifier: nn.Module, out_url: str | Store,
         log.info("resumed %s at step %d", store.url, state.step)
     else:
         store.write_json("config.json", {"gan_config": gc.model_dump(mode="json"),
-                                         "train_config": tc.model_dump(mode="json"), **meta})
+                                         "train_config": tc.model_dump(mode="json"), **meta,
+                                         "cohort_url": cohort.url})
     t0 = time.perf_counter()
     health: dict[str, float] = {}
     health_every = tc.health_every or tc.checkpoint_every
@@ -286,7 +295,8 @@ def train_gan(cohort_url: str, classifier: nn.Module, out_url: str | Store,
                "best": read_json(store, "best.json"),
                "latest": read_json(store, "checkpoints/latest.json"),
                "gan_config": gc.model_dump(mode="json"), "train_config": tc.model_dump(mode="json"),
-               "seconds": round(time.perf_counter() - t0, 2), "device": str(dev), **meta}
+               "seconds": round(time.perf_counter() - t0, 2), "device": str(dev), **meta,
+               "cohort_url": cohort.url}
     store.write_manifest(summary)
     return summary
 
@@ -294,6 +304,15 @@ def train_gan(cohort_url: str, classifier: nn.Module, out_url: str | Store,
 # ---------------------------------------------------------------------------------- checkpoints
 def _ckpt_key(step: int) -> str:
     return step_key(step)
+
+
+def generator_content_hash(obj: dict) -> str:
+    """The identity of a generator checkpoint (a loaded checkpoint dict): content hash of
+    G's state_dict, ``gan_config``, ``train_config``, step and ``cohort_hash``. Not of the
+    file's bytes, nor of D, optimiser or RNG states."""
+    return content_hash(generator=obj["generator"], gan_config=obj["gan_config"],
+                        train_config=obj.get("train_config"), step=int(obj["step"]),
+                        cohort_hash=obj.get("cohort_hash"))
 
 
 def _score(health: dict) -> float:
@@ -320,7 +339,8 @@ def _save_checkpoint(store: Store, state: GanState, gc: GanConfig, tc: GanTrainC
     }
     blob, digest = write_blob(store, key, obj)
     store.write_bytes(key.replace(".pt", ".png"), sample_grid(state.G))
-    ptr = pointer(state.step, key, digest, obj["health"])
+    ptr = {**pointer(state.step, key, digest, obj["health"]),
+           "content_hash": generator_content_hash(obj)}
     score = _score(health)
     if health and (score > best_score or best_score == -math.inf):  # no fidelity: newest
         store.write_bytes("best.pt", blob)
@@ -339,9 +359,11 @@ def _reconsider_best(store: Store, state: GanState, best: dict | None, best_scor
     score = _score(health)
     if score > best_score or best_score == -math.inf:
         blob = store.read_bytes(key)
+        obj = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
         store.write_bytes("best.pt", blob)
-        store.write_json("best.json", pointer(state.step, key, hashlib.sha256(blob).hexdigest(),
-                                              health))
+        store.write_json("best.json", {
+            **pointer(state.step, key, hashlib.sha256(blob).hexdigest(), health),
+            "content_hash": generator_content_hash(obj)})
         return max(score, best_score)
     return best_score
 
@@ -386,7 +408,8 @@ def load_generator(url_or_store: str | Store, which: Literal["best", "latest"] =
 
     Returns:
         (G, meta): meta holds ``step``, ``health``, ``gan_config``, ``train_config``,
-        ``classifier_sha256``, ``cohort_hash``, ``sha256`` of the checkpoint file, ``source``
+        ``classifier_sha256``, ``cohort_hash``, ``sha256`` of the checkpoint file (integrity),
+        ``content_hash`` (the generator's identity, :func:`generator_content_hash`), ``source``
         (``best`` or ``latest``), ``key`` and ``encoder`` (the ``encoder.json`` record
         when an encoder is attached, else None).
 
@@ -410,7 +433,8 @@ def load_generator(url_or_store: str | Store, which: Literal["best", "latest"] =
     G.eval()
     meta = {k: obj.get(k) for k in ("step", "health", "gan_config", "train_config",
                                     "classifier_sha256", "cohort_hash")}
-    meta.update(sha256=digest, source=source, key=store.url_of(key), encoder=None)
+    meta.update(sha256=digest, content_hash=generator_content_hash(obj), source=source,
+                key=store.url_of(key), encoder=None)
     rec = read_json(store, "encoder.json") if attach_encoder else None
     if rec is not None and rec.get("kept") and rec.get("generator_sha256") == digest:
         blob = _encoder_blob(store, rec)

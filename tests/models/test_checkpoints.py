@@ -1,5 +1,5 @@
 """The checkpoint store (medxgan.models.checkpoints): blobs with sha256, pointers, the resume
-scan's fallbacks and RNG state round trips."""
+scan's fallbacks, RNG state round trips, content hashes and seeding."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from medxgan.models.checkpoints import (key_step, load_blob, pointer, read_json, resume_scan,
-                                        rng_state, set_rng_state, step_key, verified_bytes,
+from medxgan.models.checkpoints import (content_hash, key_step, load_blob, pointer, read_json,
+                                        resume_scan, rng_state, seed_all, set_rng_state,
+                                        state_dict_hash, step_key, to_bytes, verified_bytes,
                                         write_blob)
 from medxgan.storage import Store
 
@@ -64,3 +65,51 @@ def test_rng_state_round_trip():
     set_rng_state(state)
     b = (torch.rand(3), np.random.rand(), random.random())
     assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def test_state_dict_hash_is_of_content_not_of_order_or_file(tmp_path):
+    torch.manual_seed(0)
+    sd = {"b": torch.randn(3, 2), "a": torch.arange(4), "n": torch.tensor(5)}
+    h = state_dict_hash(sd)
+    assert len(h) == 64
+    assert state_dict_hash(dict(reversed(list(sd.items())))) == h      # names in sorted order
+    assert state_dict_hash({k: v.clone() for k, v in sd.items()}) == h
+    assert state_dict_hash({**sd, "b": sd["b"].t().contiguous().t()}) == h  # layout ignored
+    assert state_dict_hash({**sd, "b": sd["b"].reshape(2, 3)}) != h     # shape counts
+    assert state_dict_hash({**sd, "a": sd["a"].int()}) != h             # dtype counts
+    b2 = sd["b"].clone()
+    b2[0, 0] = torch.nextafter(b2[0, 0], torch.tensor(10.0))
+    assert state_dict_hash({**sd, "b": b2}) != h                        # one ulp counts
+    assert state_dict_hash({**sd, "c": torch.zeros(0)}) != h
+    assert state_dict_hash({"x": torch.zeros(2, dtype=torch.bfloat16)}) != \
+        state_dict_hash({"x": torch.zeros(2, dtype=torch.float16)})
+    # two files with different bytes (another URL inside), one content hash
+    a, b = Store(str(tmp_path / "a")), Store(str(tmp_path / "elsewhere"))
+    _, da = write_blob(a, "m.pt", {"w": sd, "url": a.url})
+    _, db = write_blob(b, "m.pt", {"w": sd, "url": b.url})
+    assert da != db
+    wa, _ = load_blob(a, "m.pt", da)
+    wb, _ = load_blob(b, "m.pt", db)
+    assert state_dict_hash(wa["w"]) == state_dict_hash(wb["w"]) == h
+
+
+def test_content_hash_of_weights_and_configs():
+    w = {"k": torch.ones(2)}
+    h = content_hash(weights=w, config={"a": 1, "b": [1, 2]}, cohort="c0")
+    assert h == content_hash(cohort="c0", config={"b": [1, 2], "a": 1}, weights=w)
+    assert h != content_hash(weights=w, config={"a": 2, "b": [1, 2]}, cohort="c0")
+    assert h != content_hash(weights=w, config={"a": 1, "b": [1, 2]}, cohort="c1")
+    assert h != content_hash(weights={"k": torch.ones(2) * 2}, config={"a": 1, "b": [1, 2]},
+                             cohort="c0")
+
+
+def test_seed_all_makes_the_stored_rng_state_reproducible():
+    def fresh(noise: int) -> bytes:
+        random.seed(noise)
+        np.random.seed(noise)
+        torch.manual_seed(noise)
+        random.random(), np.random.rand(), torch.rand(1)
+        seed_all(7)
+        return to_bytes(rng_state())
+
+    assert fresh(1) == fresh(2)

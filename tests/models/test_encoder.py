@@ -4,11 +4,14 @@ random starts on held-out images and matches the checkpoint and its own recorded
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 
 from medxgan.explain.inversion import InversionConfig, invert
-from medxgan.models.encoder import Encoder, EncoderConfig, compare_inversion, train_encoder
+from medxgan.models.encoder import (Encoder, EncoderConfig, compare_inversion,
+                                    encoder_content_hash, train_encoder)
 from medxgan.models.gan import GanConfig, Generator, to_gan
 from medxgan.models.train_gan import GanTrainConfig, load_generator, train_gan
 from medxgan.storage import Store
@@ -97,6 +100,10 @@ def test_run_writes_the_encoder_and_loads_it_only_when_kept_and_intact(
     best = store.read_json("best.json")
     G, meta = load_generator(out)
     assert rec["generator_sha256"] == meta["sha256"] and best["step"] == rec["generator_step"]
+    assert rec["generator_content_hash"] == meta["content_hash"] == best["content_hash"]
+    e = torch.load(io.BytesIO(store.read_bytes("encoder.pt")), map_location="cpu",
+                   weights_only=True)
+    assert rec["content_hash"] == encoder_content_hash(e["encoder"], e["spec"], e["config"])
     assert (G.encoder is not None) == rec["kept"]
 
     rec["kept"] = True                                 # as if it had won the comparison

@@ -87,6 +87,36 @@ def test_kill_and_resume_gives_the_uninterrupted_weights(blob_cohort, tiny_class
     assert not all(torch.equal(c6["generator"][k], cb["generator"][k]) for k in cb["generator"])
 
 
+def test_two_fresh_runs_in_two_stores_have_one_generator_hash(blob_cohort, tiny_classifier,
+                                                               tmp_path):
+    import random
+
+    import numpy as np
+
+    from medxgan.models.train_gan import generator_content_hash
+
+    tc = GanTrainConfig(steps=2, batch=8, checkpoint_every=2, **HEALTH)
+    outs = [str(tmp_path / "a"), str(tmp_path / "far" / "away" / "b")]
+    for noise, out in enumerate(outs):
+        random.seed(noise)                       # unrelated global states, as in a new process
+        np.random.seed(noise)
+        torch.manual_seed(noise)
+        train_gan(blob_cohort, tiny_classifier, out, GanConfig(**GAN), tc)
+    (ga, ma), (gb, mb) = (load_generator(o) for o in outs)
+    assert ma["content_hash"] == mb["content_hash"] == \
+        Store(outs[0]).read_json("best.json")["content_hash"]
+    ca, cb = (_state(o, "best.pt") for o in outs)
+    assert "cohort_url" not in ca and ma["content_hash"] == generator_content_hash(ca)
+    assert ca["rng"]["python"] == cb["rng"]["python"]                  # seeded, not inherited
+    assert torch.equal(ca["rng"]["numpy"]["keys"], cb["rng"]["numpy"]["keys"])
+    assert ma["sha256"] == mb["sha256"]          # so even the files are byte-identical (CPU)
+    assert Store(outs[1]).read_json("config.json")["cohort_url"] == Store(blob_cohort).url
+    # the hash is of content: another step's weights have another hash
+    other = {**ca, "generator": {k: v + 1 if v.is_floating_point() else v
+                                 for k, v in ca["generator"].items()}}
+    assert generator_content_hash(other) != ma["content_hash"]
+
+
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(blob_cohort, tiny_classifier,
                                                               tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
