@@ -1,5 +1,6 @@
-"""Helpers shared by the bench/ scripts: the classifier wrapper, phantom cohorts written to a
-store, peak RSS, and results JSON with the environment it was measured in."""
+"""Helpers shared by the bench/ modules: the product's classifier wrapper around a SmallCNN,
+phantom cohorts written to a store, peak RSS, and results JSON with the environment it was
+measured in."""
 
 from __future__ import annotations
 
@@ -12,29 +13,26 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from medxgan.models.classifier import AuditedClassifier
+
 RESULTS = Path(__file__).parent / "results"
 
 
-class Logit(nn.Module):
-    """A (B, 1)-logit network as the classifier contract: f(x (B, 1, H, W) in [0, 1]) -> (B,)."""
+def as_classifier(net: nn.Module, size: int) -> AuditedClassifier:
+    """A one-logit SmallCNN as the audited classifier, exactly as ``load_classifier`` wraps a
+    ``small_cnn`` spec (unit normalisation, input ``size`` px, threshold 0.5; Grad-CAM at
+    ``default_target_layer``). The wrapper freezes the network and keeps it in eval mode."""
+    from medxgan.models.classifier import ClassifierSpec
 
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-        self.threshold = 0.5
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)[:, 0]  # (B,)
-
-    def target_layer(self) -> nn.Module:
-        return [m for m in self.net.modules() if isinstance(m, nn.Conv2d)][-1]
+    spec = ClassifierSpec(kind="small_cnn", path="<in memory>", input_size=size)
+    return AuditedClassifier(net.eval(), spec)
 
 
-def random_classifier(seed: int = 0) -> Logit:
-    """A seeded random-init SmallCNN in eval mode (speed benchmarks only: its maps mean nothing)."""
+def random_classifier(seed: int = 0, size: int = 64) -> AuditedClassifier:
+    """A seeded random-init SmallCNN (speed benchmarks only: its maps mean nothing)."""
     from medxgan.models.small_cnn import SmallCNN
     torch.manual_seed(seed)
-    return Logit(SmallCNN()).eval()
+    return as_classifier(SmallCNN(), size)
 
 
 def write_phantom_cohort(url: str, kind: str, n: int, *, size: int, seed: int = 0,
@@ -106,8 +104,10 @@ def phantom_tensors(kind: str, n: int, *, size: int, seed: int = 0, shortcut_rat
     return x, torch.tensor([i.label for i in imgs], dtype=torch.int64)
 
 
-def quick_classifier(x: torch.Tensor, y: torch.Tensor, *, epochs: int = 3, seed: int = 0) -> Logit:
-    """A SmallCNN trained for a few epochs (Adam + OneCycle, batch 64, flips), in eval mode.
+def quick_classifier(x: torch.Tensor, y: torch.Tensor, *, epochs: int = 3,
+                     seed: int = 0) -> AuditedClassifier:
+    """A SmallCNN trained for a few epochs (Adam + OneCycle, batch 64, flips), wrapped by
+    :func:`as_classifier` (its ``model`` is the SmallCNN).
 
     For speed benchmarks that need non-trivial maps (a random-init CNN gives all-zero
     Grad-CAM maps for ~30 % of images), not for quality tables.
@@ -131,4 +131,4 @@ def quick_classifier(x: torch.Tensor, y: torch.Tensor, *, epochs: int = 3, seed:
             loss.backward()
             opt.step()
             sched.step()
-    return Logit(net).eval()
+    return as_classifier(net, x.shape[-1])

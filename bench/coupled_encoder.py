@@ -1,7 +1,7 @@
 """Research experiment (issue #3): a generator trained *with* an encoder on real images.
 
 Question: does tying G to real images make its change G(z_a, z_p) - G(z_a, 0) the image's
-lesion? Every GAN-only variant in bench/train_gan.py learned a change at the shuffled-box
+lesion? Every GAN-only variant in bench.train_gan learned a change at the shuffled-box
 level. Here an encoder E (medxgan.models.encoder.Encoder) is trained jointly with the *local*
 generator G(z_a, z_p) = A(z_a) + M (T - A) (projection D, G 0.25 / D 0.5, d_a 100, d_p 10):
 
@@ -13,14 +13,14 @@ generator G(z_a, z_p) = A(z_a) + M (T - A) (projection D, G 0.25 / D 0.5, d_a 10
   - moment matching of E's codes to N(0, I) (``--lambda-prior``),
   - unless ``--no-gan``: the usual GAN + classifier loss on random latents.
 
-Scored like bench/train_gan.py on 100 test positives (+ 50 negatives): agreement, change
+Scored like bench.train_gan on 100 test positives (+ 50 negatives): agreement, change
 similarity, and lesion fidelity own / shuffled after the quick inversion from random latents,
 from E(x) alone, and from E(x) + 50 inversion steps.
 
-    .venv/bin/python bench/coupled_encoder.py --no-gan --sg --tag nogan_sg   # 10 min + eval
-    .venv/bin/python bench/coupled_encoder.py --sg --tag gan_sg
+    .venv/bin/python -m bench.coupled_encoder --no-gan --sg --tag nogan_sg   # 10 min + eval
+    .venv/bin/python -m bench.coupled_encoder --sg --tag gan_sg
 
-Needs the cohort and classifier bench/train_gan.py leaves in ``--work`` / ``--classifier``.
+Needs the cohort and classifier bench.train_gan leaves in ``--work`` / ``--classifier``.
 Writes bench/results/coupled_encoder_<tag>.json. Not part of the quick tests (minutes).
 """
 
@@ -36,9 +36,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import RESULTS, gan_variant, write_results  # noqa: E402
+from bench._args import classifier_flags
+from bench._common import RESULTS, gan_variant, write_results
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -52,11 +51,12 @@ def main(argv: list[str] | None = None) -> dict:
     from medxgan.models.train_gan import (GanTrainConfig, _mix, load_heldout, load_train_data,
                                           new_state)
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], parents=[classifier_flags(
+        train=False, folder=True,
+        folder_default="/tmp/medxgan-bench/clf-small_cnn2-horizontal-14",
+        folder_help="classifier folder (spec.yaml)")])
     ap.add_argument("--work", default="/tmp/medxgan-bench/train_gan/full",
-                    help="bench/train_gan.py work folder (its cohort/)")
-    ap.add_argument("--classifier", default="/tmp/medxgan-bench/clf-small_cnn2-horizontal-14",
-                    help="classifier folder (spec.yaml)")
+                    help="bench.train_gan's work folder (its cohort/)")
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--lambda-rec", type=float, default=10)
     ap.add_argument("--lambda-cf", type=float, default=2)

@@ -15,8 +15,8 @@ and reported separately (``cluster_start_s``). Every process runs torch with one
 Prefect runs on a temporary ephemeral server (prefect_test_harness, PREFECT_HOME in a temp
 folder), so no user database is touched.
 
-    .venv/bin/python bench/dask_scale.py --quick    # ~40 s on 2 CPU cores
-    .venv/bin/python bench/dask_scale.py            # 512 images, IG 50 steps: a few minutes
+    .venv/bin/python -m bench.dask_scale --quick    # ~40 s on 2 CPU cores
+    .venv/bin/python -m bench.dask_scale            # 512 images, IG 50 steps: a few minutes
 
 Writes bench/results/dask_scale.json (``--out``); the last line printed is
 ``dask_speedup_2w=<x>`` (2 workers over 1 worker, images/s).
@@ -32,10 +32,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch: workers inherit it
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # flows/, tasks/
 
-from _common import RESULTS, write_results  # noqa: E402
+from bench._common import RESULTS, write_results  # noqa: E402  (after OMP_NUM_THREADS)
 
 OUT = RESULTS / "dask_scale.json"
 
@@ -44,13 +42,13 @@ def _setup(tmp: str, args: argparse.Namespace) -> tuple[str, str]:
     """Cohort and classifier spec in ``tmp``; returns (cohort URL, spec YAML path)."""
     import torch
 
-    from _common import phantom_tensors, quick_classifier, write_phantom_cohort
+    from bench._common import phantom_tensors, quick_classifier, write_phantom_cohort
     from medxgan.models.classifier import ClassifierSpec
     cohort = f"{tmp}/cohort"
     write_phantom_cohort(cohort, "phantom-cxr", 2 * args.n + 16, size=args.size, seed=args.seed)
     x, y = phantom_tensors("phantom-cxr", 256, size=args.size, seed=args.seed + 1)
     f = quick_classifier(x, y, epochs=2, seed=args.seed)
-    torch.save(f.net.state_dict(), f"{tmp}/f.pt")
+    torch.save(f.model.state_dict(), f"{tmp}/f.pt")
     spec = ClassifierSpec(kind="small_cnn", path=f"{tmp}/f.pt", input_size=args.size)
     Path(f"{tmp}/f.yaml").write_text(spec.to_yaml())
     return cohort, f"{tmp}/f.yaml"

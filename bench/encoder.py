@@ -3,13 +3,13 @@
 For each trained medXGAN run (``--gan``, a train_gan output folder), an encoder is trained by
 latent regression on the run's best generator for ``--minutes`` (``medxgan.models.encoder``,
 one torch thread), and the *test* split's held-out set (``--n-test`` positives with boxes and
-half as many negatives, the images bench/train_gan.py scores) is inverted with the fast recipe
+half as many negatives, the images bench.train_gan scores) is inverted with the fast recipe
 (``--steps`` Adam steps) from random latents and from E(x). Printed per run: recon MSE (GAN
 space [-1, 1]) of both starts and of G(E(x)) alone, and the lesion fidelity of both (share of
 |G(z_a, z_p) - G(z_a, 0)| inside the image's own boxes / another positive's boxes).
 
-    .venv/bin/python bench/encoder.py --quick     # untrained 32 px G, seconds
-    .venv/bin/python bench/encoder.py --cohort /tmp/medxgan-bench/train_gan/full/cohort \\
+    .venv/bin/python -m bench.encoder --quick     # untrained 32 px G and classifier, seconds
+    .venv/bin/python -m bench.encoder --cohort /tmp/medxgan-bench/train_gan/full/cohort \\
         --classifier /tmp/medxgan-bench/clf-small_cnn2-horizontal-14 \\
         --gan /tmp/medxgan-bench/train_gan/full/gan/published-unconditional --minutes 3
 
@@ -25,9 +25,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import RESULTS, write_results  # noqa: E402
+from bench._args import classifier_flags
+from bench._common import RESULTS, random_classifier, write_results
 
 
 def _fidelity(G, z_a, z_p, masks) -> tuple[float, float]:
@@ -61,11 +60,11 @@ def _one(G, f, held, minutes: float, steps: int, seed: int, batch: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], parents=[classifier_flags(
+        train=False, folder=True, folder_help="classifier folder (spec.yaml)")])
     ap.add_argument("--quick", action="store_true", help="untrained 32 px generator, seconds")
     ap.add_argument("--gan", default="", help="comma-separated train_gan output folders")
     ap.add_argument("--cohort", default=None, help="cohort the runs were trained on")
-    ap.add_argument("--classifier", default=None, help="classifier folder (spec.yaml)")
     ap.add_argument("--minutes", type=float, default=3.0, help="encoder training per run")
     ap.add_argument("--steps", type=int, default=50, help="inversion Adam steps (both starts)")
     ap.add_argument("--batch", type=int, default=64, help="encoder batch (G samples per step)")
@@ -88,11 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
         masks[:4, 8:16, 8:16] = True
         held = HeldOut(x, torch.tensor([1, 1, 1, 1, 0, 0]), masks)
 
-        class MeanLogit(torch.nn.Module):
-            def forward(self, im):
-                return im.mean((1, 2, 3))
-
-        runs["untrained-32px"] = _one(G, MeanLogit(), held, 0.05, 3, 0, 16)
+        runs["untrained-32px"] = _one(G, random_classifier(0, 32), held, 0.05, 3, 0, 16)
     else:
         from medxgan.cohort.reader import Cohort
         from medxgan.models.classifier import load_classifier

@@ -1,7 +1,8 @@
 """Seconds per image of every explanation method, and medXGAN ``fast`` vs ``published-brain``.
 
 On a 64 px phantom-cxr cohort (medxgan.phantoms), with a small CNN classifier trained here for a
-few seconds (medxgan.models.small_cnn.SmallCNN, OneCycle) and the published generator
+few seconds (medxgan.models.small_cnn.SmallCNN, OneCycle; bench._common.quick_classifier, wrapped
+as the audit wraps it) and the published generator
 architecture (medxgan.models.gan.Generator, width ``--g-width``), random-init or trained for
 ``--gan-steps`` steps here (medxgan.models.train_gan). Both inversion recipes run on the same
 G, f and test positives:
@@ -10,10 +11,11 @@ G, f and test positives:
 - ``fast`` batched (50 steps, lr 0.1, best iterate, plateau stop),
 
 and the ratio of their seconds per image is the speed-up. Recon MSE is in GAN space [-1, 1];
-the flip rate is the share of images whose x_neg = G(z_a, 0) f calls negative.
+the flip rate is the share of images whose x_neg = G(z_a, 0) f calls negative. Every method is
+timed through ``medxgan.explain.explain_batch`` (what the explain stage runs per shard).
 
-    .venv/bin/python bench/explain_speed.py --quick      # < 2 min on 2 CPU cores
-    .venv/bin/python bench/explain_speed.py              # fuller run (a few minutes)
+    .venv/bin/python -m bench.explain_speed --quick      # < 2 min on 2 CPU cores
+    .venv/bin/python -m bench.explain_speed              # fuller run (a few minutes)
 
 Writes bench/results/explain_speed.json; the last line printed is
 ``medxgan_speedup=<x> recon_mse_fast=<a> recon_mse_published=<b>``.
@@ -31,27 +33,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench._args import gan_flags
+from bench._common import RESULTS, gan_variant, quick_classifier
 from medxgan import phantoms
-from medxgan.explain import METHODS, InversionConfig, invert, make_explainer
+from medxgan.explain import METHODS, InversionConfig, explain_batch, invert
 from medxgan.explain.floors import box_prior_map
 from medxgan.explain.seeding import content_seeds
 
-OUT = Path(__file__).parent / "results" / "explain_speed.json"
-
-
-class _Logit(nn.Module):
-    """SmallCNN (B, 1) logits -> (B,), with the classifier contract's target_layer()."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-        self.threshold = 0.5
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)[:, 0]
-
-    def target_layer(self) -> nn.Module:
-        return [m for m in self.net.modules() if isinstance(m, nn.Conv2d)][-1]
+OUT = RESULTS / "explain_speed.json"
 
 
 def _cohort(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list]:
@@ -63,32 +52,9 @@ def _cohort(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, l
     return x, y, boxes
 
 
-def _train_classifier(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> _Logit:
-    from medxgan.models.small_cnn import SmallCNN
-    torch.manual_seed(seed)
-    net = SmallCNN()
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    steps = epochs * ((len(x) + 63) // 64)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=max(1, steps))
-    net.train()
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for s in range(0, len(x), 64):
-            i = perm[s:s + 64]
-            xb = torch.where(torch.rand(len(i), 1, 1, 1, generator=g) < 0.5, x[i], x[i].flip(-1))
-            loss = nn.functional.binary_cross_entropy_with_logits(net(xb)[:, 0], y[i].float())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    return _Logit(net).eval()
-
-
 def _generator(args, f: nn.Module, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
-    from medxgan.models.gan import GanConfig
     from medxgan.models.train_gan import GanTrainConfig, TrainData, new_state, train_steps
-    gc = GanConfig(image_size=args.size, d_a=100, d_p=10, g_width=args.g_width, d_width=0.5)
+    gc = gan_variant("published", size=args.size, g_width=args.g_width, d_width=args.d_width)
     tc = GanTrainConfig(steps=args.gan_steps, batch=32, seed=args.seed, device="cpu")
     state = new_state(gc, tc)
     if args.gan_steps:
@@ -109,7 +75,8 @@ def _flip(G, f, z_a, z_p) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 parents=[gan_flags(variant=False, losses=False)])
     ap.add_argument("--quick", action="store_true", help="small sizes: under 2 min on 2 cores")
     ap.add_argument("--size", type=int, default=64, help="image side (px)")
     ap.add_argument("--n-train", type=int, default=None, help="classifier training images")
@@ -119,7 +86,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n-published", type=int, default=None,
                     help="images inverted with published-brain, one at a time")
     ap.add_argument("--gan-steps", type=int, default=None, help="GAN training steps (0: random G)")
-    ap.add_argument("--g-width", type=float, default=0.25, help="generator width multiplier")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT, help="JSON results path")
@@ -137,10 +103,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     x_tr, y_tr, boxes_tr = _cohort(args.n_train, args.size, args.seed)
     key = (f"s{args.size}-n{args.n_train}-e{args.epochs}-g{args.gan_steps}-w{args.g_width}"
-           f"-{args.seed}")
+           f"-{args.seed}-audited")  # -audited: f saved as AuditedClassifier (model.* keys)
     cached = args.cache / f"models-{key}.pt" if args.cache else None
     if cached is not None and cached.exists():
-        f = _train_classifier(x_tr[:1], y_tr[:1], 0, args.seed)
+        f = quick_classifier(x_tr[:1], y_tr[:1], epochs=0, seed=args.seed)
         G = _generator(argparse.Namespace(**{**vars(args), "gan_steps": 0}), f, x_tr, y_tr)
         state = torch.load(cached, map_location="cpu", weights_only=True)
         f.load_state_dict(state["f"])
@@ -148,7 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
         f.eval(), G.eval()
         t_cls = t_gan = 0.0
     else:
-        f, t_cls = _timed(lambda: _train_classifier(x_tr, y_tr, args.epochs, args.seed))
+        f, t_cls = _timed(lambda: quick_classifier(x_tr, y_tr, epochs=args.epochs,
+                                                   seed=args.seed))
     x_te, y_te, _ = _cohort(4 * args.n_explain + 64, args.size, args.seed + 1)
     with torch.no_grad():
         acc = float(((torch.sigmoid(f(x_te)) > 0.5).long() == y_te).float().mean())
@@ -168,15 +135,16 @@ def main(argv: list[str] | None = None) -> dict:
     lat = None
     for m in METHODS + ("latent_ig+inversion",):
         name = m.split("+")[0]
-        e = make_explainer(name, f, generator=G, box_prior=prior)
-        kw = {"latents": lat} if m == "latent_ig" else {}
-        out, tb = _timed(lambda: e.explain(x, **kw))
+
+        def run(images, latents=None, name=name):
+            return explain_batch(images, f, G, [name], {}, latents=latents, box_prior=prior)[name]
+        out, tb = _timed(lambda: run(x, lat if m == "latent_ig" else None))
         if m == "medxgan":
             lat = (out.extras["z_a"], out.extras["z_p"])
         n1 = args.n_single
-        k1 = [{"latents": (lat[0][i:i + 1], lat[1][i:i + 1])} if m == "latent_ig" else {}
+        k1 = [(lat[0][i:i + 1], lat[1][i:i + 1]) if m == "latent_ig" else None
               for i in range(n1)]
-        _, t1 = _timed(lambda: [e.explain(x[i:i + 1], **k1[i]) for i in range(n1)])
+        _, t1 = _timed(lambda: [run(x[i:i + 1], k1[i]) for i in range(n1)])
         methods[m] = dict(s_per_image_batched=tb / len(x), s_per_image_batch1=t1 / n1)
         print(f"{m:22s} batched {tb / len(x):8.4f} s/img   batch 1 {t1 / n1:8.4f} s/img",
               flush=True)

@@ -8,8 +8,8 @@ from random bits. This script times ``train_gan._step`` with the discriminator's
 ``nn.Dropout`` ("before") and as ``FastDropout`` ("after"), alternating rounds so both see
 the same machine load, for the published and the local generator.
 
-    .venv/bin/python bench/gan_step.py --quick     # ~30 s
-    .venv/bin/python bench/gan_step.py             # 5 rounds x 20 steps per setting
+    .venv/bin/python -m bench.gan_step --quick     # ~30 s
+    .venv/bin/python -m bench.gan_step             # 5 rounds x 20 steps per setting
 
 Prints one line per generator and last ``gan_step_speedup=<x>`` (published generator, median
 round time before / after). Writes bench/results/gan_step.json (``--out``).
@@ -26,10 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (RESULTS, gan_variant, phantom_tensors, quick_classifier,  # noqa: E402
-                     write_results)
+from bench._common import RESULTS, gan_variant, phantom_tensors, quick_classifier, write_results
 
 OUT = RESULTS / "gan_step.json"
 

@@ -9,7 +9,7 @@ patients positive with one or two boxes) in a temporary folder, then times
 in one process on the CPU, after a warm-up on two images (imports). Prints one JSON line and
 writes bench/results/ingest_speed.json.
 
-    .venv/bin/python bench/ingest_speed.py [--quick] [--n 64] [--size 256]
+    .venv/bin/python -m bench.ingest_speed [--quick] [--n 64] [--size 256]
 """
 
 from __future__ import annotations
@@ -26,12 +26,10 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from medxgan.cohort.writer import finalize_cohort, write_part  # noqa: E402
-from medxgan.ingest import rsna  # noqa: E402
-from medxgan.ingest.process import process_records  # noqa: E402
-from medxgan.storage import Store  # noqa: E402
+from medxgan.cohort.writer import finalize_cohort, write_part
+from medxgan.ingest import rsna
+from medxgan.ingest.process import process_records
+from medxgan.storage import Store
 
 
 def _dicom(path: str, img: np.ndarray) -> None:
@@ -125,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         "phantom_cxr_generate_images_per_s": round(n / (t4 - t3), 2),
         "phantom_cxr_generate_and_write_images_per_s": round(n / (t5 - t3), 2),
         "cpu_count": os.cpu_count(), "python": platform.python_version(),
-        "command": "bench/ingest_speed.py" + (" --quick" if args.quick else f" --n {n}"),
+        "command": "python -m bench.ingest_speed" + (" --quick" if args.quick else f" --n {n}"),
     }
     print(json.dumps(result))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -1,5 +1,6 @@
-"""Localisation table: every method, every localisation metric (own and shuffled boxes),
-mean and 95 % bootstrap CI, on phantom-cxr and phantom-brain, clean and shortcut classifier.
+"""Quality table: every method, every localisation metric (own and shuffled boxes) and
+deletion / insertion AUC, mean and 95 % bootstrap CI, on phantom-cxr and phantom-brain, clean
+and shortcut classifier.
 
 For each dataset (``--datasets``) and classifier variant:
 
@@ -14,13 +15,16 @@ for it (medxgan.models.train_gan.train_gan, published architecture, GanConfig g_
 d_width 0.5, d_a 100, d_p 10, ``--gan-steps``), explains ``--images`` held-out test positives
 with medxgan (difference map, default fast inversion), latent_ig (exact path sum on the same
 latents), gradcam, ig, random and box_prior (average train box), scores every localisation
-metric with its shuffled-box control (medxgan.metrics.localization.localization_scores) and
-summarises with medxgan.metrics.aggregate.summarise.
+metric with its shuffled-box control and deletion / insertion AUC exactly as the audit's explain
+and score stages do (bench._pipeline.explain_and_score: medxgan.explain.explain_batch and
+medxgan.metrics.score_batch in batches of ``--batch`` images, partners by
+medxgan.metrics.shuffle_partners over all explained images, maps in their stored float16 form)
+and summarises with medxgan.metrics.aggregate.summarise.
 
-    .venv/bin/python bench/quality.py --quick     # 32 px, tiny sizes: ~40 s, numbers meaningless
-    .venv/bin/python bench/quality.py             # 64 px, 4000 images, 1800 GAN steps: ~13 min per
+    .venv/bin/python -m bench.quality --quick     # 32 px, tiny sizes: ~40 s, numbers meaningless
+    .venv/bin/python -m bench.quality             # 64 px, 4000 images, 1800 GAN steps: ~13 min per
                                                   # dataset and classifier on 2 idle cores
-    .venv/bin/python bench/quality.py --n 2000 --epochs 8 --gan-steps 300 --images 100 \
+    .venv/bin/python -m bench.quality --n 2000 --epochs 8 --gan-steps 300 --images 100 \
         --datasets phantom-cxr --variants clean   # a medium run
 
 Writes bench/results/quality.json (``--out``); the last line printed is
@@ -35,9 +39,9 @@ blurred copy of the image) is a control: does the medXGAN baseline beat a generi
 GPU (issue #7's numbers; one process per dataset and variant, then merged):
 
     for ds in phantom-cxr phantom-brain; do for v in clean shortcut; do
-      python bench/quality.py --device cuda --datasets $ds --variants $v --gan-time-limit 150 \
+      python -m bench.quality --device cuda --datasets $ds --variants $v --gan-time-limit 150 \
           --out /tmp/q/$ds-$v.json & done; done; wait
-    python bench/quality.py --merge /tmp/q/*.json
+    python -m bench.quality --merge /tmp/q/*.json
 """
 
 from __future__ import annotations
@@ -45,14 +49,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import RESULTS, gan_variant, write_phantom_cohort, write_results  # noqa: E402
+from bench._args import classifier_flags, device_flags, gan_flags
+from bench._common import RESULTS, gan_variant, write_phantom_cohort, write_results
+from bench._pipeline import explain_and_score
 
 OUT = RESULTS / "quality.json"
 METHODS = ("medxgan", "latent_ig", "counterfactual_ig", "gradcam", "ig", "ig_blur", "random",
@@ -64,15 +67,7 @@ VARIANTS = {"clean": (0.0, True), "shortcut": (0.9, False)}  # shortcut_rate, re
 
 def _run_one(tmp: str, kind: str, variant: str, args: argparse.Namespace) -> tuple[list, dict]:
     """Cohort -> classifier -> generator -> explanations -> scores for one (dataset, variant)."""
-    import pandas as pd
-    import torch
-
     from medxgan.cohort import Cohort
-    from medxgan.explain import make_explainer
-    from medxgan.explain.floors import box_prior_map
-    from medxgan.metrics.aggregate import long_scores
-    from medxgan.metrics.localization import localization_scores
-    from medxgan.metrics.masks import boxes_to_masks
     from medxgan.models.classifier import load_classifier
     from medxgan.models.train_classifier import ClassifierTrainConfig, train_classifier
     from medxgan.models.train_gan import GanTrainConfig, load_generator, train_gan
@@ -111,37 +106,20 @@ def _run_one(tmp: str, kind: str, variant: str, args: argparse.Namespace) -> tup
     info["gan_s"] = time.perf_counter() - t
     info["gan_health"] = meta.get("health")
     info["gan_steps_done"] = meta.get("step")
-    # held-out positives with boxes, streamed (one batch of at most --images)
-    train_boxes = [b for batch in cohort.iter_batches(512, split="train", labels=[1])
-                   for b in batch.boxes]
-    hw = cohort.image_size
-    prior = box_prior_map(train_boxes, hw)
+    # held-out positives with boxes (at most --images), explained and scored as the audit does
     batch = next(cohort.iter_batches(args.images, split="test", labels=[1]))
-    keep = [i for i, b in enumerate(batch.boxes) if len(b)]
-    ids = [batch.image_ids[i] for i in keep]
-    x = batch.images[keep].to(args.device)  # (B, 1, H, W)
-    masks = boxes_to_masks([batch.boxes[i] for i in keep], *hw, image_size=hw)  # (B, H, W)
+    ids = [i for i, b in zip(batch.image_ids, batch.boxes) if len(b)]
     options = {"ig": {"n_steps": args.ig_steps}, "ig_blur": {"n_steps": args.ig_steps},
                "latent_ig": {"n_points": args.lig_points},
                "counterfactual_ig": {"n_points": args.lig_points}}
-    frames, times, latents = [], {}, None
-    for m in METHODS:
-        method, extra = ALIASES.get(m, (m, {}))
-        e = make_explainer(method, f, generator=G, box_prior=prior,
-                           config={**options.get(m, {}), **extra} or None)
-        t = time.perf_counter()
-        kw = {"latents": latents} if m in MEDXGAN_MAPS[1:] and latents is not None else {}
-        with torch.enable_grad():
-            expl = e.explain(x, ids=ids, **kw)
-        times[m] = (time.perf_counter() - t) / max(1, len(ids))
-        if m == "medxgan":
-            latents = (expl.extras["z_a"], expl.extras["z_p"])
-        scores = localization_scores(expl.maps.float().cpu(), masks, shuffle_seed=args.seed)
-        frames.append(long_scores(ids, m, scores))
+    scores, times = explain_and_score(cohort, f, G, ids, METHODS, options, seed=args.seed,
+                                      batch_size=args.batch,
+                                      faithfulness=not args.no_faithfulness, aliases=ALIASES,
+                                      device=args.device)
     info["s_per_image"] = times
-    info["device"] = str(x.device)
+    info["device"] = args.device
     info["n_explained"] = len(ids)
-    return [pd.concat(frames, ignore_index=True)], info
+    return [scores], info
 
 
 def _fmt(s, method: str, metric: str) -> str:
@@ -168,38 +146,31 @@ def _print_table(s, kind: str, variant: str, info: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 parents=[gan_flags(), classifier_flags(),
+                                          device_flags(threads=2)])
     ap.add_argument("--quick", action="store_true", help="32 px, tiny sizes (~40 s)")
     ap.add_argument("--size", type=int, default=None, help="image side (64; quick 32)")
     ap.add_argument("--n", type=int, default=None, help="cohort images (4000; quick 200)")
-    ap.add_argument("--epochs", type=int, default=None, help="classifier epochs (14; quick 1)")
     ap.add_argument("--gan-steps", type=int, default=None, help="GAN steps (1800; quick 2)")
     ap.add_argument("--gan-time-limit", type=float, default=None,
                     help="stop GAN training after this many seconds (None: all steps)")
     ap.add_argument("--images", type=int, default=None,
                     help="test positives explained (100; quick 6)")
+    ap.add_argument("--batch", type=int, default=32,
+                    help="images per explained batch (the explain flow's shard size)")
+    ap.add_argument("--no-faithfulness", action="store_true",
+                    help="skip deletion / insertion AUC (the score flow's --no-faithfulness)")
     ap.add_argument("--ig-steps", type=int, default=None, help="IG steps (50; quick 4)")
     ap.add_argument("--lig-points", type=int, default=None,
                     help="latent IG path points (101; quick 5)")
     ap.add_argument("--datasets", nargs="+", default=None,
                     help="phantom kinds (both; quick: phantom-cxr only)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--arch", default="small_cnn2", help="classifier architecture")
-    ap.add_argument("--generator", default="published", choices=["published", "local"])
-    ap.add_argument("--discriminator", default="unconditional",
-                    choices=["unconditional", "projection"])
-    ap.add_argument("--g-width", type=float, default=0.25, help="generator width multiplier")
-    ap.add_argument("--d-width", type=float, default=0.5, help="discriminator width multiplier")
-    ap.add_argument("--lambda-d-cls", type=float, default=0.0,
-                    help="projection D: BCE weight of its class term on real images")
-    ap.add_argument("--lambda-min-change", type=float, default=0.0,
-                    help="minimal-change penalty weight")
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--merge", nargs="+", type=Path, default=None,
                     help="combine result JSONs of runs made separately (e.g. one process per "
                          "dataset and variant), print the tables and write --out")
     ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT, help="JSON results path")
     args = ap.parse_args(argv)

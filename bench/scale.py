@@ -5,13 +5,14 @@ subprocess** renders 32 px phantom-cxr images (medxgan.phantoms), writes them as
 (medxgan.cohort.CohortWriter, parts of 512), then streams the cohort back batch by batch
 (Cohort.iter_batches), explains every image with Grad-CAM (the
 classifier is a SmallCNN trained for a few epochs in the parent on the smallest size's
-images and loaded by every child) and scores every localisation metric, own and shuffled
-(medxgan.metrics.localization.localization_scores on masks.boxes_to_masks). Only running sums
+images and loaded by every child) and scores every localisation metric, own and shuffled, as
+the audit does (medxgan.explain.explain_batch, medxgan.metrics.score_batch without faithfulness,
+partners by medxgan.metrics.shuffle_partners over the whole cohort). Only running sums
 of the scores are kept, never the maps of more than one batch. The child reports its wall time
 per stage and its peak RSS (VmHWM), so memory is measured per size.
 
-    .venv/bin/python bench/scale.py --quick     # ~20 s on 2 CPU cores
-    .venv/bin/python bench/scale.py             # 1k, 4k, 16k: a few minutes
+    .venv/bin/python -m bench.scale --quick     # ~20 s on 2 CPU cores
+    .venv/bin/python -m bench.scale             # 1k, 4k, 16k: a few minutes
 
 Writes bench/results/scale.json (``--out``); the last line printed is
 ``time_ratio_16k_1k=<t> rss_ratio_16k_1k=<m>`` (largest over smallest size; targets:
@@ -28,9 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import RESULTS, write_results  # noqa: E402
+from bench._common import RESULTS, write_results
 
 OUT = RESULTS / "scale.json"
 FULL = (1000, 4000, 16000)
@@ -43,10 +42,10 @@ def _child(n: int, size: int, batch: int, threads: int, seed: int, weights: str)
 
     import torch
 
-    from _common import Logit, peak_rss_mib, write_phantom_cohort
+    from bench._common import peak_rss_mib, random_classifier, write_phantom_cohort
     from medxgan.cohort import Cohort
-    from medxgan.explain import make_explainer
-    from medxgan.metrics.localization import localization_scores
+    from medxgan.explain import explain_batch
+    from medxgan.metrics import partner_masks, score_batch, shuffle_partners
     from medxgan.metrics.masks import boxes_to_masks
 
     torch.set_num_threads(threads)
@@ -56,22 +55,27 @@ def _child(n: int, size: int, batch: int, threads: int, seed: int, weights: str)
         write_phantom_cohort(f"{tmp}/cohort", "phantom-cxr", n, size=size, seed=seed)
         t1 = time.perf_counter()
         rss_ingest = peak_rss_mib()
-        from medxgan.models.small_cnn import SmallCNN
-        f = Logit(SmallCNN())
-        f.load_state_dict(torch.load(weights, map_location="cpu"))
-        f.eval()
-        gradcam = make_explainer("gradcam", f)
+        f = random_classifier(seed, size)
+        f.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        cohort = Cohort(f"{tmp}/cohort")
+        boxes = cohort.boxes_by_id()
+        partners = shuffle_partners(cohort.index()["image_id"].to_pylist(), boxes, seed)
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         n_seen = t_explain = t_metrics = 0.0
-        for k, b in enumerate(Cohort(f"{tmp}/cohort").iter_batches(batch)):
+        for b in cohort.iter_batches(batch):
             s = time.perf_counter()
-            maps = gradcam.explain(b.images).maps  # (B, H, W)
+            maps = explain_batch(b.images, f, None, ["gradcam"], {},
+                                 ids=b.image_ids)["gradcam"].maps  # (B, H, W)
             s2 = time.perf_counter()
-            masks = boxes_to_masks(b.boxes, *maps.shape[-2:], image_size=b.images.shape[-2:])
-            scores = localization_scores(maps, masks, shuffle_seed=seed + k)
-            for name, v in scores.items():
-                ok = torch.isfinite(v)
+            H, W = maps.shape[-2:]
+            hw = tuple(b.images.shape[-2:])
+            masks = boxes_to_masks(b.boxes, H, W, image_size=hw)
+            others = partner_masks(b.image_ids, partners, boxes, H, W, hw)
+            scores = score_batch(maps, masks, others, f, b.images, {"faithfulness": False},
+                                 method="gradcam", ids=b.image_ids)
+            for name, v in scores.groupby("metric", sort=False)["value"]:
+                ok = v.notna()
                 sums[name] = sums.get(name, 0.0) + float(v[ok].sum())
                 counts[name] = counts.get(name, 0) + int(ok.sum())
             t_explain += s2 - s
@@ -87,9 +91,11 @@ def _child(n: int, size: int, batch: int, threads: int, seed: int, weights: str)
 
 
 def _run_size(n: int, args: argparse.Namespace, weights: str) -> dict:
-    cmd = [sys.executable, __file__, "--_child", str(n), "--weights", weights, "--size", str(args.size),
+    cmd = [sys.executable, "-m", "bench.scale", "--_child", str(n), "--weights", weights,
+           "--size", str(args.size),
            "--batch", str(args.batch), "--threads", str(args.threads), "--seed", str(args.seed)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])  # the repository root
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -116,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.epochs = 1 if args.quick else 3
     import torch
 
-    from _common import phantom_tensors, quick_classifier
+    from bench._common import phantom_tensors, quick_classifier
     torch.set_num_threads(args.threads)
     t = time.perf_counter()
     x, y = phantom_tensors("phantom-cxr", sizes[0], size=args.size, seed=args.seed + 1)
@@ -127,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"({time.perf_counter() - t:.1f} s, train accuracy {acc:.2f})")
     tmp = tempfile.TemporaryDirectory(prefix="scale-w-")
     weights = f"{tmp.name}/f.pt"
-    torch.save(f.state_dict(), weights)
+    torch.save(f.model.state_dict(), weights)
     rows = []
     print(f"{'images':>7} {'ingest s':>9} {'explain s':>9} {'metrics s':>9} {'total s':>8} "
           f"{'img/s':>7} {'peak RSS MiB':>12}")

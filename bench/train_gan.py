@@ -19,10 +19,11 @@ fidelity) is scored on the *test* split:
 - lesion fidelity: share of |x_pos - x_neg| inside the image's own boxes, and inside another
   positive's boxes (control),
 
-next to the relevance mass of Grad-CAM and IG (medxgan.explain) on the same test positives.
+next to the relevance mass of Grad-CAM and IG (own and shuffled boxes) on the same test
+positives, explained and scored as the audit does (bench._pipeline.explain_and_score).
 
-    .venv/bin/python bench/train_gan.py --quick          # ~3 min smoke run
-    .venv/bin/python bench/train_gan.py                  # 4 x 10 min + classifier, 2 CPU cores
+    .venv/bin/python -m bench.train_gan --quick          # ~3 min smoke run
+    .venv/bin/python -m bench.train_gan                  # 4 x 10 min + classifier, 2 CPU cores
 
 Writes bench/results/train_gan.json (``--out``) and prints one table row per variant.
 """
@@ -40,9 +41,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import gan_variant  # noqa: E402
+from bench._args import classifier_flags, device_flags, gan_flags
+from bench._common import gan_variant
+from bench._pipeline import explain_and_score
 
 VARIANTS = {
     "published-unconditional": dict(generator="published", discriminator="unconditional"),
@@ -69,27 +70,32 @@ def _cohort(url: str, n: int, size: int, seed: int) -> str:
     return url
 
 
-def _baselines(f, held) -> dict:
-    """Relevance mass of Grad-CAM and IG (positive part) on the held-out positives."""
-    from medxgan.explain import make_explainer
-    from medxgan.metrics.localization import relevance_mass
-
-    sel = (held.labels == 1) & held.masks.flatten(1).any(1)
-    x, m = held.images[sel], held.masks[sel]
+def _baselines(f, cohort, n: int, device: str) -> dict:
+    """Relevance mass of Grad-CAM and IG, own and shuffled boxes (the audit's run-wide
+    partners), on the first ``n`` test positives with boxes (the ones ``load_heldout`` takes)."""
+    ids: list[str] = []
+    for b in cohort.iter_batches(256, split="test", labels=[1]):
+        ids += [i for i, bx in zip(b.image_ids, b.boxes) if len(bx)]
+        if len(ids) >= n:
+            break
     out = {}
     for method in ("gradcam", "ig"):
         try:
-            maps = make_explainer(method, f).explain(x).maps
-            own = relevance_mass(maps, m)
-            sh = relevance_mass(maps, torch.roll(m, 1, 0))
-            out[method] = {"mass": float(own.nanmean()), "mass_shuffled": float(sh.nanmean())}
+            s, _ = explain_and_score(cohort, f, None, ids[:n], [method], faithfulness=False,
+                                     device=device)
+            mean = s.groupby("metric")["value"].mean()
+            out[method] = {"mass": float(mean["relevance_mass"]),
+                           "mass_shuffled": float(mean["relevance_mass_shuffled"])}
         except Exception as exc:  # noqa: BLE001 - the baseline is context, not the subject
             out[method] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], parents=[
+        gan_flags(variant=False), device_flags(threads=1), classifier_flags(
+            folder=True, folder_help="folder of an already trained classifier "
+                                     "(train_classifier output)")])
     ap.add_argument("--quick", action="store_true", help="small cohort, 30 s per variant")
     ap.add_argument("--work", default="/tmp/medxgan-bench/train_gan", help="store folder")
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/"
@@ -97,24 +103,13 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=None, help="training minutes per variant")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     ap.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints")
-    ap.add_argument("--lambda-min-change", type=float, default=0.0, help="minimal-change weight")
     ap.add_argument("--lambda-mask", type=float, default=1.0, help="local mask-size prior weight")
-    ap.add_argument("--lambda-d-cls", type=float, default=0.0,
-                    help="projection D: weight of its class term's BCE on real images")
     ap.add_argument("--cls-shift-px", type=float, default=0.0,
                     help="classifier loss on randomly shifted generated images (px)")
     ap.add_argument("--cls-noise", type=float, default=0.0,
                     help="classifier loss on generated images plus N(0, s^2) noise")
-    ap.add_argument("--g-width", type=float, default=0.25, help="generator width multiplier")
-    ap.add_argument("--d-width", type=float, default=0.5, help="discriminator width multiplier")
     ap.add_argument("--batch", type=int, default=32, help="GAN batch")
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                    help="training and evaluation device (cuda: bf16 autocast)")
     ap.add_argument("--local-frame", type=int, default=6, help="local: border px without residual")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads")
-    ap.add_argument("--arch", default="small_cnn2", help="baseline classifier architecture")
-    ap.add_argument("--classifier", default=None,
-                    help="folder of an already trained classifier (train_classifier output)")
     ap.add_argument("--n-test", type=int, default=100, help="test positives scored")
     ap.add_argument("--health-heldout", type=int, default=24,
                     help="val positives inverted at each checkpoint (and half as many negatives)")
@@ -144,7 +139,8 @@ def main() -> None:
         clf_metrics = Store(clf_url).read_json("metrics.json")
     else:
         clf_metrics = train_classifier(cohort_url, clf_url, ClassifierTrainConfig(
-            arch=args.arch, epochs=2 if args.quick else 14, batch=64, max_lr=2e-3,
+            arch=args.arch, epochs=args.epochs or (2 if args.quick else 14), batch=64,
+            max_lr=2e-3,
             flips="horizontal", device="cpu"))
     print(f"classifier test {clf_metrics['test']}  ({clf_metrics['train_seconds']} s)", flush=True)
     f = load_classifier(f"{clf_url}/spec.yaml").to(args.device)
@@ -155,7 +151,8 @@ def main() -> None:
                "minutes_per_variant": minutes, "cohort": cohort.manifest["counts"],
                "classifier": {k: clf_metrics.get(k)
                               for k in ("arch", "val", "test", "train_seconds", "config")},
-               "baselines_test": _baselines(f, held_test), "variants": {}}
+               "baselines_test": _baselines(f, cohort, args.n_test, args.device),
+               "variants": {}}
     print("baselines", json.dumps(results["baselines_test"]), flush=True)
 
     for name in args.variants.split(","):

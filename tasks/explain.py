@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from medxgan.methods import GAN_METHODS
+from medxgan.catalogue import GAN_METHODS
 from medxgan.storage import Store
 
 
@@ -44,16 +44,12 @@ def plan_ids(cohort_url: str, split: str | None, labels: list[int] | None,
 @functools.lru_cache(maxsize=4)
 def _box_prior(cohort_url: str, size: tuple[int, int]):
     from medxgan.cohort.reader import Cohort
-    from medxgan.explain.floors import box_prior_map
+    from medxgan.explain.batch import train_box_prior
 
     c = Cohort(cohort_url)
     t = c.index()
-    train = set(t.filter(pc.equal(t["split"], "train"))["image_id"].to_pylist())
-    boxes = [b for i, b in c.boxes_by_id().items() if i in train]
-    if not boxes:  # no boxed training images: fall back to every boxed image
-        boxes = list(c.boxes_by_id().values())
-    image_size = c.image_size or size
-    return box_prior_map(boxes, image_size, size)
+    train = t.filter(pc.equal(t["split"], "train"))["image_id"].to_pylist()
+    return train_box_prior(c.boxes_by_id(), train, c.image_size or size, size)
 
 
 @task(name="explain-shard", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
@@ -63,24 +59,24 @@ def explain_shard(run_url: str, cohort_url: str, spec: str, gan_url: str | None,
                   options: dict[str, dict[str, Any]]) -> dict:
     """Explain the images ``ids`` with every method not yet written for this shard.
 
+    Store I/O around one ``medxgan.explain.explain_batch`` call: read the images (and the
+    stored medxgan latents when medxgan itself is not rerun), write each method's part as soon
+    as it is done.
+
     Returns: ``{"shard", "written": [methods], "skipped": [methods]}``.
     """
-    import torch
-
     from medxgan.cohort.reader import Cohort
-    from medxgan.explain.base import make_explainer
+    from medxgan.explain.batch import explain_batch, method_order
     from medxgan.explain.serialize import explanation_table, read_latents
     from tasks.common import classifier, generator
 
     store = Store(run_url)
-    order = sorted(methods, key=lambda m: (m != "medxgan", m))  # medxgan first: latents reused
+    order = method_order(methods)  # medxgan first: latents reused
     todo = [m for m in order if not store.exists(part_key("explanations", m, shard))]
     skipped = [m for m in order if m not in todo]
     if not todo:
         return {"shard": shard, "written": [], "skipped": skipped}
-    f = classifier(spec)
-    batch = Cohort(cohort_url).load(ids)
-    x = batch.images
+    x = Cohort(cohort_url).load(ids).images
     G = None
     if any(m in GAN_METHODS for m in todo):
         if not gan_url:
@@ -91,14 +87,11 @@ def explain_shard(run_url: str, cohort_url: str, spec: str, gan_url: str | None,
             m in GAN_METHODS and m != "medxgan" for m in todo):
         _, z_a, z_p = read_latents(store.read_parquet(part_key("explanations", "medxgan", shard)))
         latents = (z_a, z_p)
-    for m in todo:
-        prior = _box_prior(cohort_url, tuple(x.shape[-2:])) if m == "box_prior" else None
-        cfg = dict(options.get(m, {}))
-        explainer = make_explainer(m, f, generator=G, box_prior=prior, config=cfg or None)
-        kwargs = {"latents": latents} if m in GAN_METHODS and latents is not None else {}
-        with torch.enable_grad():
-            expl = explainer.explain(x, ids=ids, **kwargs)
-        if m == "medxgan":
-            latents = (expl.extras["z_a"], expl.extras["z_p"])
+    prior = _box_prior(cohort_url, tuple(x.shape[-2:])) if "box_prior" in todo else None
+
+    def write(m: str, expl) -> None:
         store.write_parquet(part_key("explanations", m, shard), explanation_table(ids, expl, m))
+
+    explain_batch(x, classifier(spec), G, todo, options, ids=ids, latents=latents,
+                  box_prior=prior, on_result=write)
     return {"shard": shard, "written": todo, "skipped": skipped}

@@ -9,42 +9,35 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from medxgan.storage import Store
-from tasks.explain import GAN_METHODS, part_key
-
-_EMPTY = np.zeros((0, 4), np.float32)
+from tasks.explain import part_key
 
 
 def shuffle_partners(cohort_url: str, ids: list[str], seed: int) -> dict[str, str]:
     """For the ``<metric>_shuffled`` control: each explained image with boxes gets another
-    such image's id (a seeded derangement over all of them, across shards)."""
+    such image's id (``medxgan.metrics.shuffle_partners`` over the run's ids, across shards)."""
     from medxgan.cohort.reader import Cohort
-    from medxgan.metrics.localization import derangement
+    from medxgan.metrics.controls import shuffle_partners as partners_of
 
-    boxes = Cohort(cohort_url).boxes_by_id()
-    boxed = sorted(i for i in set(ids) if len(boxes.get(i, _EMPTY)))
-    if len(boxed) < 2:
-        return {}
-    d = derangement(len(boxed), seed=seed).tolist()
-    return {boxed[i]: boxed[j] for i, j in enumerate(d)}
+    return partners_of(ids, Cohort(cohort_url).boxes_by_id(), seed)
 
 
 @task(name="score-part", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def score_part(run_url: str, cohort_url: str, spec: str, method: str, shard: int,
                partners: dict[str, str], options: dict[str, Any]) -> str:
-    """Score one explanation part; returns the scores part key."""
-    import torch
+    """Score one explanation part; returns the scores part key.
 
+    Store I/O around one ``medxgan.metrics.score_batch`` call: read the part's maps, the
+    images and boxes, write the long-form scores part.
+    """
     from medxgan.cohort.reader import Cohort
-    from medxgan.explain.serialize import read_maps
-    from medxgan.metrics.aggregate import long_scores, to_table, SCORES
-    from medxgan.metrics.faithfulness import deletion_auc, insertion_auc
-    from medxgan.metrics.localization import localization_scores
+    from medxgan.metrics.aggregate import SCORES, to_table
+    from medxgan.metrics.batch import score_batch, scoring_inputs
+    from medxgan.metrics.controls import partner_masks
     from medxgan.metrics.masks import boxes_to_masks
     from tasks.common import classifier
 
@@ -52,50 +45,18 @@ def score_part(run_url: str, cohort_url: str, spec: str, method: str, shard: int
     out = part_key("scores", method, shard)
     if store.exists(out):
         return out
-    table = store.read_parquet(part_key("explanations", method, shard))
-    ids, maps = read_maps(table)
+    ids, maps, extras = scoring_inputs(store.read_parquet(part_key("explanations", method, shard)))
     cohort = Cohort(cohort_url)
     batch = cohort.load(ids)
     H, W = maps.shape[1:]
     size = tuple(batch.images.shape[-2:])
     masks = boxes_to_masks(batch.boxes, H, W, size)
-    boxes = cohort.boxes_by_id()
-    partner = [boxes.get(partners[i], _EMPTY) if i in partners else _EMPTY for i in ids]
-    values: dict[str, Any] = dict(localization_scores(maps, masks))
-    shuffled = localization_scores(maps, boxes_to_masks(partner, H, W, size))
-    values.update({f"{k}_shuffled": v for k, v in shuffled.items()})
-    if options.get("faithfulness", True):
-        f = classifier(spec)
-        with torch.no_grad():
-            values["deletion_auc"] = deletion_auc(f, batch.images, maps)
-            values["insertion_auc"] = insertion_auc(f, batch.images, maps)
-    if options.get("robustness", False) and method not in GAN_METHODS:
-        values["noise_stability"] = _noise_stability(method, spec, batch.images, ids, options)
-    if method == "medxgan":
-        for col in ("recon_mse", "counterfactual_flip"):
-            if col in table.column_names:
-                values[col] = torch.tensor(table.column(col).to_numpy(), dtype=torch.float64)
-    df = long_scores(ids, method, values)
+    others = partner_masks(ids, partners, cohort.boxes_by_id(), H, W, size)
+    needs_f = options.get("faithfulness", True) or options.get("robustness", False)
+    df = score_batch(maps, masks, others, classifier(spec) if needs_f else None, batch.images,
+                     options, method=method, ids=ids, extras=extras)
     store.write_parquet(out, to_table(df, SCORES))
     return out
-
-
-def _noise_stability(method: str, spec: str, images, ids: list[str], options: dict) -> Any:
-    import torch
-
-    from medxgan.explain.base import make_explainer
-    from medxgan.metrics.robustness import noise_stability
-    from tasks.common import classifier
-
-    cfg = options.get("method_options", {}).get(method) or None
-    ex = make_explainer(method, classifier(spec), config=cfg) if method != "box_prior" else None
-    if ex is None:
-        return torch.full((len(ids),), float("nan"), dtype=torch.float64)
-
-    def fn(x):
-        with torch.enable_grad():
-            return ex.explain(x, ids=ids).maps
-    return noise_stability(fn, images, k=4, sigma=0.05, seed=options.get("seed", 0))
 
 
 @task(name="aggregate-scores", cache_policy=NO_CACHE)

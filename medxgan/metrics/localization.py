@@ -37,8 +37,9 @@ constant map, any tie touching the mask, and an empty mask (NaN written into a b
 as hits; its RelevanceMassAccuracy divides by the signed sum; its RelevanceRankAccuracy
 breaks ties by sort order. Where those cases do not arise the values agree to 1e-15.
 
-``shuffled_masks`` builds the image-specificity control ``<metric>_shuffled``: each map
-scored against another image's mask (a seeded derangement).
+``shuffled_masks`` (and ``localization_scores(shuffle_seed=...)``) derange masks *within one
+batch*. The score stage and the benchmarks do not use it: their ``<metric>_shuffled`` control
+pairs images run-wide (``medxgan.metrics.controls.shuffle_partners``), independent of batches.
 """
 
 from __future__ import annotations

@@ -96,3 +96,13 @@ def test_blur_preserves_constants_and_smooths():
     d[0, 0, 8, 8] = 1.0
     b = gaussian_blur(d, 2.0)
     assert b.max() < 0.1 and b.sum().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_one_blur_for_faithfulness_and_the_ig_baseline():
+    import medxgan.explain.ig as ig
+    import medxgan.metrics.faithfulness as fa
+
+    assert ig.gaussian_blur is fa.gaussian_blur
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ig.baseline_images(x, "blur", 2.1), fa.gaussian_blur(x, 2.1),
+                               rtol=0, atol=0)
