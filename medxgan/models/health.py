@@ -110,19 +110,27 @@ def inversion_health(G: nn.Module, f: nn.Module, held: HeldOut, steps: int = 50,
     return out
 
 
-def lesion_fidelity(change: torch.Tensor, masks: torch.Tensor) -> tuple[float, float]:
+def lesion_fidelity(change: torch.Tensor, masks: torch.Tensor, *, seed: int = 0
+                    ) -> tuple[float, float]:
     """Mean share of |change| inside each image's own boxes and inside another positive's.
 
     Args:
         change: (P, S, S) changes |x_pos - x_neg| of P >= 2 positives (any sign: abs taken).
         masks: (P, S, S) bool lesion masks of the same images.
+        seed: seed of the partner derangement.
     Returns:
-        (own, shuffled): the control rolls the masks by one image (a cyclic shift).
+        (own, shuffled): the control scores each change against its partner's masks, the
+        seeded derangement of the score stage's ``<metric>_shuffled`` control
+        (``medxgan.metrics.localization.derangement``, as ``shuffle_partners`` uses it).
     """
+    from medxgan.metrics.localization import derangement
+
     d, m = change.abs(), masks.to(change.dtype)
     total = d.flatten(1).sum(1).clamp_min(1e-12)                       # (P,)
     own = (d * m).flatten(1).sum(1) / total
-    shuffled = (d * torch.roll(m, 1, 0)).flatten(1).sum(1) / total
+    partner = derangement(m.shape[0], seed=seed).to(m.device) if m.shape[0] > 1 else None
+    other = m[partner] if partner is not None else torch.zeros_like(m)  # (P, S, S)
+    shuffled = (d * other).flatten(1).sum(1) / total
     return float(own.mean()), float(shuffled.mean())
 
 
