@@ -1,4 +1,4 @@
-"""The cohort format: PNG-in-Parquet images, boxes, quarantine, manifest (DESIGN.md)."""
+"""The cohort format: PNG-in-Parquet images, boxes, quarantine, manifest (docs/design.md)."""
 
 from medxgan.cohort.reader import Cohort, CohortBatch
 from medxgan.cohort.writer import Box, CohortImage, CohortWriter

@@ -1,4 +1,4 @@
-"""Arrow schemas of the cohort format (DESIGN.md, "Data contracts"). Other tools read these.
+"""Arrow schemas of the cohort format (docs/design.md, "Data contracts"). Other tools read these.
 
 Layout under a cohort URL::
 

@@ -11,7 +11,7 @@ x_0 = x_neg to x_{n-1} = x_pos. With g_i = grad_x f(x_i) (f's positive-class **l
 - ``exact`` (default): map = sum_{i=1}^{n-1} gbar_i ⊙ (x_i - x_{i-1}), a Riemann sum of the
   line integral of grad f along the path, so completeness holds up to discretisation error:
   sum(map) ≈ f(x_pos) - f(x_neg), in logit units. ``rule="right"``: gbar_i = g_i (as written
-  in DESIGN.md); ``rule="trapezoid"`` (default): gbar_i = (g_i + g_{i-1}) / 2, same cost, error
+  in docs/design.md); ``rule="trapezoid"`` (default): gbar_i = (g_i + g_{i-1}) / 2, same cost, error
   O(1/n^2) instead of O(1/n) (tiny-model test: completeness error 1e-7 vs 8e-4 logits at n=101).
 - ``published``: map = (x_pos - x_neg) ⊙ mean_i g_i (the published code; no completeness).
 

@@ -1,6 +1,6 @@
 """Aggregation of per-image scores: long-form table, bootstrap summary, paired comparisons.
 
-Tables (column names and dtypes as in DESIGN.md; Arrow schemas exported below):
+Tables (column names and dtypes as in docs/design.md; Arrow schemas exported below):
 
 - scores (``SCORES``): ``image_id, method, metric, value`` (float64, NaN = undefined).
 - summary (``SUMMARY``): ``method, metric, mean, ci_low, ci_high, n``: mean over images

@@ -1,4 +1,4 @@
-"""Cohort writer/reader: the DESIGN.md contract, streaming, splits, idempotent rewrites."""
+"""Cohort writer/reader: the docs/design.md contract, streaming, splits, idempotent rewrites."""
 
 from __future__ import annotations
 
