@@ -153,6 +153,8 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
                                 "metrics": {k: res["metrics"].get(k) for k in ("val", "test")}}
     clf_hash = classifier_hash(spec)
     stages["classifier"]["hash"] = clf_hash
+    from tasks.check import check_classifier_task  # one line, before any work, if unfit
+    check_classifier_task(cohort["url"], spec, cfg.explain.split or None)
 
     gan_url, gan_hash = None, None
     if any(m in GAN_METHODS for m in cfg.explain.methods):

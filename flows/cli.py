@@ -132,6 +132,15 @@ def _cmd_audit(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check_classifier(a: argparse.Namespace) -> int:
+    from medxgan.models.check import check_classifier, format_check
+
+    r = check_classifier(a.spec, a.cohort, a.split or None, batch_size=a.batch_size,
+                         max_images=a.max_images)
+    print("\n".join(format_check(r)))
+    return 0
+
+
 def _cmd_demo(a: argparse.Namespace) -> int:
     import time
 
@@ -235,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="audit YAML (see configs/)")
     _runner_args(p)
     p.set_defaults(handler=_cmd_audit)
+
+    p = sub.add_parser("check-classifier", help="check a classifier spec on a cohort split: "
+                       "outputs, AUROC, calibration, speed, Grad-CAM layer")
+    p.add_argument("--spec", required=True, help="ClassifierSpec YAML path or URL")
+    p.add_argument("--cohort", required=True, help="cohort URL")
+    p.add_argument("--split", default="test", help="split to run ('' for all)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-images", type=int, help="stop after this many images")
+    p.set_defaults(handler=_cmd_check_classifier)
 
     p = sub.add_parser("demo", help="audit a clean and a shortcut classifier on phantoms")
     p.add_argument("--store", default=field_default(Settings, "store"))

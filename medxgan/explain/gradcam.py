@@ -5,7 +5,8 @@ Localization", ICCV 2017.
 
 map = upsample(ReLU(sum_k w_k A_k)), w_k = mean over the layer's positions of d logit / d A_k,
 for the target layer's activations A (B, K, h, w): the config's ``layer`` (a name from
-``f.named_modules()``), else ``f.target_layer()``, else the last ``nn.Conv2d`` of f.
+``f.named_modules()`` or, as the classifier spec's ``target_layer``, from the wrapped
+network's), else ``f.target_layer()``, else the last ``nn.Conv2d`` of f.
 Maps (B, H, W) are in logit-gradient × activation units (not normalised).
 """
 
@@ -24,9 +25,17 @@ from medxgan.explain.base import Explainer, Explanation
 
 
 def find_target_layer(f: nn.Module, name: str | None = None) -> nn.Module:
-    """The Grad-CAM layer: named, else ``f.target_layer()``, else the last ``nn.Conv2d``."""
+    """The Grad-CAM layer: named, else ``f.target_layer()``, else the last ``nn.Conv2d``.
+
+    A name is looked up in ``f.named_modules()`` (``model.features.9`` for an
+    :class:`~medxgan.models.classifier.AuditedClassifier`) and, failing that, in the wrapped
+    network's own naming, the one the classifier spec's ``target_layer`` uses
+    (``features.9``)."""
     if name is not None:
         modules = dict(f.named_modules())
+        inner = getattr(f, "model", None)
+        if name not in modules and isinstance(inner, nn.Module):
+            modules = dict(inner.named_modules())
         if name not in modules:
             raise ValueError(f"no layer {name!r} in the classifier")
         return modules[name]
