@@ -17,11 +17,19 @@ from dataclasses import dataclass
 from typing import Literal
 
 MethodFamily = Literal["gradient", "perturbation", "generator", "floor"]
-MetricFamily = Literal["localisation", "faithfulness", "robustness", "generator"]
+MetricFamily = Literal["localisation", "faithfulness", "robustness", "generator", "intervention"]
 SourceKind = Literal["phantom", "file"]
 
 SHUFFLED_SUFFIX = "_shuffled"  # <metric>_shuffled: the same map against another positive's boxes
 GAP_SUFFIX = "-shuffled_gap"  # comparisons.parquet: <metric>-shuffled_gap = own - shuffled
+
+# The ``method`` value of the intervention evidence rows of ``scores.parquet`` (``ablation_drop``,
+# ``ablation_drop_shuffled``, ``ablation_flip``, ``retention``: f's probability with the boxes
+# infilled, ``medxgan.metrics.ablation``). Not an explanation method, so not in METHOD_CATALOGUE
+# (not configurable, no explainer); the report orders it after the floors and labels it
+# INTERVENTION_LABEL.
+INTERVENTION = "intervention"
+INTERVENTION_LABEL = "intervention (boxes infilled)"
 
 
 @dataclass(frozen=True)
@@ -61,9 +69,12 @@ class Metric:
         label: human name for reports.
         higher_is_better: the direction used by the history's regression check.
         family: ``localisation`` (map vs boxes), ``faithfulness`` (map vs f's behaviour),
-            ``robustness``, ``generator`` (medXGAN's own checks).
-        shuffled_control: the metric also appears as ``<name>_shuffled`` (the same map against
-            another positive's boxes; see ``medxgan.metrics.shuffle_partners``).
+            ``robustness``, ``generator`` (medXGAN's own checks), ``intervention`` (f's
+            probability with the boxes infilled; rows with method ``INTERVENTION``).
+        shuffled_control: the metric also appears as ``<name>_shuffled`` (the same map, or the
+            same intervention, against another positive's boxes; see
+            ``medxgan.metrics.shuffle_partners``). Not only localisation metrics have one:
+            ``ablation_drop`` does too.
     """
 
     name: str
@@ -108,6 +119,10 @@ METRIC_CATALOGUE: tuple[Metric, ...] = (
     Metric("recon_mse", "reconstruction MSE", False, "generator"),
     Metric("counterfactual_flip", "counterfactual flip rate", True, "generator"),
     Metric("counterfactual_similarity", "counterfactual similarity", False, "generator"),
+    # intervention evidence (method INTERVENTION): ablation_drop_shuffled is ablation_drop's control
+    Metric("ablation_drop", "ablation drop", True, "intervention", True),
+    Metric("ablation_flip", "ablation flip rate", True, "intervention"),
+    Metric("retention", "retention (only the boxes kept)", True, "intervention"),
 )
 
 SOURCE_CATALOGUE: tuple[Source, ...] = (
@@ -131,6 +146,8 @@ METRICS: tuple[str, ...] = tuple(m.name for m in METRIC_CATALOGUE)
 LOCALISATION_METRICS: tuple[str, ...] = tuple(
     m.name for m in METRIC_CATALOGUE if m.family == "localisation")
 SHUFFLED_METRICS: tuple[str, ...] = tuple(m.name for m in METRIC_CATALOGUE if m.shuffled_control)
+INTERVENTION_METRICS: tuple[str, ...] = tuple(
+    m.name for m in METRIC_CATALOGUE if m.family == "intervention")
 
 SOURCES: tuple[str, ...] = tuple(s.name for s in SOURCE_CATALOGUE)
 PHANTOM_SOURCES: tuple[str, ...] = tuple(s.name for s in SOURCE_CATALOGUE if s.kind == "phantom")
@@ -170,7 +187,10 @@ def is_shuffled(name: str) -> bool:
 
 
 def method_label(name: str) -> str:
-    """Human name of a method (unknown names are returned as given; escape before HTML)."""
+    """Human name of a method (unknown names are returned as given; escape before HTML);
+    ``INTERVENTION`` gets ``INTERVENTION_LABEL``."""
+    if name == INTERVENTION:
+        return INTERVENTION_LABEL
     m = _METHOD_BY_NAME.get(name)
     return m.label if m else name
 
@@ -193,7 +213,8 @@ def higher_is_better(name: str) -> bool | None:
 
 
 def order_methods(methods) -> list[str]:
-    """Known methods in catalogue order (floors last), then unknown ones sorted."""
+    """Known methods in catalogue order (floors last), then ``INTERVENTION``, then unknown ones
+    sorted."""
     ms = set(methods)
-    known = [m for m in METHODS if m in ms]
+    known = [m for m in (*METHODS, INTERVENTION) if m in ms]
     return known + sorted(ms - set(known))

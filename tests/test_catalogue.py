@@ -21,7 +21,9 @@ def test_names_are_unique_and_derived_lists_agree():
     assert set(cat.GRADIENT_BASELINES) <= set(cat.BASELINES)
     assert not set(cat.BASELINES) & (set(cat.FLOORS) | set(cat.GAN_METHODS))
     assert cat.METHODS[-len(cat.FLOORS):] == cat.FLOORS  # report order: floors last
-    assert set(cat.SHUFFLED_METRICS) <= set(cat.LOCALISATION_METRICS)
+    # a shuffled-box control exists for every localisation metric and for the intervention drop
+    assert set(cat.SHUFFLED_METRICS) <= set(cat.LOCALISATION_METRICS) | set(cat.INTERVENTION_METRICS)
+    assert set(cat.LOCALISATION_METRICS) <= set(cat.SHUFFLED_METRICS)
 
 
 def test_every_label_is_unique():
@@ -81,3 +83,42 @@ def test_catalogue_and_report_text_do_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"imported: {out.stdout.strip()}"
+
+
+def test_intervention_evidence_is_catalogued_but_not_a_method():
+    assert cat.INTERVENTION == "intervention" and cat.INTERVENTION not in cat.METHODS
+    assert cat.method_label(cat.INTERVENTION) == "intervention (boxes infilled)"
+    assert cat.order_methods(["zz", cat.INTERVENTION, "random", "gradcam"]) == ["gradcam", "random", cat.INTERVENTION, "zz"]
+    assert cat.INTERVENTION_METRICS == ("ablation_drop", "ablation_flip", "retention")
+    assert "ablation_drop" in cat.SHUFFLED_METRICS and "ablation_drop" not in cat.LOCALISATION_METRICS
+    assert cat.base_metric("ablation_drop_shuffled") == "ablation_drop"
+    assert cat.metric_label("ablation_drop_shuffled") == "ablation drop (shuffled boxes)"
+    for k in cat.INTERVENTION_METRICS:
+        assert cat.higher_is_better(k) is True and cat.metric(k).family == "intervention"
+    # the intervention metrics are not scored by score_batch's generator extras
+    from medxgan.metrics.batch import EXTRA_METRICS
+
+    assert not set(EXTRA_METRICS) & set(cat.INTERVENTION_METRICS)
+
+
+def test_intervention_metrics_match_the_ablation_code():
+    from medxgan.metrics.ablation import ABLATION_METRICS
+
+    names = set(cat.INTERVENTION_METRICS) | {k + cat.SHUFFLED_SUFFIX for k in cat.INTERVENTION_METRICS if k in cat.SHUFFLED_METRICS}
+    assert set(ABLATION_METRICS) == names
+
+
+def test_the_aggregate_gap_covers_the_intervention_drop():
+    import numpy as np
+    import pandas as pd
+
+    from medxgan.metrics.aggregate import shuffle_gap
+
+    ids = [f"i{j}" for j in range(20)]
+    rng = np.random.default_rng(0)
+    rows = [(i, cat.INTERVENTION, "ablation_drop", 0.2 + 0.01 * rng.standard_normal()) for i in ids]
+    rows += [(i, cat.INTERVENTION, "ablation_drop_shuffled", 0.01 * rng.standard_normal()) for i in ids]
+    gaps = shuffle_gap(pd.DataFrame(rows, columns=["image_id", "method", "metric", "value"]))
+    r = gaps[gaps["metric"] == "ablation_drop" + cat.GAP_SUFFIX]
+    assert len(r) == 1 and r.iloc[0]["method_a"] == r.iloc[0]["method_b"] == cat.INTERVENTION
+    assert r.iloc[0]["ci_low"] > 0

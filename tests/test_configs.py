@@ -39,3 +39,18 @@ def test_prefect_yaml_deployments_point_at_real_flows():
         assert f"def {fn}(" in (ROOT / path).read_text()
         assert d["work_pool"]["name"] == "medxgan-process"
     assert (ROOT / names["audit-nightly"]["parameters"]["config"]).exists()
+
+
+def test_nightly_config_prespecifies_acceptance_criteria():
+    from medxgan.config import Criterion
+
+    cfg = AuditConfig.from_yaml(str(ROOT / "configs" / "audit-nightly.yaml"))
+    assert cfg.criteria and all(isinstance(c, Criterion) for c in cfg.criteria)
+    by_source = {(c.evidence or c.method, c.metric): c for c in cfg.criteria}
+    gap = by_source[("intervention", "ablation_drop-shuffled_gap")]
+    assert (gap.comparison, gap.threshold, gap.on) == (">", 0.0, "ci_low")
+    tr = by_source[("shortcut", "transplant_rate")]
+    assert (tr.comparison, tr.threshold, tr.on) == ("<=", 0.2, "ci_high")
+    assert by_source[("counterfactual_ig", "pointing_game")].on == "ci_low"
+    example = AuditConfig.from_yaml(str(ROOT / "configs" / "audit-example.yaml"))
+    assert example.criteria == []  # optional

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
-from medxgan.catalogue import FILE_SOURCES, SOURCES
+from medxgan.catalogue import (FILE_SOURCES, GAP_SUFFIX, INTERVENTION_METRICS, METRICS,
+                               SHUFFLED_METRICS, SHUFFLED_SUFFIX, SOURCES)
 from medxgan.catalogue import METHODS as ALL_METHODS
 from medxgan.config.explain import InversionConfig, MethodOptions
 from medxgan.config.models import ClassifierTrainConfig, GanConfig, GanTrainConfig
@@ -111,6 +113,89 @@ class ScoreSection(_Strict):
     seed: int = 0
 
 
+#: metrics of a ``shortcut`` criterion: keys of ``shortcut.json`` (``ShortcutFinding.summary()``)
+SHORTCUT_CRITERION_METRICS: tuple[str, ...] = ("transplant_rate", "drop")
+
+
+def _metric_names(base: tuple[str, ...]) -> set[str]:
+    """``base``, each one's ``_shuffled`` control and ``-shuffled_gap`` (own - shuffled) where
+    the catalogue gives it a shuffled control."""
+    out = set(base)
+    for k in base:
+        if k in SHUFFLED_METRICS:
+            out |= {k + SHUFFLED_SUFFIX, k + GAP_SUFFIX}
+    return out
+
+
+class Criterion(_Strict):
+    """One pre-specified acceptance criterion of the audit (``criteria:`` in the YAML).
+
+    Judged on one number of the run's evidence: ``<on> <comparison> <threshold>``, e.g.
+    ``{evidence: intervention, metric: ablation_drop-shuffled_gap, comparison: ">",
+    threshold: 0}`` passes when the CI of the own - shuffled ablation gap lies above 0.
+
+    Attributes:
+        name: shown in the report (default: built from the other fields, :attr:`label`).
+        evidence: ``intervention`` (rows of method ``intervention``: ``ablation_drop``,
+            ``ablation_drop_shuffled``, ``ablation_drop-shuffled_gap``, ``ablation_flip``,
+            ``retention``) or ``shortcut`` (``shortcut.json``: ``transplant_rate``, ``drop``).
+        method: an explanation method of the catalogue (exactly one of evidence / method).
+        metric: a catalogue metric, its ``<metric>_shuffled`` control or
+            ``<metric>-shuffled_gap`` (own - shuffled, from the comparisons table).
+        comparison: ``>=``, ``>``, ``<=`` or ``<``.
+        threshold: the number compared with.
+        on: ``ci_low``, ``mean`` or ``ci_high`` of the 95 % CI; default ``ci_low`` for ``>=`` /
+            ``>`` and ``ci_high`` for ``<=`` / ``<`` (the criterion must hold for the whole CI).
+    """
+
+    name: str | None = None
+    evidence: Literal["intervention", "shortcut"] | None = None
+    method: str | None = None
+    metric: str
+    comparison: Literal[">=", ">", "<=", "<"]
+    threshold: float
+    on: Literal["ci_low", "mean", "ci_high"] | None = None
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str | None) -> str | None:
+        if v is not None and v not in ALL_METHODS:
+            raise ValueError(f"unknown method {v!r}; known: {list(ALL_METHODS)}")
+        return v
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str, info: ValidationInfo) -> str:
+        ev = info.data.get("evidence")
+        if ev is None and info.data.get("method") is None:
+            return v  # no (valid) source: that error is reported, not a metric error
+        if ev == "shortcut":
+            known = set(SHORTCUT_CRITERION_METRICS)
+        elif ev == "intervention":
+            known = _metric_names(INTERVENTION_METRICS)
+        else:
+            known = _metric_names(tuple(k for k in METRICS if k not in INTERVENTION_METRICS))
+        if v not in known:
+            what = f"evidence {ev}" if ev else "a method"
+            raise ValueError(f"unknown metric {v!r} for {what}; known: {sorted(known)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Criterion":
+        if (self.evidence is None) == (self.method is None):
+            raise ValueError("a criterion needs exactly one of 'evidence' or 'method'")
+        if self.on is None:
+            self.on = "ci_low" if self.comparison in (">=", ">") else "ci_high"
+        return self
+
+    @property
+    def label(self) -> str:
+        """``name``, or e.g. ``intervention ablation_drop-shuffled_gap ci_low > 0``."""
+        if self.name:
+            return self.name
+        return f"{self.evidence or self.method} {self.metric} {self.on} {self.comparison} {self.threshold:g}"
+
+
 class AuditConfig(_Strict):
     """One audit: cohort -> classifier -> medXGAN generator -> explanations -> scores -> report."""
 
@@ -122,6 +207,10 @@ class AuditConfig(_Strict):
     gan: GanSection = Field(default_factory=GanSection)
     explain: ExplainSection = Field(default_factory=ExplainSection)
     score: ScoreSection = Field(default_factory=ScoreSection)
+    criteria: list[Criterion] = Field(
+        default_factory=list,
+        description="pre-specified acceptance criteria, judged by the report "
+                    "(medxgan.report.criteria.evaluate_criteria)")
 
     @classmethod
     def from_yaml(cls, path_or_text: str | Path) -> "AuditConfig":
@@ -163,6 +252,6 @@ def error_line(exc: ValidationError) -> str:
     return "; ".join(parts) or " ".join(str(exc).split())
 
 
-__all__ = ["AuditConfig", "ClassifierSection", "CohortSection", "CohortSource", "ExplainSection",
-           "GanSection", "INGEST_CHUNK_SIZE", "ScoreSection", "error_line", "field_default",
-           "stable_hash"]
+__all__ = ["AuditConfig", "ClassifierSection", "CohortSection", "CohortSource", "Criterion",
+           "ExplainSection", "GanSection", "INGEST_CHUNK_SIZE", "SHORTCUT_CRITERION_METRICS",
+           "ScoreSection", "error_line", "field_default", "stable_hash"]

@@ -16,6 +16,8 @@ from medxgan.catalogue import (
     FLOORS,
     GAP_SUFFIX,
     GRADIENT_BASELINES,
+    INTERVENTION,
+    INTERVENTION_METRICS,
     LOCALISATION_METRICS,
     METRICS,
     SHUFFLED_SUFFIX,
@@ -27,8 +29,9 @@ from medxgan.report._html import NA_CELL, esc, section, table
 from medxgan.report._text import fmt_ci
 from medxgan.report.figures import bar_svg
 
-# Metrics outside the localisation table, in catalogue order (unknown ones follow, sorted).
-OTHER_METRICS = tuple(k for k in METRICS if k not in LOCALISATION_METRICS)
+# Metrics outside the localisation table, in catalogue order (unknown ones follow, sorted); the
+# intervention evidence (method INTERVENTION) is not an explanation: the evidence section shows it.
+OTHER_METRICS = tuple(k for k in METRICS if k not in LOCALISATION_METRICS and k not in INTERVENTION_METRICS)
 # References of the paired-comparisons table: every floor, then the first gradient baseline.
 COMPARISON_REFERENCES = (*FLOORS, *GRADIENT_BASELINES[:1])
 
@@ -73,7 +76,10 @@ def _summary_table(summary: pd.DataFrame, methods: list[str], metrics: list[str]
 
 
 def metrics_section(summary: pd.DataFrame | None, headline: Sequence[str]) -> str:
-    """Per-method metric tables (localisation, other, shuffled control) and headline bar charts."""
+    """Per-method metric tables (localisation, other, shuffled control) and headline bar charts
+    (explanation methods only: the intervention rows are shown with the verdict's evidence)."""
+    if summary is not None:
+        summary = summary[summary["method"].astype(str) != INTERVENTION]
     if summary is None or summary.empty:
         return section("metrics", "Metrics per method", "<p>No summary table was given.</p>")
     methods = order_methods(summary["method"].astype(str).unique())
@@ -120,7 +126,7 @@ def gaps_section(comparisons: pd.DataFrame | None) -> str:
     if comparisons is None or comparisons.empty:
         return section("gaps", title, _GAPS_INTRO + "<p>No comparisons table was given.</p>")
     c = comparisons
-    g = c[(c["method_a"] == c["method_b"]) & c["metric"].astype(str).str.endswith(GAP_SUFFIX)]
+    g = c[(c["method_a"] == c["method_b"]) & c["metric"].astype(str).str.endswith(GAP_SUFFIX) & (c["method_a"] != INTERVENTION)]
     if g.empty:
         return section("gaps", title, _GAPS_INTRO + "<p>No shuffled-box control was scored.</p>")
     g = g.assign(base=g["metric"].str[: -len(GAP_SUFFIX)])
@@ -161,7 +167,8 @@ def comparisons_section(comparisons: pd.DataFrame | None, metrics: Sequence[str]
     title = "Paired comparisons"
     if comparisons is None or comparisons.empty:
         return section("comparisons", title, "<p>No comparisons table was given.</p>")
-    pairs = comparisons[comparisons["method_a"] != comparisons["method_b"]]
+    c = comparisons
+    pairs = c[(c["method_a"] != c["method_b"]) & (c["method_a"] != INTERVENTION) & (c["method_b"] != INTERVENTION)]
     methods = order_methods(set(pairs["method_a"].astype(str)) | set(pairs["method_b"].astype(str)))
     refs = [r for r in COMPARISON_REFERENCES if r in methods]
     mets = [k for k in metrics if k in set(pairs["metric"])]

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from medxgan.catalogue import FLOORS, METHODS, method_label, order_methods
+from medxgan.catalogue import FLOORS, INTERVENTION, METHODS, method_label, metric_label, order_methods
 from medxgan.report._html import esc
 from medxgan.report._text import fmt
 
@@ -294,5 +294,94 @@ def bar_svg(summary: pd.DataFrame, *, title: str = "", width: int = 520, row_hei
     out.append(f'<line x1="{L}" x2="{L + pw}" y1="{yb}" y2="{yb}" stroke="#888"/>')
     for v in (lo, 0.0, hi) if lo < 0 else (0.0, hi):
         out.append(f'<text x="{X(v):.1f}" y="{yb + 14}" text-anchor="middle" font-size="10">{fmt(v, 2)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def summary_svg(
+    summary: pd.DataFrame | None,
+    metrics: Sequence[str] = ("pointing_game", "relevance_mass"),
+    *,
+    width: int = 760,
+    row_height: int = 18,
+) -> str:
+    """The report's one overview figure: per method, each of ``metrics`` (mean with its 95 %
+    CI whisker; one panel per metric, floors in grey and the highest floor's CI top marked by a
+    dashed line), then the intervention evidence: f's probability drop with the image's own
+    boxes infilled vs another image's boxes (``ablation_drop`` / ``ablation_drop_shuffled`` of
+    method ``intervention``), when present.
+
+    Args:
+        summary: ``method, metric, mean, ci_low, ci_high`` (more columns are ignored).
+        metrics: the localisation metrics of the panels (absent ones are skipped).
+
+    Returns: an ``<svg>`` element as a string (no external references; text escaped).
+    """
+    s = pd.DataFrame(columns=["method", "metric", "mean", "ci_low", "ci_high"]) if summary is None else summary
+    s = s.dropna(subset=["mean"])
+    idx = {(str(r.method), str(r.metric)): r for r in s.itertuples(index=False)}
+    panels = [k for k in metrics if any(kk == k and m != INTERVENTION for m, kk in idx)]
+    methods = [m for m in order_methods({m for m, k in idx if k in panels}) if m != INTERVENTION]
+    inter = [(lab, idx[(INTERVENTION, k)]) for lab, k in (("own boxes infilled", "ablation_drop"),
+             ("another image's boxes infilled", "ablation_drop_shuffled")) if (INTERVENTION, k) in idx]
+    L, gap, T = 170, 14, 34
+    top_h = T + row_height * len(methods) + 18 if panels else 0
+    inter_h = 26 + row_height * len(inter) + 18 if inter else 0
+    height = max(top_h + inter_h, 40)
+    out = [f'<svg class="chart summary" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">']
+    if not panels and not inter:
+        out.append(f'<text x="{width // 2}" y="24" text-anchor="middle" font-size="12">no localisation or intervention values</text></svg>')
+        return "".join(out)
+
+    def whisker(X, y: float, r, c: str) -> None:
+        a, b = sorted((X(0.0), X(float(r.mean))))
+        out.append(f'<rect x="{a:.1f}" y="{y + 3:.1f}" width="{max(b - a, 1):.1f}" height="{row_height - 6}" fill="{c}"/>')
+        if not (pd.isna(r.ci_low) or pd.isna(r.ci_high)):
+            ym = y + row_height / 2
+            out.append(f'<line x1="{X(float(r.ci_low)):.1f}" x2="{X(float(r.ci_high)):.1f}" y1="{ym:.1f}" y2="{ym:.1f}" stroke="#222" stroke-width="1.5"/>')
+
+    def scale(vals: list[float], x0: float, pw: float, unit: bool = True):
+        lo = min([0.0] + vals)
+        hi = max([1.0 if unit and all(v <= 1 for v in vals) else 0.05] + vals)
+        hi = hi if hi - lo > 1e-12 else lo + 1.0
+        return (lambda v: x0 + pw * (v - lo) / (hi - lo)), lo, hi
+
+    if panels:
+        out.append('<text x="6" y="14" font-size="12" font-weight="bold">Explanations: mean and 95 % CI per method (floors grey, dashed: highest floor)</text>')
+        pw = (width - L - gap * len(panels)) / len(panels)
+        for i, m in enumerate(methods):
+            y = T + row_height * i
+            out.append(f'<text x="{L - 6}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end" font-size="11">{esc(method_label(m))}</text>')
+        for j, k in enumerate(panels):
+            x0 = L + j * (pw + gap)
+            rows = [(i, m, idx[(m, k)]) for i, m in enumerate(methods) if (m, k) in idx]
+            vals = [float(v) for _, _, r in rows for v in (r.mean, r.ci_low, r.ci_high) if not pd.isna(v)]
+            X, lo, hi = scale(vals, x0, pw)
+            out.append(f'<text x="{x0 + pw / 2:.1f}" y="{T - 6}" text-anchor="middle" font-size="11">{esc(metric_label(k))}</text>')
+            out.append(f'<rect x="{x0:.1f}" y="{T}" width="{pw:.1f}" height="{row_height * len(methods)}" fill="#fafafa" stroke="#ddd"/>')
+            for i, m, r in rows:
+                whisker(X, T + row_height * i, r, "#9a9a9a" if m in FLOORS else _colour(m, i))
+            tops = [float(r.ci_high) for _, m, r in rows if m in FLOORS and not pd.isna(r.ci_high)]
+            if tops:
+                xf = X(max(tops))
+                out.append(f'<line class="floor-mark" x1="{xf:.1f}" x2="{xf:.1f}" y1="{T}" y2="{T + row_height * len(methods)}" stroke="#b8323b" stroke-dasharray="4,3"/>')
+            yb = T + row_height * len(methods) + 12
+            for v, anchor in ((lo, "start"), (hi, "end")):
+                out.append(f'<text x="{X(v):.1f}" y="{yb}" text-anchor="{anchor}" font-size="9">{fmt(v, 2)}</text>')
+    if inter:
+        y0 = top_h + 14
+        out.append(f'<text x="6" y="{y0}" font-size="12" font-weight="bold">Intervention: drop of p when boxes are infilled (mean, 95 % CI)</text>')
+        pw = width - L - 52
+        vals = [float(v) for _, r in inter for v in (r.mean, r.ci_low, r.ci_high) if not pd.isna(v)]
+        X, lo, hi = scale(vals, L, pw, unit=False)
+        for i, (lab, r) in enumerate(inter):
+            y = y0 + 8 + row_height * i
+            out.append(f'<text x="{L - 6}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end" font-size="11">{esc(lab)}</text>')
+            whisker(X, y, r, "#2a9d4b" if i == 0 else "#9a9a9a")
+            out.append(f'<text x="{width - 2}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end" font-size="10">{fmt(float(r.mean))}</text>')
+        yb = y0 + 8 + row_height * len(inter) + 10
+        out.append(f'<line x1="{X(0.0):.1f}" x2="{X(0.0):.1f}" y1="{y0 + 8}" y2="{yb - 10}" stroke="#888"/>')
+        for v, anchor in ((lo, "start"), (hi, "end")):
+            out.append(f'<text x="{X(v):.1f}" y="{yb}" text-anchor="{anchor}" font-size="9">{fmt(v, 2)}</text>')
     out.append("</svg>")
     return "".join(out)

@@ -9,7 +9,11 @@ show as text and the page holds no URL a browser or scanner could take for a res
 Provenance, manifest and classifier dicts are rendered without any key that names a
 credential and with the user:password part of URLs masked (``sanitise``).
 
-Sections: header, verdict, cohort, classifier performance, per-method metrics with CIs,
+The page answers first: one screen with the verdict (a headline about the classifier and three
+answers: relies on the findings? shortcut suspected? which explanations to trust?), the
+pre-specified acceptance criteria (PASS / FAIL with the deciding number) and one overview
+figure; everything else follows as evidence: the numbers and sentences behind each answer,
+cohort, classifier performance, per-method metrics with CIs,
 own-vs-shuffled gaps, paired comparisons (each method vs the floors and vs Grad-CAM),
 gallery (image with boxes + each method's overlay), medXGAN interpolation strips with f's
 probability per frame, history trends with regressions, what the explanations can and
@@ -17,7 +21,8 @@ cannot show, provenance. Every section renders from whatever inputs are present:
 partial audit still gives a page.
 
 Layout of the package: this module assembles the page and renders the run-level sections;
-``_tables`` the method x metric tables, ``_cases`` the gallery and strips, ``_html`` the
+``_summary`` the first screen and the evidence section, ``_tables`` the method x metric
+tables, ``_cases`` the gallery and strips, ``_html`` the
 escaper and element helpers, ``_sanitise`` the credential scrubbing; the stylesheet and the
 "what these explanations can and cannot show" prose are package data
 (``medxgan/report/assets/report.css`` and ``limits.html``).
@@ -38,10 +43,12 @@ import pandas as pd
 from medxgan.catalogue import LOCALISATION_METRICS, metric_label
 from medxgan.report._cases import gallery_section, strips_section
 from medxgan.report._html import asset, esc, section, table
+from medxgan.report._summary import criteria_section, evidence_section, overview_section, verdict_section
 from medxgan.report._sanitise import SECRET_MARKERS, sanitise
 from medxgan.report._tables import comparisons_section, gaps_section, method_cell, metrics_section, signed_cell
 from medxgan.report._text import fmt
 from medxgan.report.figures import trend_svg
+from medxgan.report.criteria import CriterionResult
 from medxgan.report.verdict import VERDICT_METRICS, Verdict, audit_verdict
 
 HEADLINE_METRICS = ("pointing_game", "relevance_mass", "deletion_auc", "counterfactual_similarity")
@@ -59,7 +66,11 @@ class ReportInputs:
         comparisons: ``method_a, method_b, metric, mean_diff, ci_low, ci_high, n``
             (method_a < method_b; gap rows with method_a == method_b).
         scores: long-form per-image scores (only used by the verdict's fallbacks).
-        verdict: computed from summary/comparisons/scores when None.
+        verdict: computed from summary/comparisons/scores/shortcut when None.
+        shortcut: the shortcut finder's ``shortcut.json`` (``ShortcutFinding.summary()``);
+            None when the run has none.
+        criteria: the acceptance criteria judged on this run
+            (``medxgan.report.criteria.evaluate_criteria``); None when the audit has none.
         manifest: cohort manifest (``counts``: images, positives, negatives, boxes,
             quarantined, by_split; ``source``; ``content_hash``).
         quarantine: [(reason, count)].
@@ -82,6 +93,8 @@ class ReportInputs:
     comparisons: pd.DataFrame | None = None
     scores: pd.DataFrame | None = None
     verdict: Verdict | None = None
+    shortcut: Mapping[str, Any] | None = None
+    criteria: Sequence[CriterionResult] | None = None
     manifest: Mapping[str, Any] | None = None
     quarantine: Sequence[tuple[str, int]] | None = None
     classifier: Mapping[str, Any] | None = None
@@ -131,19 +144,6 @@ def _header(inp: ReportInputs) -> str:
         f"<header><h1>Explanation audit: {esc(inp.audit)}</h1>"
         f'<p class="meta">run <code>{esc(inp.run_id or "—")}</code> · {esc(t)}{prev}</p></header>'
     )
-
-
-def _verdict_section(v: Verdict | None) -> str:
-    if v is None:
-        return section("verdict", "Verdict", '<div class="verdict v-none"><p class="headline">No verdict: no summary table.</p></div>')
-    cls = {True: "v-good", False: "v-bad"}.get(v.localises, "v-none")
-    flags = "".join(f'<span class="flag">{esc(f)}</span>' for f in v.flags)
-    items = "".join(f"<li>{esc(s)}</li>" for s in v.findings)
-    body = (
-        f'<div class="verdict {cls}"><p class="headline">{esc(v.headline)}</p>'
-        f"<div>{flags}</div>" + (f"<ul>{items}</ul>" if items else "") + "</div>"
-    )
-    return section("verdict", "Verdict", body)
 
 
 def _num(x: Any) -> str:
@@ -281,6 +281,15 @@ def _provenance_section(p: Mapping[str, Any] | None) -> str:
     return section("provenance", "Provenance", _kv_table(p))
 
 
+def verdict_of(inp: ReportInputs) -> Verdict | None:
+    """The given verdict, else the one computed from the inputs' tables (None without a summary)."""
+    if inp.verdict is not None:
+        return inp.verdict
+    if inp.summary is not None and len(inp.summary):
+        return audit_verdict(inp.summary, inp.comparisons, inp.scores, inp.shortcut)
+    return None
+
+
 def render_report(inputs: ReportInputs) -> str:
     """Render the evidence report of one audit run.
 
@@ -290,14 +299,17 @@ def render_report(inputs: ReportInputs) -> str:
     Returns: the whole HTML page (UTF-8 text, self-contained).
     """
     inp = inputs
-    v = inp.verdict
-    if v is None and inp.summary is not None and len(inp.summary):
-        v = audit_verdict(inp.summary, inp.comparisons, inp.scores)
+    v = verdict_of(inp)
     loc_metrics = [k for k in inp.headline_metrics if k in LOCALISATION_METRICS] or list(VERDICT_METRICS)
     body = "".join(
         [
             _header(inp),
-            _verdict_section(v),
+            '<div class="first-screen">',
+            verdict_section(v),
+            criteria_section(inp.criteria),
+            overview_section(inp.summary),
+            "</div>",
+            evidence_section(v, inp.shortcut),
             _cohort_section(inp.manifest, inp.quarantine),
             _classifier_section(inp.classifier),
             metrics_section(inp.summary, inp.headline_metrics),
@@ -321,4 +333,4 @@ def render_report(inputs: ReportInputs) -> str:
     )
 
 
-__all__ = ["HEADLINE_METRICS", "SECRET_MARKERS", "ReportInputs", "render_report", "sanitise"]
+__all__ = ["HEADLINE_METRICS", "SECRET_MARKERS", "ReportInputs", "render_report", "sanitise", "verdict_of"]

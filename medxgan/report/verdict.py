@@ -1,14 +1,31 @@
-"""The audit verdict: does the classifier look at the annotated findings?
+"""The audit verdict: three answers about the classifier, and the explanation-method rules.
 
-``audit_verdict(summary, comparisons, scores=None) -> Verdict``.
+``audit_verdict(summary, comparisons, scores=None, shortcut=None) -> Verdict``.
 
-Evidence used (tables as in DESIGN.md): ``summary`` (method, metric, mean, ci_low, ci_high,
+The verdict answers three questions, kept apart (``medxgan.report.answers`` has their rules):
+
+- **relies on the findings?** by intervention (rows of method ``intervention``:
+  ``ablation_drop`` and its own - shuffled gap) -> ``Verdict.relies_on_findings``;
+- **shortcut suspected?** by the shortcut finder's ``shortcut.json`` (a dict, None when the run
+  has none) -> ``Verdict.shortcut_suspected``;
+- **which explanations can be trusted?** by rule 1 below per method ->
+  ``Verdict.trustworthy_explanations`` (``.methods`` lists them).
+
+The **headline is about the classifier** when intervention or shortcut evidence exists
+(``RELIES ON THE FINDINGS: ...`` / ``DOES NOT RELY ON THE FINDINGS: ...`` /
+``RELIANCE UNDECIDED: ...``, or ``SHORTCUT SUSPECTED at (x0,y0)–(x1,y1): ...`` first), followed
+by the trustworthy explanations; without either it falls back to the explanation-based headline
+of rules 2-5 (``LOCALISES`` / ``DOES NOT LOCALISE`` / ``PRIOR ONLY`` / ``MIXED EVIDENCE`` /
+``NO VERDICT``). Flags ``relies_on_findings``, ``does_not_rely_on_findings`` and
+``shortcut_suspected`` join the flags of rules 2-6, which are computed in either case.
+
+Evidence used (tables as in docs/design.md): ``summary`` (method, metric, mean, ci_low, ci_high,
 n; 95 % bootstrap over images) and ``comparisons`` (the rows with ``method_a == method_b``
 and metric ``<metric>-shuffled_gap``: own minus shuffled-box score, paired bootstrap CI).
 If a gap row is missing and ``scores`` (long form) is given, the gap is bootstrapped here
 from ``<metric>`` and ``<metric>_shuffled`` of the same images.
 
-Rules (every threshold is a parameter):
+Rules about the explanations (every threshold is a parameter):
 
 1. **A map localises** on a metric k (default: ``pointing_game`` and ``relevance_mass``)
    when its mean is above **every** floor present (``random``, ``box_prior``) with
@@ -43,8 +60,9 @@ Rules (every threshold is a parameter):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -52,19 +70,19 @@ from medxgan.catalogue import (
     BASELINES,
     FLOORS,
     GAN_METHODS,
-    GAP_SUFFIX,
     GRADIENT_BASELINES,
-    SHUFFLED_SUFFIX,
+    INTERVENTION,
     method_label,
     metric_label,
+    order_methods,
 )
-from medxgan.report._text import bootstrap_mean, fmt, fmt_ci
+from medxgan.report._evidence import Evidence, Stat, beats, judge
+from medxgan.report._text import fmt, fmt_ci
+from medxgan.report.answers import Answer, box_text, relies_answer, shortcut_answer, trust_answer
 
 # Method roles come from the catalogue (``Method.verdict_role``); re-exported here by name.
 MEDXGAN_METHODS = GAN_METHODS
 VERDICT_METRICS = ("pointing_game", "relevance_mass")
-
-_Stat = tuple[float, float, float, int]  # mean, ci_low, ci_high, n
 
 
 @dataclass
@@ -72,114 +90,60 @@ class Verdict:
     """Outcome of the audit rules.
 
     Attributes:
-        localises: True (looks at the annotated findings), False (does not, or only
-            partly), None (not enough evidence to decide).
-        headline: one sentence, the first thing a reader sees.
+        localises: True (the explanations localise the annotated findings), False (they do
+            not, or only partly), None (not enough evidence to decide); rules 2-5.
+        headline: one sentence, the first thing a reader sees (about the classifier when
+            intervention or shortcut evidence exists).
         findings: human sentences, each with the evidence numbers (mean [95 % CI]).
-        flags: machine-readable codes (``does_not_localise``, ``prior_only``,
-            ``universal_counterfactual``, ...; see the module docstring).
+        flags: machine-readable codes (``relies_on_findings``, ``shortcut_suspected``,
+            ``does_not_localise``, ``prior_only``, ``universal_counterfactual``, ...; see the
+            module docstring).
+        relies_on_findings, shortcut_suspected, trustworthy_explanations: the three answers
+            (``medxgan.report.answers.Answer``: outcome yes / no / undecided, one sentence,
+            the deciding numbers with CIs).
+        headline_about: ``classifier`` (headline from the answers) or ``explanations``
+            (the fallback headline of rules 2-5).
     """
 
     localises: bool | None
     headline: str
     findings: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    relies_on_findings: Answer = field(default_factory=lambda: Answer("relies_on_findings"))
+    shortcut_suspected: Answer = field(default_factory=lambda: Answer("shortcut_suspected"))
+    trustworthy_explanations: Answer = field(default_factory=lambda: Answer("trustworthy_explanations"))
+    headline_about: str = "explanations"
 
+    @property
+    def answers(self) -> tuple[Answer, Answer, Answer]:
+        """The three answers, in reading order."""
+        return self.relies_on_findings, self.shortcut_suspected, self.trustworthy_explanations
 
-class _Evidence:
-    """Lookups into summary / comparisons / scores with the verdict's conventions."""
+    @property
+    def trusted_methods(self) -> list[str]:
+        return list(self.trustworthy_explanations.methods)
 
-    def __init__(self, summary: pd.DataFrame, comparisons: pd.DataFrame | None, scores: pd.DataFrame | None, seed: int):
-        self.summary = summary if summary is not None else pd.DataFrame(columns=["method", "metric", "mean", "ci_low", "ci_high", "n"])
-        self.comparisons = comparisons
-        self.scores = scores
-        self.seed = seed
-        self.methods = set(self.summary["method"]) if len(self.summary) else set()
+    @property
+    def good(self) -> bool | None:
+        """True / False / None for the page's colour: about the classifier when the headline
+        is (shortcut or no reliance is bad, reliance good), else ``localises``."""
+        if self.headline_about != "classifier":
+            return self.localises
+        if self.shortcut_suspected.outcome == "yes" or self.relies_on_findings.outcome == "no":
+            return False
+        return True if self.relies_on_findings.outcome == "yes" else None
 
-    def stat(self, method: str, metric: str) -> _Stat | None:
-        s = self.summary
-        r = s[(s["method"] == method) & (s["metric"] == metric)]
-        if r.empty or pd.isna(r["mean"].iloc[0]):
-            return None
-        r = r.iloc[0]
-        return float(r["mean"]), float(r["ci_low"]), float(r["ci_high"]), int(r["n"]) if not pd.isna(r["n"]) else 0
-
-    def gap(self, method: str, metric: str) -> _Stat | None:
-        c = self.comparisons
-        if c is not None and len(c):
-            r = c[(c["method_a"] == method) & (c["method_b"] == method) & (c["metric"] == metric + GAP_SUFFIX)]
-            if not r.empty and not pd.isna(r["mean_diff"].iloc[0]):
-                r = r.iloc[0]
-                return float(r["mean_diff"]), float(r["ci_low"]), float(r["ci_high"]), int(r["n"])
-        if self.scores is not None and len(self.scores):
-            sc = self.scores[self.scores["method"] == method]
-            own = sc[sc["metric"] == metric].set_index("image_id")["value"]
-            shuf = sc[sc["metric"] == metric + SHUFFLED_SUFFIX].set_index("image_id")["value"]
-            both = pd.concat([own.rename("own"), shuf.rename("shuf")], axis=1, join="inner").dropna()
-            if len(both):
-                return bootstrap_mean((both["own"] - both["shuf"]).to_numpy(), seed=self.seed)
-        return None
-
-
-def _beats(m: _Stat | None, f: _Stat | None) -> bool | None:
-    """Non-overlapping CIs with m above f; None when either is missing."""
-    if m is None or f is None:
-        return None
-    return m[1] > f[2]
-
-
-def _judge(ev: _Evidence, method: str, metrics: Sequence[str], floors: Sequence[str]) -> tuple[bool | None, list[str]]:
-    """Rule 1 for one method: (localises?, one evidence sentence per metric)."""
-    sentences, ok = [], []
-    present_floors = [f for f in floors if f in ev.methods]
-    for k in metrics:
-        s = ev.stat(method, k)
-        if s is None:
-            ok.append(None)
-            continue
-        parts = []
-        beats = []
-        for f in present_floors:
-            fs = ev.stat(f, k)
-            b = _beats(s, fs)
-            beats.append(b)
-            if fs is not None:
-                parts.append(f"{method_label(f)} {fmt_ci(*fs[:3])}")
-        g = ev.gap(method, k)
-        gap_ok = None if g is None else g[1] > 0
-        above = None if not beats or any(b is None for b in beats) else all(beats)
-        if above is None or gap_ok is None:
-            ok.append(None if above is not False and gap_ok is not False else False)
-        else:
-            ok.append(above and gap_ok)
-        floor_txt = " vs " + " and ".join(parts) if parts else " (no floor to compare with)"
-        verdict_txt = (
-            "above every floor" if above else ("not above every floor" if above is False else "floors not comparable")
-        )
-        below = [f for f in present_floors if (fs := ev.stat(f, k)) is not None and s[0] < fs[0]]
-        if below:
-            verdict_txt += ", its mean below the " + " and ".join(method_label(f) for f in below)
-        gap_txt = (
-            "no shuffled-box control"
-            if g is None
-            else f"own - shuffled {fmt_ci(*g[:3], signed=True)} ("
-            + ("image-specific" if gap_ok else "not distinguishable from another image's boxes")
-            + ")"
-        )
-        sentences.append(
-            f"{method_label(method)} {metric_label(k)} {fmt_ci(*s[:3])} (n={s[3]}){floor_txt}: {verdict_txt}; {gap_txt}."
-        )
-    if any(o is False for o in ok):
-        return False, sentences
-    if not ok or any(o is None for o in ok):
-        return None, sentences
-    return True, sentences
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (manifest, events)."""
+        return {"headline": self.headline, "localises": self.localises, "flags": list(self.flags),
+                "answers": {a.key: a.to_dict() for a in self.answers}, "headline_about": self.headline_about}
 
 
 def audit_verdict(
     summary: pd.DataFrame,
     comparisons: pd.DataFrame | None,
     scores: pd.DataFrame | None = None,
+    shortcut: Mapping[str, Any] | None = None,
     *,
     metrics: Sequence[str] = VERDICT_METRICS,
     gradient_baselines: Sequence[str] = GRADIENT_BASELINES,
@@ -189,6 +153,7 @@ def audit_verdict(
     require_all: bool = True,
     similarity_threshold: float = 0.8,
     min_flip_rate: float = 0.5,
+    min_effect: float = 0.05,
     seed: int = 0,
 ) -> Verdict:
     """Apply the rules of the module docstring to one audit's tables.
@@ -198,23 +163,29 @@ def audit_verdict(
         comparisons: ``method_a, method_b, metric, mean_diff, ci_low, ci_high, n`` (the
             ``<metric>-shuffled_gap`` rows are used); may be None.
         scores: long-form per-image scores, used only to bootstrap a missing gap.
+        shortcut: the shortcut finder's ``shortcut.json`` (``ShortcutFinding.summary()``),
+            None when the run has none.
         metrics: localisation metrics every rule checks.
         gradient_baselines, baselines, floors, medxgan_methods: method roles.
         require_all: the classifier localises only if every gradient baseline does.
         similarity_threshold: mean counterfactual similarity from which medXGAN's change
             counts as one universal pattern.
         min_flip_rate: flip rate below which counterfactuals are called weak.
+        min_effect: smallest mean drop of f's positive probability that counts as reliance
+            (intervention) or as a shortcut region.
         seed: seed of the fallback bootstrap.
 
     Returns: a ``Verdict``.
     """
-    ev = _Evidence(summary, comparisons, scores, seed)
+    ev = Evidence(summary, comparisons, scores, seed)
     findings: list[str] = []
     flags: list[str] = []
     present_floors = [f for f in floors if f in ev.methods]
     present_base = [m for m in baselines if m in ev.methods]
     judged = [m for m in gradient_baselines if m in ev.methods] or present_base
 
+    status: dict[str, bool | None] = {}
+    excluded: dict[str, str] = {}
     localises: bool | None
     if not present_floors or not judged:
         localises = None
@@ -222,22 +193,21 @@ def audit_verdict(
         missing = "no floor map (random, box prior)" if not present_floors else "no baseline explanation"
         headline = f"NO VERDICT: not enough evidence to tell whether the classifier looks at the annotated findings ({missing})."
     else:
-        status = {}
         for m in judged:
-            status[m], sents = _judge(ev, m, metrics, present_floors)
+            status[m], sents = judge(ev, m, metrics, present_floors)
             findings.extend(sents)
         for m in present_base:
             if m not in status:
-                status[m], sents = _judge(ev, m, metrics, present_floors)
+                status[m], sents = judge(ev, m, metrics, present_floors)
                 findings.extend(sents)
         beats_all = beats_random_known = beats_random_specific = False
         for m in present_base:
             for k in metrics:
                 s = ev.stat(m, k)
-                fl = [_beats(s, ev.stat(f, k)) for f in present_floors]
+                fl = [beats(s, ev.stat(f, k)) for f in present_floors]
                 if fl and all(fl):
                     beats_all = True
-                if "random" in present_floors and _beats(s, ev.stat("random", k)):
+                if "random" in present_floors and beats(s, ev.stat("random", k)):
                     g = ev.gap(m, k)
                     if g is not None:
                         beats_random_known = True
@@ -299,6 +269,9 @@ def audit_verdict(
         )
         findings.append(sentence)
         headline += " medXGAN's counterfactuals are one universal pattern: not evidence of localisation."
+        for m in medxgan_methods:
+            if m in ev.methods:
+                excluded[m] = f"medXGAN's counterfactual change is one pattern for every image (similarity {fmt(cs[0], 2)})"
     else:
         if cs is not None:
             findings.append(
@@ -308,8 +281,10 @@ def audit_verdict(
         for m in medxgan_methods:
             if m not in ev.methods or not any(ev.stat(m, k) for k in metrics):
                 continue
-            ok, sents = _judge(ev, m, metrics, present_floors)
+            ok, sents = judge(ev, m, metrics, present_floors)
             findings.extend(sents)
+            if present_floors:
+                status[m] = ok
             if ok is True:
                 flags.append(f"{m}_localises")
                 findings.append(f"{method_label(m)}: the maps localise the annotated findings (above every floor and image-specific).")
@@ -334,10 +309,73 @@ def audit_verdict(
                 f"The flip rate is below {100 * min_flip_rate:.0f} %: medXGAN's negative counterparts often do not "
                 "convince the classifier, so its maps explain little."
             )
-    return Verdict(localises=localises, headline=headline, findings=findings, flags=flags)
+
+    # --- the three answers; the headline is about the classifier when there is evidence about it
+    relies = relies_answer(ev, min_effect)
+    short = shortcut_answer(shortcut, ev, min_effect)
+    trust = trust_answer({m: status[m] for m in order_methods(status)}, metrics, ev, excluded=excluded,
+                         have_floors=bool(present_floors))
+    about = "explanations"
+    if relies.outcome == "yes":
+        flags.append("relies_on_findings")
+    elif relies.outcome == "no":
+        flags.append("does_not_rely_on_findings")
+    if short.outcome == "yes":
+        flags.append("shortcut_suspected")
+    if ev.stat(INTERVENTION, "ablation_drop") is not None or shortcut is not None:
+        about = "classifier"
+        headline = _classifier_headline(relies, short, trust)
+    for a in (short, relies):  # inserted first: relies, then shortcut, then the rules
+        if a.sentence and not a.sentence.startswith("Undecided: no"):
+            findings.insert(0, f"{a.question} {a.sentence}")
+    return Verdict(localises=localises, headline=headline, findings=findings, flags=flags,
+                   relies_on_findings=relies, shortcut_suspected=short, trustworthy_explanations=trust,
+                   headline_about=about)
 
 
-def _first_stat(ev: _Evidence, metric: str, methods: Sequence[str]) -> _Stat | None:
+def _clause(a: Answer) -> str:
+    """An answer's sentence without its "Yes: " / "No: " / "Undecided: " lead and final stop."""
+    s = a.sentence
+    for lead in ("Yes: ", "No: ", "Undecided: "):
+        if s.startswith(lead):
+            s = s[len(lead):]
+            break
+    return s.rstrip(".")
+
+
+def _classifier_headline(relies: Answer, short: Answer, trust: Answer) -> str:
+    """The headline from the answers about the classifier (module docstring)."""
+    d = relies.numbers
+    if relies.outcome == "undecided" and not d:
+        rel = "no intervention evidence"
+    else:
+        own = d[0].text() if d else "—"
+        ctrl = next((x.text() for x in d if x.label.startswith("ablation drop, another")), None)
+        rel = f"infilling the annotated boxes lowers p by {own}" + (f" vs {ctrl} for another image's boxes" if ctrl else "")
+    lead = {"yes": "RELIES ON THE FINDINGS", "no": "DOES NOT RELY ON THE FINDINGS"}.get(relies.outcome, "RELIANCE UNDECIDED")
+    if short.outcome == "yes":
+        sc = short.numbers
+        tr = next((x for x in sc if x.label.startswith("transplant")), None)
+        ctl = next((x for x in sc if x.label.startswith("control")), None)
+        head = (f"SHORTCUT SUSPECTED at {box_text(short.region)}: infilling this region outside the findings lowers p by "
+                f"{sc[0].text()}")
+        if tr is not None and ctl is not None:
+            head += (f", and pasting it into negatives makes f call {tr.text(percent=True)} of them positive "
+                     f"(random region: {ctl.text(percent=True)})")
+        head += f"; {lead.lower()}: {rel}."
+    else:
+        sc_txt = {"no": "no shortcut found", "undecided": "no shortcut search ran"
+                  if short.sentence.startswith("Undecided: no shortcut search") else "shortcut search inconclusive"}
+        head = f"{lead}: {rel}; {sc_txt[short.outcome]}."
+    if trust.outcome == "yes":
+        head += " Explanations to trust: " + ", ".join(method_label(m) for m in trust.methods) + "."
+    elif trust.outcome == "no":
+        head += " No explanation method passes the localisation rules."
+    return head
+
+
+
+def _first_stat(ev: Evidence, metric: str, methods: Sequence[str]) -> Stat | None:
     """The metric's summary under the first medXGAN method that has it (else any method)."""
     for m in list(methods) + sorted(ev.methods - set(methods)):
         s = ev.stat(m, metric)

@@ -10,7 +10,14 @@ with NumPy so these tests do not depend on that module):
 - ``"shortcut"``: every map is near the floors (the classifier looks at a corner tag);
   medXGAN's change is one pattern for all images (similarity 0.95).
 
-Run ``python -m tests.report._fixtures OUT.html`` to write the sample report.
+``with_intervention(kind)`` adds the intervention evidence rows (method ``intervention``:
+``ablation_drop`` and its shuffled control, ``ablation_flip``, ``retention``) of the same kind
+of classifier, and ``shortcut_json(kind)`` a ``shortcut.json`` dict
+(``ShortcutFinding.summary()``): for ``"lesion"`` the infilled boxes lower p by ~0.21 (0.02 for
+another image's boxes) and no region outside them matters; for ``"shortcut"`` infilling the
+boxes changes nothing and the corner (56,0)-(64,8) is a transplantable shortcut.
+
+Run ``python -m tests.report._fixtures OUT.html [kind] [evidence]`` to write the sample report.
 """
 
 from __future__ import annotations
@@ -111,6 +118,57 @@ def _tables(kind: str, n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, p
     return s, summarise(s), compare(s)
 
 
+# (ablation_drop own, shuffled, flip rate, retention) per kind
+_INTERVENTION = {"lesion": (0.21, 0.02, 0.75, 0.8), "shortcut": (0.005, 0.005, 0.02, 0.1)}
+
+
+def intervention_scores(kind: str = "lesion", n: int = 60, seed: int = 0) -> pd.DataFrame:
+    """Long-form intervention rows (method ``intervention``) of ``n`` positive images."""
+    rng = np.random.default_rng(seed + 100)
+    d, ds, f, r = _INTERVENTION[kind]
+    ids = [f"img{i:03d}" for i in range(n)]
+    vals = {
+        "ablation_drop": np.clip(rng.normal(d, 0.08, n), -1, 1),
+        "ablation_drop_shuffled": np.clip(rng.normal(ds, 0.03, n), -1, 1),
+        "ablation_flip": (rng.random(n) < f).astype(float),
+        "retention": np.clip(rng.normal(r, 0.1, n), 0, 1),
+    }
+    rows = [(i, "intervention", k, float(x)) for k, v in vals.items() for i, x in zip(ids, v)]
+    return pd.DataFrame(rows, columns=["image_id", "method", "metric", "value"])
+
+
+def with_intervention(kind: str = "lesion", n: int = 60, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(scores, summary, comparisons) of ``tables(kind)`` plus the intervention rows."""
+    return tuple(t.copy() for t in _with_intervention(kind, n, seed))
+
+
+@functools.lru_cache(maxsize=8)
+def _with_intervention(kind: str, n: int, seed: int):
+    s = pd.concat([make_scores(kind, n, seed), intervention_scores(kind, n, seed)], ignore_index=True)
+    return s, summarise(s), compare(s)
+
+
+def shortcut_json(kind: str = "lesion") -> dict:
+    """A ``shortcut.json`` (``ShortcutFinding.summary()`` keys) for a classifier of that kind."""
+    base = {"patch": 8, "stride": 4, "n": 60, "top_images": [3, 1, 4], "transplant_n": 40,
+            "method": "blur", "threshold": 0.5}
+    if kind == "shortcut":
+        return {**base, "box": [56, 0, 64, 8], "drop": 0.45, "drop_ci_low": 0.40, "drop_ci_high": 0.50,
+                "transplant_rate": 0.9, "transplant_ci_low": 0.8, "transplant_ci_high": 0.97,
+                "control_rate": 0.05, "control_ci_low": 0.0, "control_ci_high": 0.12}
+    return {**base, "box": [8, 40, 16, 48], "drop": 0.03, "drop_ci_low": 0.01, "drop_ci_high": 0.05,
+            "transplant_rate": 0.05, "transplant_ci_low": 0.0, "transplant_ci_high": 0.12,
+            "control_rate": 0.04, "control_ci_low": 0.0, "control_ci_high": 0.1}
+
+
+NIGHTLY_CRITERIA = [
+    {"name": "relies on the findings", "evidence": "intervention", "metric": "ablation_drop-shuffled_gap",
+     "comparison": ">", "threshold": 0.0},
+    {"evidence": "shortcut", "metric": "transplant_rate", "comparison": "<=", "threshold": 0.2},
+    {"method": "ig", "metric": "pointing_game", "comparison": ">=", "threshold": 0.5},
+]
+
+
 def phantom(size: int = 64, box: tuple[int, int, int, int] = (36, 20, 48, 32), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(image, map): a grey disc phantom with a bright lesion in ``box``; the map peaks in the box."""
     rng = np.random.default_rng(seed)
@@ -129,16 +187,17 @@ def png_bytes(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def sample_inputs(kind: str = "lesion", *, evil: bool = False):
+def sample_inputs(kind: str = "lesion", *, evil: bool = False, evidence: bool = False):
     """A full ``ReportInputs`` (history of 3 runs, a planted regression); ``evil`` puts
     ``<script>`` into the audit name, an image id, a finding name, a quarantine reason and a
-    config value.
+    config value; ``evidence`` adds the intervention rows, ``shortcut.json`` and the
+    ``NIGHTLY_CRITERIA`` results.
     Returns a fresh deep copy of a cached build."""
-    return copy.deepcopy(_sample_inputs(kind, evil))
+    return copy.deepcopy(_sample_inputs(kind, evil, evidence))
 
 
-@functools.lru_cache(maxsize=4)
-def _sample_inputs(kind: str, evil: bool):
+@functools.lru_cache(maxsize=8)
+def _sample_inputs(kind: str, evil: bool, evidence: bool = False):
     from medxgan.report import ReportInputs, append_history, detect_regressions, history_rows, select_gallery
 
     scores, summary, comparisons = tables(kind)
@@ -173,8 +232,18 @@ def _sample_inputs(kind: str, evil: bool):
             )
     frames = [phantom(seed=0)[0] * (0.8 + 0.05 * a) for a in range(5)]
     strips = [{"image_id": best[0], "strip_png": png_bytes(np.concatenate(frames, axis=1)), "frame_probs": [0.05, 0.2, 0.55, 0.8, 0.93]}]
+    shortcut = criteria = None
+    if evidence:
+        from medxgan.report.criteria import evaluate_criteria
+
+        scores = pd.concat([scores, intervention_scores(kind)], ignore_index=True)
+        summary, comparisons = summarise(scores), compare(scores)
+        shortcut = shortcut_json(kind)
+        criteria = evaluate_criteria(NIGHTLY_CRITERIA, summary, shortcut, comparisons)
     return ReportInputs(
         audit=name,
+        shortcut=shortcut,
+        criteria=criteria,
         run_id="run-3",
         time=pd.Timestamp("2026-11-22", tz="UTC"),
         summary=summary,
@@ -204,5 +273,5 @@ if __name__ == "__main__":  # pragma: no cover
 
     out = sys.argv[1] if len(sys.argv) > 1 else "/tmp/sample_report.html"
     with open(out, "w", encoding="utf-8") as f:
-        f.write(render_report(sample_inputs(sys.argv[2] if len(sys.argv) > 2 else "lesion")))
+        f.write(render_report(sample_inputs(sys.argv[2] if len(sys.argv) > 2 else "lesion", evidence=len(sys.argv) > 3)))
     print(out)

@@ -94,3 +94,21 @@ def test_bar_svg_one_bar_per_method_and_ci_whiskers():
     w = [float(r.get("width")) for r in bars]
     assert w[0] == max(w) and bars[2].get("fill") == "#9a9a9a"
     assert len(root.findall("line")) >= 3 * 3
+
+
+def test_summary_svg_panels_floors_and_intervention():
+    from medxgan.report.figures import summary_svg
+    from tests.report._fixtures import with_intervention
+
+    _, summary, _ = with_intervention("lesion")
+    svg = summary_svg(summary)
+    root = ET.fromstring(svg)  # well-formed XML
+    texts = [t.text for t in root.iter("text")]
+    assert "pointing game" in texts and "relevance mass" in texts
+    assert "Grad-CAM" in texts and "random map" in texts and "intervention (boxes infilled)" not in texts
+    assert svg.count('class="floor-mark"') == 2
+    assert "own boxes infilled" in texts
+    only_loc = summary_svg(summary[summary["method"] != "intervention"])
+    assert "own boxes infilled" not in only_loc
+    assert "no localisation or intervention values" in summary_svg(None)
+    assert "<script" not in summary_svg(summary.assign(method=summary["method"].replace("ig", EVIL)))

@@ -238,3 +238,75 @@ def test_report_modules_stay_small():
 
     for p in Path(medxgan.report.__file__).parent.glob("*.py"):
         assert len(p.read_text(encoding="utf-8").splitlines()) <= 450, p.name
+
+
+# --- issue #15: a report that answers first -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def answer_pages() -> dict[str, str]:
+    return {k: render_report(sample_inputs(k, evidence=True)) for k in ("lesion", "shortcut")}
+
+
+def test_first_screen_is_answers_criteria_and_one_figure(answer_pages):
+    p = answer_pages["lesion"]
+    first = p[p.index('<div class="first-screen">') : p.index('<section id="evidence">')]
+    # in reading order: headline, three answers, criteria, the overview figure; nothing else
+    order = [first.index(s) for s in ('class="headline"', 'id="answer-relies_on_findings"', 'id="answer-shortcut_suspected"',
+                                       'id="answer-trustworthy_explanations"', '<section id="criteria">', '<section id="overview">')]
+    assert order == sorted(order)
+    assert first.count("<svg") == 1 and first.count("<section") == 3 and "<img" not in first
+    assert "RELIES ON THE FINDINGS: infilling the annotated boxes lowers p by" in first
+    for q in ("Does the classifier rely on the annotated findings?", "Does something outside the findings drive it",
+              "Which explanations can be trusted for this classifier?"):
+        assert q in first
+    assert first.count('class="crit pass"') == 3 and "3 of 3 criteria pass" in first
+    assert "ci_low = " in first  # the deciding number
+    # everything else follows as evidence, the long sentences below the first screen
+    rest = p[p.index('<section id="evidence">') :]
+    assert "Every rule, with its numbers" in rest and "Grad-CAM pointing game" in rest
+    assert p.index('<section id="evidence">') < p.index('<section id="cohort">') < p.index('<section id="metrics">')
+
+
+def test_shortcut_page_is_red_and_names_the_region(answer_pages):
+    p = answer_pages["shortcut"]
+    assert 'class="verdict v-bad"' in p and "SHORTCUT SUSPECTED at (56,0)–(64,8)" in p
+    assert 'class="answer a-bad" id="answer-shortcut_suspected"' in p
+    assert p.count('class="crit fail"') == 3 and "0 of 3 criteria pass, 3 fail" in p
+    sec = p[p.index('<section id="evidence">') :]
+    assert "Shortcut search (occlusion outside the boxes)" in sec and "blur" in sec
+
+
+def test_overview_figure_marks_floors_and_intervention(answer_pages):
+    p = answer_pages["lesion"]
+    svg = p[p.index('<section id="overview">') :]
+    svg = svg[: svg.index("</svg>")]
+    assert svg.count('class="floor-mark"') == 2  # one per panel: pointing game, relevance mass
+    assert "own boxes infilled" in svg and "another image&#x27;s boxes infilled" in svg
+
+
+def test_answer_pages_are_well_formed_and_load_nothing(answer_pages):
+    for p in answer_pages.values():
+        c = _check(p)
+        assert c.errors == [] and c.stack == []
+        low = p.lower()
+        for bad in ("http://", "https://", 'src="//', "<script", "<link", "url(", "@import"):
+            assert bad not in low, bad
+        assert all(s.startswith("data:image/png;base64,") for s in c.srcs)
+        assert not re.search(r'(src|href)\s*=\s*"(?!data:)', p)
+
+
+def test_intervention_rows_stay_out_of_the_method_tables(answer_pages):
+    p = answer_pages["lesion"]
+    for sec in ("metrics", "gaps", "comparisons"):
+        body = p[p.index(f'<section id="{sec}">') :]
+        body = body[: body.index("</section>")]
+        assert "intervention" not in body, sec
+    assert "ablation drop" in p[p.index('<section id="evidence">') :]
+
+
+def test_report_without_criteria_or_evidence_says_so():
+    p = render_report(sample_inputs("lesion"))
+    assert "No acceptance criteria were pre-specified" in p
+    assert "this run has no intervention evidence" in p
+    assert "LOCALISES" in p  # the old headline when neither intervention nor shortcut evidence exists
