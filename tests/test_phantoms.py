@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from medxgan.cohort.writer import CohortImage
-from medxgan.phantoms import KINDS, _render, generate, phantom_image, remove_tag, tag_box
+from medxgan.phantoms import (
+    KINDS,
+    _render,
+    generate,
+    healthy_twin,
+    phantom_image,
+    remove_tag,
+    tag_box,
+)
 
 FINDING = {"phantom-cxr": "opacity", "phantom-brain": "tumour"}
 
@@ -235,3 +243,22 @@ def test_golden_batch_is_unchanged():
             assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (kind, "twin", i)
             assert np.array_equal(twin.region, want[f"{kind}-twinregion-{i}"]), (kind, i)
     assert got_meta == meta
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_healthy_twin_differs_from_the_image_only_inside_its_boxes(kind):
+    opts = dict(size=48, seed=2, prevalence=0.5, shortcut_rate=0.5)
+    seen_pos = seen_neg = 0
+    for i in range(12):
+        img = phantom_image(kind, i, **opts)
+        twin = healthy_twin(kind, i, **opts)
+        assert twin.dtype == np.uint8 and twin.shape == (48, 48)
+        inside = _box_mask(img.boxes, 48)
+        assert np.array_equal(twin[~inside], img.pixels[~inside])
+        if img.label:
+            seen_pos += 1
+            assert img.boxes and (twin[inside] != img.pixels[inside]).any()
+        else:
+            seen_neg += 1
+            assert np.array_equal(twin, img.pixels)
+    assert seen_pos and seen_neg

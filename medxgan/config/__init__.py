@@ -24,6 +24,7 @@ from medxgan.config.explain import (METHOD_CONFIGS, RECIPES, CounterfactualIGCon
                                     ExplainerConfig, GradCAMConfig, IGConfig, InversionConfig,
                                     LatentIGConfig, MedXGANConfig, MethodOptions, OcclusionConfig,
                                     RandomConfig, SmoothGradConfig)
+from medxgan.config.inpaint import InpaintConfig
 from medxgan.config.models import (ClassifierTrainConfig, EncoderConfig, GanConfig,
                                    GanTrainConfig)
 
@@ -36,5 +37,5 @@ __all__ = [
     "OcclusionConfig", "RandomConfig", "SmoothGradConfig",
     "ClassifierTrainConfig", "EncoderConfig", "GanConfig", "GanTrainConfig",
     "IMAGENET_MEAN", "IMAGENET_STD", "PRESETS", "ClassifierLoadError", "ClassifierSpec",
-    "MeanStd",
+    "MeanStd", "InpaintConfig",
 ]

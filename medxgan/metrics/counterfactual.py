@@ -6,7 +6,11 @@
   d = x_pos - x_neg and the changes of a seeded sample of **other** explained images.
   Near 1 says the generator applies one pattern that moves f on every image (a universal
   adversarial pattern of f), not this image's pathology. It depends on the pool of images
-  passed together: score one run's images in one call.
+  passed together: score one run's images in one call. Its mean over images (with
+  ``sample >= B - 1``) is the mean pairwise cosine of the changes, the "change similarity".
+- ``counterfactual_ncc``: normalised cross-correlation of an image's change with its true
+  change (on phantoms: image minus its healthy twin, ``medxgan.phantoms.healthy_twin``).
+- ``universal_flip``: share of real negatives f calls positive after adding the mean change.
 (``recon_mse`` comes with the explanation extras.)
 """
 
@@ -59,3 +63,59 @@ def counterfactual_similarity(changes: torch.Tensor, *, sample: int = 32, seed: 
     w = ok[j].to(torch.float64)  # skip zero changes
     s = (cos * w).sum(1) / w.sum(1)
     return torch.where(ok, s, nan)
+
+
+def counterfactual_ncc(change: torch.Tensor, true_change: torch.Tensor) -> torch.Tensor:
+    """Normalised cross-correlation of each image's change with its true change.
+
+    NCC = sum((a - mean a)(b - mean b)) / sqrt(sum (a - mean a)^2 * sum (b - mean b)^2) over the
+    pixels of one image, the measure VA-GAN (Baumgartner et al. 2018) scores against known
+    disease effect maps. On phantoms the true change is ``x - healthy_twin`` (the lesion).
+
+    Args:
+        change: (B, ...) x - x_neg (any consistent pixel scale).
+        true_change: same shape, x - x_true_negative.
+
+    Returns: (B,) float64 in [-1, 1]; NaN where either change is constant over the image.
+    """
+    if change.shape != true_change.shape:
+        raise ValueError(f"shapes differ: {tuple(change.shape)} vs {tuple(true_change.shape)}")
+    B = change.shape[0]
+    a = change.detach().to(torch.float64).reshape(B, -1)  # (B, D)
+    b = true_change.detach().to(torch.float64).reshape(B, -1).to(a.device)
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    den = (a.square().sum(1) * b.square().sum(1)).sqrt()
+    ncc = (a * b).sum(1) / den.clamp(min=1e-300)
+    return torch.where(den > 0, ncc.clamp(-1.0, 1.0), torch.full_like(ncc, float("nan")))
+
+
+@torch.no_grad()
+def universal_flip(mean_change: torch.Tensor, negatives: torch.Tensor, classifier,
+                   threshold: float | None = None, batch: int = 256) -> float:
+    """Share of real negatives that f calls positive after adding a mean change.
+
+    A counterfactual method that found f's universal adversarial pattern, not the pathology,
+    has a mean change that turns most negatives positive (``FINDINGS.md``); image-specific
+    changes average out to little.
+
+    Args:
+        mean_change: (H, W), (1, H, W) or (1, 1, H, W): the mean of x_pos - x_neg over images,
+            in the images' [0, 1] intensity scale.
+        negatives: (N, 1, H, W) real negative images in [0, 1].
+        classifier: f(x (B, 1, H, W) in [0, 1]) -> positive logit (B,); optional ``threshold``.
+        threshold: on f's probability (default: ``classifier.threshold``, else 0.5).
+
+    Returns: the share in [0, 1] (NaN when ``negatives`` is empty). Images are clipped to
+    [0, 1] after adding the change.
+    """
+    thr = float(threshold if threshold is not None else getattr(classifier, "threshold", 0.5))
+    if len(negatives) == 0:
+        return float("nan")
+    H, W = negatives.shape[-2:]
+    d = mean_change.detach().to(negatives.dtype).reshape(1, 1, H, W)
+    hits = 0
+    for s in range(0, len(negatives), batch):
+        xb = (negatives[s:s + batch] + d.to(negatives.device)).clamp(0.0, 1.0)
+        hits += int((torch.sigmoid(classifier(xb).float()) >= thr).sum())
+    return hits / len(negatives)

@@ -30,9 +30,9 @@ Shortcut tag: a bright square (about 6 % of the side) in the top-right corner
 the mirrored background just below it (apply it to every image, tagged or not, to train a
 "clean" classifier on the same cohort).
 
-This module is the public API (:func:`phantom_image`, :func:`generate`, :func:`tag_box`,
-:func:`remove_tag`, :data:`KINDS`) and re-exports the internals that tests and benchmarks use.
-The work is split by job:
+This module is the public API (:func:`phantom_image`, :func:`healthy_twin`, :func:`generate`,
+:func:`tag_box`, :func:`remove_tag`, :data:`KINDS`) and re-exports the internals that tests and
+benchmarks use. The work is split by job:
 
 * :mod:`.rendering`: one subject end to end (:func:`_render`, the healthy twin, boxes), kinds
   and size limits;
@@ -45,6 +45,8 @@ The work is split by job:
 from __future__ import annotations
 
 from collections.abc import Iterator
+
+import numpy as np
 
 from medxgan.cohort.writer import CohortImage
 
@@ -77,8 +79,8 @@ from medxgan.phantoms.rendering import (
 )
 from medxgan.phantoms.tag import _TAG_MARGIN, _TAG_SIDE, NEGATIVE_TAG_RATE, remove_tag, tag_box
 
-__all__ = ["KINDS", "MAX_SIZE", "MIN_SIZE", "NEGATIVE_TAG_RATE", "generate", "phantom_image",
-           "remove_tag", "tag_box"]
+__all__ = ["KINDS", "MAX_SIZE", "MIN_SIZE", "NEGATIVE_TAG_RATE", "generate", "healthy_twin",
+           "phantom_image", "remove_tag", "tag_box"]
 
 
 def phantom_image(kind: str, index: int, *, size: int = 64, seed: int = 0,
@@ -104,6 +106,20 @@ def phantom_image(kind: str, index: int, *, size: int = 64, seed: int = 0,
     ref = f"{kind}:seed={seed}:index={index}" + (":tag=1" if p.tagged else "")
     return CohortImage(image_id=f"{kind}-{seed}-{index:06d}", label=p.label, pixels=p.pixels,
                        source_ref=ref, boxes=p.boxes)
+
+
+def healthy_twin(kind: str, index: int, *, size: int = 64, seed: int = 0,
+                 prevalence: float = 0.5, shortcut_rate: float = 0.0) -> np.ndarray:
+    """The same subject as :func:`phantom_image` with the same arguments, without its lesions.
+
+    Ground truth for counterfactuals: same label draw, anatomy, exposure, noise and tag, so the
+    twin is byte-identical to the image everywhere except at the lesions' pixels (all inside
+    the image's boxes); ``image - twin`` is the true change. For a negative it is the image.
+
+    Returns: (size, size) uint8 pixels.
+    """
+    return _render(kind, index, size=size, seed=seed, prevalence=prevalence,
+                   shortcut_rate=shortcut_rate, lesions=False).pixels
 
 
 def generate(kind: str, n: int, *, size: int = 64, seed: int = 0, prevalence: float = 0.5,

@@ -3,7 +3,12 @@ import math
 import pytest
 import torch
 
-from medxgan.metrics.counterfactual import counterfactual_flip, counterfactual_similarity
+from medxgan.metrics.counterfactual import (
+    counterfactual_flip,
+    counterfactual_ncc,
+    counterfactual_similarity,
+    universal_flip,
+)
 
 
 def test_flip():
@@ -41,3 +46,47 @@ def test_similarity_sampled_branch_never_compares_an_image_with_itself():
     exact = counterfactual_similarity(ch.view(B, 4, 4), sample=B)
     assert a.mean().item() == pytest.approx(exact.mean().item(), abs=0.05)
     assert exact.mean() > 0.5  # one shared pattern
+
+
+def test_ncc_hand_cases():
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(4, 1, 16, 16, generator=g)
+    torch.testing.assert_close(counterfactual_ncc(c, c), torch.ones(4, dtype=torch.float64))
+    torch.testing.assert_close(counterfactual_ncc(c, -c), -torch.ones(4, dtype=torch.float64))
+    # invariant to offset and positive scale of either change
+    torch.testing.assert_close(counterfactual_ncc(3 * c + 1, c), torch.ones(4, dtype=torch.float64))
+    out = counterfactual_ncc(c, torch.cat([torch.zeros(1, 1, 16, 16), c[1:]]))
+    assert math.isnan(out[0]) and out.dtype == torch.float64
+    assert math.isnan(counterfactual_ncc(torch.full((1, 4, 4), 2.0), torch.rand(1, 4, 4))[0])
+    with pytest.raises(ValueError):
+        counterfactual_ncc(c, c[:, :, :8])
+
+
+def test_ncc_of_unrelated_changes_is_near_zero_and_partial_overlap_in_between():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(200, 32, 32, generator=g)
+    b = torch.randn(200, 32, 32, generator=g)
+    assert abs(counterfactual_ncc(a, b).mean().item()) < 0.01
+    true = torch.zeros(1, 32, 32)
+    true[0, 8:16, 8:16] = 1.0
+    half = torch.zeros(1, 32, 32)
+    half[0, 8:16, 8:12] = 1.0  # half of the lesion
+    v = counterfactual_ncc(half, true).item()
+    assert 0.5 < v < 0.8  # exactly sqrt(32 * (1 - 64/1024) / (64 * (1 - 32/1024)))
+    assert v == pytest.approx(math.sqrt(32 * (1 - 64 / 1024) / (64 * (1 - 32 / 1024))))
+
+
+def test_universal_flip_counts_negatives_turned_positive():
+    class Bright(torch.nn.Module):  # positive when the image's mean exceeds 0.5
+        threshold = 0.5
+
+        def forward(self, x):
+            return 50.0 * (x.mean((1, 2, 3)) - 0.5)
+
+    neg = torch.linspace(0.1, 0.45, 8).view(8, 1, 1, 1).expand(8, 1, 4, 4).contiguous()
+    f = Bright()
+    assert universal_flip(torch.zeros(4, 4), neg, f) == 0.0
+    assert universal_flip(torch.full((1, 1, 4, 4), 0.2), neg, f) == 0.5  # 0.3 .. 0.45 cross
+    assert universal_flip(torch.full((1, 4, 4), 0.6), neg, f, batch=3) == 1.0
+    assert universal_flip(torch.full((4, 4), 0.2), neg, f, threshold=0.9999) == 0.0
+    assert math.isnan(universal_flip(torch.zeros(4, 4), neg[:0], f))

@@ -1,0 +1,158 @@
+"""Counterfactual search by in-filling, on an analytic classifier whose answer is known.
+
+f's logit is a scaled mean intensity inside a known window; positives carry a bright 8x8 square
+inside it on a flat background; the stand-in "inpainter" fills holes with the background level,
+i.e. it draws the healthy twin exactly. The search must flip f by in-filling (part of) the
+square, with a mask that lies around the square, and leave negatives alone.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from medxgan.explain.counterfactual_search import SearchResult, search_counterfactual
+from medxgan.models.inpaint import Inpainter
+
+S = 32
+BG = 0.2
+WIN = (6, 6, 26, 26)  # x0, y0, x1, y1 of f's window
+
+
+class WindowMean(nn.Module):
+    """logit = 40 * (mean intensity in WIN - 0.26); background alone is negative."""
+
+    threshold = 0.5
+
+    def __init__(self):
+        super().__init__()
+        m = torch.zeros(1, 1, S, S)
+        x0, y0, x1, y1 = WIN
+        m[..., y0:y1, x0:x1] = 1.0
+        self.register_buffer("w", m / m.sum())
+
+    def forward(self, x):
+        return 40.0 * ((x * self.w).sum((1, 2, 3)) - 0.26)  # (B,)
+
+
+class BackgroundFill(nn.Module):
+    """In-fills every hole with the background level (the exact healthy twin here)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, m):
+        return x * (1 - m) + BG * m
+
+
+def _images():
+    """(4, 1, S, S): three positives with the square at different places, one negative."""
+    g = torch.Generator().manual_seed(0)
+    x = BG + 0.01 * torch.rand(4, 1, S, S, generator=g)
+    squares = [(10, 10), (14, 8), (8, 16)]  # (x0, y0) of 8x8 squares inside WIN
+    for i, (x0, y0) in enumerate(squares):
+        x[i, 0, y0:y0 + 8, x0:x0 + 8] = 0.9
+    return x, squares
+
+
+def _square_mask(x0, y0, grow=0):
+    m = torch.zeros(S, S, dtype=torch.bool)
+    m[max(0, y0 - grow):y0 + 8 + grow, max(0, x0 - grow):x0 + 8 + grow] = True
+    return m
+
+
+@pytest.mark.parametrize("patch_sizes", [(12,), (12, 8)])
+def test_search_flips_f_with_a_mask_on_the_square(patch_sizes):
+    x, squares = _images()
+    f = WindowMean().eval()
+    r = search_counterfactual(x, f, BackgroundFill(), patch_sizes=patch_sizes, area_cap=0.3)
+    assert isinstance(r, SearchResult)
+    assert r.x_neg.shape == x.shape and r.mask.shape == x.shape and r.mask.dtype == torch.bool
+    assert r.p_x.shape == r.p_neg.shape == r.area.shape == (4,)
+    assert bool((r.p_x[:3] > 0.5).all()) and r.p_x[3] < 0.5
+    assert r.flipped[:3].all() and bool((r.p_neg < 0.5).all())
+    for i, (x0, y0) in enumerate(squares):
+        m = r.mask[i, 0]
+        assert (m & _square_mask(x0, y0)).sum() >= 20  # removes a good part of the lesion
+        assert float((m & _square_mask(x0, y0, grow=4)).sum() / m.sum()) >= 0.9
+        assert torch.equal(r.x_neg[i][~r.mask[i]], x[i][~r.mask[i]])  # unchanged outside
+        assert r.area[i] == pytest.approx(float(m.float().mean())) and r.area[i] <= 0.3
+    # f already says negative: untouched
+    assert torch.equal(r.x_neg[3], x[3]) and not r.mask[3].any() and r.area[3] == 0
+    assert r.p_neg[3] == r.p_x[3]
+
+
+def test_trimming_tightens_the_mask():
+    x, _ = _images()
+    f, g = WindowMean().eval(), BackgroundFill()
+    coarse = search_counterfactual(x, f, g, patch_sizes=(12,), area_cap=0.3)
+    fine = search_counterfactual(x, f, g, patch_sizes=(12, 8), area_cap=0.3)
+    assert bool((fine.mask[:3] <= coarse.mask[:3]).all())  # trimming only removes
+    assert fine.area[:3].sum() < coarse.area[:3].sum()
+    assert fine.flipped[:3].all()
+
+
+def test_margin_keeps_more_of_the_lesion():
+    x, squares = _images()
+    f, g = WindowMean().eval(), BackgroundFill()
+    tight = search_counterfactual(x, f, g, patch_sizes=(12, 8), area_cap=0.3)
+    safe = search_counterfactual(x, f, g, patch_sizes=(12, 8), area_cap=0.3, margin=0.4)
+    assert bool((safe.p_neg[:3] < 0.1).all())
+    assert safe.area[:3].sum() >= tight.area[:3].sum()
+    assert bool((tight.mask[:3] <= search_counterfactual(
+        x, f, g, patch_sizes=(12,), area_cap=0.3).mask[:3]).all())
+
+
+def test_batch_size_does_not_change_the_result():
+    x, _ = _images()
+    f, g = WindowMean().eval(), BackgroundFill()
+    a = search_counterfactual(x, f, g, batch=5)
+    b = search_counterfactual(x, f, g, batch=512)
+    assert torch.equal(a.mask, b.mask) and torch.allclose(a.x_neg, b.x_neg)
+
+
+def test_cropped_ranking_matches_whole_image_ranking_for_a_local_infiller():
+    x, _ = _images()
+    f, g = WindowMean().eval(), BackgroundFill()
+    a = search_counterfactual(x, f, g, patch_sizes=(12, 8))
+    b = search_counterfactual(x, f, g, patch_sizes=(12, 8), crop=16, batch=7)
+    assert torch.equal(a.mask, b.mask) and torch.allclose(a.p_neg, b.p_neg)
+
+
+def test_area_cap_and_an_unflippable_classifier():
+    x, _ = _images()
+
+    class Stubborn(WindowMean):  # even the background alone is positive
+        def forward(self, x):
+            return super().forward(x) + 10.0
+
+    r = search_counterfactual(x, Stubborn(), BackgroundFill(), area_cap=0.2)
+    assert not r.flipped.any()
+    assert bool((r.area[:3] <= 0.2).all()) and bool((r.area[:3] > 0.1).all())
+    assert bool((r.p_neg[:3] < r.p_x[:3]).all())  # the best union within the cap
+
+    class Constant(nn.Module):  # nothing lowers f: no mask at all
+        def forward(self, x):
+            return torch.full((len(x),), 3.0) + 0 * x.sum((1, 2, 3))
+
+    r = search_counterfactual(x, Constant(), BackgroundFill(), area_cap=0.2)
+    assert not r.mask.any() and torch.equal(r.x_neg, x)
+    # a cap below one patch: nothing may be in-filled
+    r = search_counterfactual(x, WindowMean(), BackgroundFill(), area_cap=0.05)
+    assert not r.mask.any() and torch.equal(r.x_neg, x)
+    # the threshold argument wins over the classifier's attribute
+    r = search_counterfactual(x, WindowMean(), BackgroundFill(), threshold=0.999)
+    assert r.threshold == 0.999 and not r.mask.any()
+
+
+def test_runs_with_the_unet_inpainter():
+    torch.manual_seed(0)
+    x, _ = _images()
+    r = search_counterfactual(x, WindowMean().eval(), Inpainter(base=4, depth=2).eval(),
+                              patch_sizes=(12, 8), area_cap=0.3, batch=64, crop=16)
+    assert torch.isfinite(r.x_neg).all() and bool(((r.x_neg >= 0) & (r.x_neg <= 1)).all())
+    assert torch.equal(r.x_neg[~r.mask], x[~r.mask])
+    with pytest.raises(ValueError):
+        search_counterfactual(x[:, 0], WindowMean(), BackgroundFill())
