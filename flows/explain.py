@@ -1,7 +1,8 @@
 """The explain flow: every method over shards of a cohort's images, resumable.
 
-Writes ``<run>/run.json`` (what is explained with what) first, explanation parts next, and
-``<run>/explanations/manifest.json`` last.
+Writes ``<run>/tuning.json`` (when ``tune`` names methods: their options chosen on another
+split's boxes), ``<run>/run.json`` (what is explained with what, tuned options included),
+explanation parts next, and ``<run>/explanations/manifest.json`` last.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from medxgan.config import ExplainSection, field_default
 from medxgan.storage import Store
-from tasks.explain import explain_shard, plan_ids
+from tasks.explain import explain_shard, plan_ids, tune_method
 from tasks.progress import Progress
 
 
@@ -24,28 +25,44 @@ def explain_flow(cohort: str, classifier: str, run: str, methods: list[str],
                  labels: list[int] | None = None,
                  max_images: int | None = field_default(ExplainSection, "max_images"),
                  shard_size: int = field_default(ExplainSection, "shard_size"),
-                 options: dict[str, dict[str, Any]] | None = None) -> dict:
+                 options: dict[str, dict[str, Any]] | None = None,
+                 tune: list[str] | None = None,
+                 tune_split: str = field_default(ExplainSection, "tune_split"),
+                 tune_images: int = field_default(ExplainSection, "tune_images")) -> dict:
     """Explain up to ``max_images`` images of ``split`` (labels ``labels``, default positives).
 
     Args:
         cohort: cohort URL. classifier: ClassifierSpec YAML path/URL. run: run URL.
         methods: methods of ``medxgan.explain.METHODS``. gan: trained medXGAN run URL.
         options: per-method config dicts (unknown keys are errors).
+        tune: methods whose options are first chosen on up to ``tune_images`` positives with
+            boxes of ``tune_split`` (never the explained split), see :func:`tune_options`.
     Returns: the explanations manifest (methods, shards, image ids).
     """
     store = Store(run)
     store.remove_temporaries()  # half-written objects of a killed earlier attempt
     labels = field_default(ExplainSection, "labels") if labels is None else labels
+    options = {m: dict(o) for m, o in (options or {}).items()}
+    if tune:
+        if bad := [m for m in tune if m not in methods]:
+            raise ValueError(f"tune: {bad} not among the explained methods {list(methods)}")
+        if not split or tune_split == split:
+            raise ValueError(f"tune_split {tune_split!r} must differ from the explained split "
+                             f"{split or 'all'!r}")
+        options = tune_options(store, cohort, classifier, list(tune), tune_split, tune_images,
+                               options)
     ids = plan_ids(cohort, split, labels, max_images)
     if not ids:
         raise ValueError(f"cohort {cohort} has no images in split {split!r} with labels {labels}")
     shards = [ids[i:i + shard_size] for i in range(0, len(ids), shard_size)]
-    store.write_json("run.json", {"cohort": cohort, "classifier": classifier, "gan": gan,
-                                  "methods": list(methods), "split": split, "labels": labels,
-                                  "max_images": max_images, "shard_size": shard_size,
-                                  "options": options or {}})
+    info = {"cohort": cohort, "classifier": classifier, "gan": gan, "methods": list(methods),
+            "split": split, "labels": labels, "max_images": max_images,
+            "shard_size": shard_size, "options": options}  # options: tuned choices merged in
+    if tune:
+        info["tuning"] = {"methods": list(tune), "split": tune_split, "max_images": tune_images}
+    store.write_json("run.json", info)
     futures = [explain_shard.submit(run, cohort, classifier, gan, list(methods), k, shard,
-                                    options or {}) for k, shard in enumerate(shards)]
+                                    options) for k, shard in enumerate(shards)]
     bar = Progress(len(futures), "explain (shards)")
     results = []
     for fut in futures:
@@ -57,3 +74,26 @@ def explain_flow(cohort: str, classifier: str, run: str, methods: list[str],
                 "skipped": sum(len(r["skipped"]) for r in results)}
     store.write_manifest(manifest, "explanations")
     return manifest
+
+
+def tune_options(store: Store, cohort: str, classifier: str, tune: list[str], split: str,
+                 max_images: int, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``options`` with each tuned method's choice merged in; writes ``tuning.json``.
+
+    ``tuning.json`` maps method -> the ``tune_method`` entry (candidates table and choice). An
+    entry already there for the same split, image cap and other options is reused (a rerun
+    does not sweep again); the file is rewritten after each method that was swept.
+    """
+    from medxgan.explain.sweep import merge_options
+
+    tuning = store.read_json("tuning.json") if store.exists("tuning.json") else {}
+    for m in tune:
+        base = options.get(m) or {}
+        old = tuning.get(m)
+        if not (old and old.get("split") == split and old.get("max_images") == max_images
+                and old.get("base") == base):
+            tuning[m] = tune_method.submit(cohort, classifier, m, split, max_images,
+                                           base).result()
+            store.write_json("tuning.json", tuning)
+        options[m] = merge_options(base, tuning[m]["choice"])
+    return options

@@ -2,6 +2,8 @@
 
 Each (method, shard) is written as ``<run>/explanations/method=<m>/part-<shard>.parquet``; a
 part that exists is skipped, so a rerun continues where a killed run stopped (idempotent).
+Before the shards, ``tune_method`` chooses a method's options on another split's boxes
+(``medxgan.explain.sweep``); the flow writes its result to ``<run>/tuning.json``.
 """
 
 from __future__ import annotations
@@ -95,3 +97,45 @@ def explain_shard(run_url: str, cohort_url: str, spec: str, gan_url: str | None,
     explain_batch(x, classifier(spec), G, todo, options, ids=ids, latents=latents,
                   box_prior=prior, on_result=write)
     return {"shard": shard, "written": todo, "skipped": skipped}
+
+
+def plan_tune_ids(cohort_url: str, split: str, max_images: int | None) -> list[str]:
+    """The tuning images: ``split``'s positives with at least one box, in :func:`plan_ids`'s
+    order, capped at ``max_images``."""
+    from medxgan.cohort.reader import Cohort
+
+    boxes = Cohort(cohort_url).boxes_by_id()
+    ids = [i for i in plan_ids(cohort_url, split, [1], None) if len(boxes.get(i, ())) > 0]
+    return ids[:max_images] if max_images else ids
+
+
+@task(name="tune-method", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
+      tags=["GPU"])
+def tune_method(cohort_url: str, spec: str, method: str, split: str, max_images: int,
+                options: dict[str, Any] | None) -> dict:
+    """Sweep ``method``'s declared candidates on ``split``'s positives with boxes.
+
+    Store I/O around one ``medxgan.explain.sweep.sweep_options`` call: read the images and
+    their boxes (masks at the images' size, as the score stage builds them).
+
+    Returns: the method's ``tuning.json`` entry: ``split``, ``max_images``, ``image_ids``,
+    ``base`` (the options swept under), ``metric``, ``tiebreak``, ``candidates`` (the table)
+    and ``choice``.
+    """
+    from medxgan.cohort.reader import Cohort
+    from medxgan.explain.sweep import default_candidates, sweep_options
+    from medxgan.metrics.masks import boxes_to_masks
+    from tasks.common import classifier
+
+    ids = plan_tune_ids(cohort_url, split, max_images)
+    if not ids:
+        raise ValueError(f"tuning {method}: cohort {cohort_url} has no positives with boxes in "
+                         f"split {split!r}")
+    batch = Cohort(cohort_url).load(ids)
+    H, W = batch.images.shape[-2:]
+    masks = boxes_to_masks(batch.boxes, H, W, (H, W))
+    f = classifier(spec)
+    cands = default_candidates(method, f, None, size=int(W))  # no twin baseline (see sweep)
+    res = sweep_options(batch.images, masks, f, None, method, cands, options=options, ids=ids)
+    return {"split": split, "max_images": max_images, "image_ids": ids,
+            "base": dict(options or {}), **res.to_json()}

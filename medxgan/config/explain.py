@@ -95,13 +95,28 @@ class ExplainerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Grad-CAM ``layer`` value: the mean of every block output's map
+#: (``medxgan.explain.gradcam.candidate_layers``), each scaled to [0, 1] per image
+BLOCKS_MEAN = "blocks-mean"
+
+
 class GradCAMConfig(ExplainerConfig):
-    """``layer``: module name in ``f.named_modules()`` (None: target_layer() / last Conv2d);
-    ``relu``: ReLU on the map (standard Grad-CAM); ``upsample``: interpolation mode."""
+    """``layer``: module name in ``f.named_modules()`` or the spec's naming (None:
+    target_layer() / last Conv2d), or ``"blocks-mean"``; ``layers``: several module names whose
+    maps are averaged (each upsampled and scaled to [0, 1] per image, as pytorch-grad-cam's
+    multi-layer option); ``relu``: ReLU on the map (standard Grad-CAM); ``upsample``:
+    interpolation mode."""
 
     layer: str | None = None
+    layers: tuple[str, ...] | None = None
     relu: bool = True
     upsample: str = "bilinear"
+
+    @model_validator(mode="after")
+    def _one_layer_option(self) -> "GradCAMConfig":
+        if self.layers is not None and (self.layer is not None or not self.layers):
+            raise ValueError("gradcam: give either 'layer' or a non-empty 'layers', not both")
+        return self
 
 
 class IGConfig(ExplainerConfig):
@@ -216,6 +231,6 @@ if tuple(METHOD_CONFIGS) != METHODS:  # the catalogue and this model must name t
     raise RuntimeError(f"MethodOptions fields {list(METHOD_CONFIGS)} differ from the catalogue's "
                        f"methods {list(METHODS)}: add or remove the field here")
 
-__all__ = ["RECIPES", "CounterfactualIGConfig", "ExplainerConfig", "GradCAMConfig", "IGConfig",
-           "InversionConfig", "LatentIGConfig", "METHOD_CONFIGS", "MedXGANConfig", "MethodOptions",
-           "OcclusionConfig", "RandomConfig", "SmoothGradConfig"]
+__all__ = ["BLOCKS_MEAN", "RECIPES", "CounterfactualIGConfig", "ExplainerConfig", "GradCAMConfig",
+           "IGConfig", "InversionConfig", "LatentIGConfig", "METHOD_CONFIGS", "MedXGANConfig",
+           "MethodOptions", "OcclusionConfig", "RandomConfig", "SmoothGradConfig"]
