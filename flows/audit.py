@@ -8,7 +8,7 @@ Every stage is **content-addressed** under the store root:
 - ``classifiers/<key>``: key = hash of (cohort hash, training config);
 - ``gans/<key>``: key = hash of (cohort hash, classifier hash, GAN configs);
 - ``runs/<name>-<key>``: key = hash of (cohort, classifier and generator hashes, explain and
-  score sections).
+  score sections, the resolved acceptance criteria).
 
 Hashes are taken of the **resolved** sections (every default filled in, :func:`resolved`), so
 two YAMLs that resolve to the same values share stages, and a changed default changes the
@@ -25,11 +25,20 @@ key of a file source holds file modification times (a change detector, not an id
 A stage whose folder has a manifest is reused as it is, so a rerun of an unchanged audit costs
 almost nothing, and a new classifier version retrains only what depends on it. A stage that
 fails fails the audit; the run's ``manifest.json`` is written last, only after the report.
+
+Alerts (:func:`publish`, also when the whole run is reused): every audit creates two Prefect
+artifacts, a markdown verdict (``medxgan-<audit>-verdict``: headline, the three answers, the
+criteria, the report's URL) and a table of the headline metrics (``medxgan-<audit>-metrics``);
+when a pre-specified criterion failed it emits the Prefect event
+``medxgan.audit.criteria-failed``, when a regression against the previous run was detected
+``medxgan.audit.regression`` (resource ``medxgan.audit.<audit>``; payload: audit, run id,
+report URL and the failing numbers). ``medxgan audit`` turns them into exit codes 3 and 4.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +82,17 @@ def explain_options(cfg: AuditConfig) -> dict[str, dict[str, Any]]:
             given.setdefault("inversion", ex.inversion.model_dump(mode="json"))
         out[m] = METHOD_CONFIGS[m].model_validate(given).model_dump(mode="json")
     return out
+
+
+def run_key(cfg: AuditConfig, cohort_hash: str, classifier_hash: str,
+            generator_hash: str | None) -> str:
+    """The run's content address: the upstream hashes, the resolved explain and score
+    sections, the seed and the resolved acceptance criteria (``on`` filled in), so that a run
+    judged by other criteria is another run."""
+    return stable_hash({"cohort": cohort_hash, "classifier": classifier_hash,
+                        "gan": generator_hash, "explain": cfg.explain.model_dump(mode="json"),
+                        "score": cfg.score.model_dump(mode="json"), "seed": cfg.seed,
+                        "criteria": [c.model_dump(mode="json") for c in cfg.criteria]})
 
 
 def task_runner(runner: str, dask_address: str | None = None, workers: int = 2):
@@ -178,17 +198,16 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
 
     ex, sc = cfg.explain, cfg.score
     options = explain_options(cfg)
-    run_key = stable_hash({"cohort": cohort["hash"], "classifier": clf_hash, "gan": gan_hash,
-                           "explain": ex.model_dump(mode="json"), "score": sc.model_dump(mode="json"),
-                           "seed": cfg.seed})
-    run_id = f"{cfg.name}-{run_key[:12]}"
+    run_id = f"{cfg.name}-{run_key(cfg, cohort['hash'], clf_hash, gan_hash)[:12]}"
     run_url = root.url_of(f"runs/{run_id}")
     run = Store(run_url)
     done = run.read_manifest()
     if done is not None:
         # every stage of the finished run is reused as it is
         stages = {**done.get("stages", {}), **stages, "run": {"url": run_url}}
-        return {**done, "stages": {k: {**v, "reused": True} for k, v in stages.items()}}
+        manifest = {**done, "stages": {k: {**v, "reused": True} for k, v in stages.items()}}
+        publish(manifest)
+        return manifest
 
     explain_flow.with_options(task_runner=task_runner(runner, dask_address))(
         cohort=cohort["url"], classifier=spec, run=run_url, methods=ex.methods, gan=gan_url,
@@ -196,7 +215,9 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
         options=options)
     stages["explain"] = {"reused": False}
     score_flow(run=run_url, n_boot=sc.n_boot, faithfulness=sc.faithfulness,
-               robustness=sc.robustness, seed=sc.seed)
+               robustness=sc.robustness, seed=sc.seed, intervention=sc.intervention,
+               ablation_infill=sc.ablation_infill, shortcut=sc.shortcut,
+               shortcut_images=sc.shortcut_images)
     stages["score"] = {"reused": False}
     perf = evaluate_classifier(cohort["url"], spec)
     provenance = {
@@ -210,9 +231,85 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
     report = build_report(run_url, root.url, cfg.name, run_id, cohort["url"], perf, provenance)
     stages["report"] = {"reused": False}
     manifest = {"run_id": run_id, "audit": cfg.name, "run_url": run_url,
-                "report": report["report"], "verdict": report["verdict"],
-                "flags": report["flags"], "localises": report["localises"],
-                "regressions": report["regressions"], "classifier": perf,
+                "report": report["report"], "pdf": report["pdf"], "verdict": report["verdict"],
+                "answers": report["answers"], "flags": report["flags"],
+                "localises": report["localises"], "criteria": report["criteria"],
+                "criteria_failed": report["criteria_failed"],
+                "regressions": report["regressions"], "regressed": report["regressed"],
+                "previous_run_id": report["previous_run_id"],
+                "headline_metrics": report["headline_metrics"], "classifier": perf,
                 "stages": stages}
     run.write_manifest(manifest)
+    publish(manifest)
     return manifest
+
+
+CRITERIA_FAILED_EVENT = "medxgan.audit.criteria-failed"
+REGRESSION_EVENT = "medxgan.audit.regression"
+
+
+def artifact_key(audit: str, what: str) -> str:
+    """``medxgan-<audit>-<what>``: lowercase letters, digits and dashes (Prefect's key rule)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", audit.lower()).strip("-") or "audit"
+    return f"medxgan-{slug}-{what}"
+
+
+def _failing_numbers(c: dict) -> dict:
+    return {k: c.get(k) for k in ("name", "what", "source", "metric", "comparison", "threshold",
+                                  "on", "value", "mean", "ci_low", "ci_high", "n", "reason")}
+
+
+def _resource(manifest: dict) -> dict[str, str]:
+    return {"prefect.resource.id": f"medxgan.audit.{manifest['audit']}",
+            "prefect.resource.name": str(manifest["audit"]),
+            "medxgan.run-id": str(manifest["run_id"])}
+
+
+def verdict_markdown(manifest: dict) -> str:
+    """The markdown artifact: headline, the three answers, the criteria, the report's URL."""
+    lines = [f"# Audit {manifest['audit']}: {manifest.get('verdict', '')}", "",
+             f"Run `{manifest['run_id']}`. Report: [{manifest.get('report')}]({manifest.get('report')})"
+             + (f" (PDF: [{manifest['pdf']}]({manifest['pdf']}))" if manifest.get("pdf") else ""), ""]
+    answers = (manifest.get("answers") or {}).get("answers") or {}
+    for a in answers.values():
+        lines += [f"**{a.get('question')}** {str(a.get('outcome', '')).upper()}: {a.get('sentence', '')}", ""]
+    crit = manifest.get("criteria") or []
+    if crit:
+        lines += ["| criterion | outcome | deciding number |", "|---|---|---|"]
+        lines += [f"| {c.get('name')} | {c.get('outcome')} | {c.get('reason')} |" for c in crit]
+        lines.append("")
+    if manifest.get("regressions"):
+        lines.append(f"**{manifest['regressions']} regression(s)** against run "
+                     f"`{manifest.get('previous_run_id')}`: "
+                     + ", ".join(f"{r['method']} {r['metric']} {r['prev_mean']:.3f} -> {r['cur_mean']:.3f}"
+                                 for r in manifest.get("regressed") or []))
+    return "\n".join(lines)
+
+
+def publish(manifest: dict) -> dict:
+    """The audit's Prefect artifacts and alert events (module docstring); returns what was
+    emitted: ``{"artifacts": [keys], "events": [names]}``. Artifacts and events need a flow
+    run context (an ephemeral or standing Prefect server)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.events import emit_event
+
+    audit, run_id = manifest["audit"], manifest["run_id"]
+    keys = [artifact_key(audit, "verdict"), artifact_key(audit, "metrics")]
+    create_markdown_artifact(verdict_markdown(manifest), key=keys[0],
+                             description=f"medXGAN audit {audit}: verdict of run {run_id}")
+    create_table_artifact(manifest.get("headline_metrics") or [], key=keys[1],
+                          description=f"medXGAN audit {audit}: headline metrics of run {run_id}")
+    events = []
+    base = {"audit": audit, "run_id": run_id, "report": manifest.get("report"),
+            "verdict": manifest.get("verdict")}
+    failing = manifest.get("criteria_failed") or []
+    if failing:
+        emit_event(event=CRITERIA_FAILED_EVENT, resource=_resource(manifest),
+                   payload={**base, "failing": [_failing_numbers(c) for c in failing]})
+        events.append(CRITERIA_FAILED_EVENT)
+    if manifest.get("regressions"):
+        emit_event(event=REGRESSION_EVENT, resource=_resource(manifest),
+                   payload={**base, "previous_run_id": manifest.get("previous_run_id"),
+                            "failing": list(manifest.get("regressed") or [])})
+        events.append(REGRESSION_EVENT)
+    return {"artifacts": keys, "events": events}

@@ -1,7 +1,10 @@
 """``medxgan`` command line: each subcommand runs the matching Prefect flow.
 
-Errors print one line (``medxgan: error: ...``) and exit non-zero; ``--debug`` shows the
-traceback. Config files (``audit --config``, ``train-* --config``, ``explain --options``) are
+Errors print one line (``medxgan: error: ...``) and exit 1; ``--debug`` shows the
+traceback. ``medxgan audit`` exits 0 when the audit ran and nothing is wrong,
+:data:`EXIT_CRITERIA_FAILED` (3) when a pre-specified acceptance criterion failed and
+:data:`EXIT_REGRESSION` (4) when no criterion failed but a regression against the previous run
+was detected. Config files (``audit --config``, ``train-* --config``, ``explain --options``) are
 validated before any work; an invalid key prints as ``config error: <dotted.path>: <message>``.
 Every default comes from the config models (``medxgan.config``), every name list from
 ``medxgan.catalogue``.
@@ -21,6 +24,11 @@ from medxgan.config import (INGEST_CHUNK_SIZE, AuditConfig, ClassifierTrainConfi
                             CohortSection, ExplainSection, GanSection, MethodOptions,
                             ScoreSection, error_line, field_default)
 from medxgan.settings import Settings
+
+EXIT_CRITERIA_FAILED = 3
+"""``medxgan audit``: the audit ran and a pre-specified acceptance criterion failed."""
+EXIT_REGRESSION = 4
+"""``medxgan audit``: the audit ran, no criterion failed, a regression was detected."""
 
 Handler = Callable[[argparse.Namespace], int]
 _HANDLERS: dict[str, Handler] = {}
@@ -126,9 +134,21 @@ def _cmd_audit(a: argparse.Namespace) -> int:
 
     m = audit_flow(config=a.config, runner=a.runner, dask_address=a.dask_address)
     print(f"report {m['report']}\nverdict: {m['verdict']}")
+    for c in m.get("criteria") or []:
+        print(f"criterion {c['outcome']}: {c['name']} ({c['reason']})")
     reused = [k for k, v in m.get("stages", {}).items() if v.get("reused")]
     if reused:
         print("reused stages: " + ", ".join(reused))
+    return audit_exit_code(m)
+
+
+def audit_exit_code(manifest: dict) -> int:
+    """0, :data:`EXIT_CRITERIA_FAILED` (a criterion failed; wins over a regression) or
+    :data:`EXIT_REGRESSION` (only a regression) for an audit's manifest."""
+    if manifest.get("criteria_failed"):
+        return EXIT_CRITERIA_FAILED
+    if manifest.get("regressions"):
+        return EXIT_REGRESSION
     return 0
 
 
@@ -149,6 +169,8 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     for m in demo_flow(store=a.store, quick=a.quick):
         print(f"{m['audit']}: report {m['report']}\n  verdict: {m['verdict']}")
+        for c in m.get("criteria") or []:
+            print(f"  criterion {c['outcome']}: {c['name']} ({c['reason']})")
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return 0
 

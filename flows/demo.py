@@ -3,7 +3,10 @@
 One phantom-cxr cohort in which most positives carry a small bright *shortcut tag* in a corner.
 Two baseline classifiers are trained on it: a **clean** one that never sees the tag (it is
 removed from its training images) and a **shortcut** one that sees it (and learns it). Both are
-audited with the same settings; their evidence reports must tell them apart.
+audited with the same settings and the same acceptance criteria (:data:`DEMO_CRITERIA`); their
+verdicts must tell them apart: clean "relies on the findings, no shortcut", shortcut "shortcut
+suspected" at the tag's corner (intervention evidence and the shortcut search on 64 test
+images).
 """
 
 from __future__ import annotations
@@ -16,6 +19,16 @@ from prefect import flow
 from flows.audit import audit_flow
 from medxgan.config import field_default
 from medxgan.settings import Settings
+
+
+DEMO_CRITERIA: list[dict[str, Any]] = [
+    {"name": "relies on the findings (own boxes lower p more than another image's)",
+     "evidence": "intervention", "metric": "ablation_drop-shuffled_gap", "comparison": ">",
+     "threshold": 0.0},
+    {"name": "no strong shortcut (the strongest region outside the findings moves p by <= 0.2)",
+     "evidence": "shortcut", "metric": "drop", "comparison": "<=", "threshold": 0.2},
+]
+"""The acceptance criteria of both demo audits (the shortcut classifier is meant to fail)."""
 
 
 def demo_configs(store: str, quick: bool = False) -> list[dict[str, Any]]:
@@ -38,7 +51,8 @@ def demo_configs(store: str, quick: bool = False) -> list[dict[str, Any]]:
                     "method_options": {"latent_ig": {"n_points": 21 if quick else 33},
                                        "counterfactual_ig": {"n_points": 21 if quick else 33},
                                        "ig": {"n_steps": 16 if quick else 32}}},
-        "score": {"n_boot": 200 if quick else 1000},
+        "score": {"n_boot": 200 if quick else 1000, "shortcut_images": 48 if quick else 64},
+        "criteria": DEMO_CRITERIA,
     }
     train = {"arch": "small_cnn" if quick else "small_cnn2", "epochs": 3 if quick else 12,
              "flips": "horizontal"}

@@ -1,4 +1,5 @@
-"""Prefect tasks of the report stage: classifier performance, provenance, history, HTML."""
+"""Prefect tasks of the report stage: classifier performance, provenance, history, verdict,
+acceptance criteria, HTML and PDF."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ from prefect.cache_policies import NO_CACHE
 
 from medxgan.storage import Store
 from tasks.explain import part_key
+
+REGRESSION_METRICS = ("pointing_game", "relevance_mass", "iou_otsu", "deletion_auc",
+                      "insertion_auc", "ablation_drop")
+"""Metrics whose fall against the previous run of the same audit is a regression."""
+
+SHORTCUT_GALLERY = 3
+"""Images of the shortcut search's gallery shown in the report (largest drop first)."""
 
 LIBRARIES = ("torch", "torchvision", "captum", "numpy", "pyarrow", "pandas", "pydicom",
              "scikit-image", "prefect", "s3fs")
@@ -119,17 +127,90 @@ def _gallery(store: Store, cohort_url: str, scores: pd.DataFrame, methods: list[
     return items, [strips[i] for i in chosen if i in strips]
 
 
+def _shortcut_gallery(cohort_url: str, shortcut: dict | None, k: int = SHORTCUT_GALLERY) -> list[dict]:
+    """Gallery items of the images where the shortcut region matters most: the image with its
+    boxes and the region as an overlay."""
+    from medxgan.cohort.png import encode_png, from_unit
+    from medxgan.cohort.reader import Cohort
+
+    if not shortcut or shortcut.get("box") is None or not shortcut.get("top_image_ids"):
+        return []
+    ids = list(shortcut["top_image_ids"])[:k]
+    batch = Cohort(cohort_url).load(ids)
+    x0, y0, x1, y1 = (int(v) for v in shortcut["box"])
+    items = []
+    for j, i in enumerate(ids):
+        img = batch.images[j, 0].numpy()
+        region = np.zeros(img.shape, np.float32)
+        region[y0:y1, x0:x1] = 1.0
+        items.append({"image_id": i, "label": int(batch.labels[j]),
+                      "image_png": encode_png(from_unit(img)),
+                      "boxes": [tuple(map(float, b)) for b in batch.boxes[j]],
+                      "overlays": {"shortcut region": region},
+                      "note": "shortcut search: the region outside the boxes matters most here"})
+    return items
+
+
+def headline_metrics(summary: pd.DataFrame, comparisons: pd.DataFrame,
+                     shortcut: dict | None) -> list[dict]:
+    """The numbers of the table artifact: intervention evidence (own, shuffled, gap, flip,
+    retention), the shortcut search's region and transplant rate, and each method's pointing
+    game and relevance mass; ``{evidence, metric, mean, ci_low, ci_high, n}`` rows."""
+    from medxgan.catalogue import GAP_SUFFIX, INTERVENTION, order_methods
+
+    def num(v: Any) -> float | None:
+        return None if v is None or (isinstance(v, float) and v != v) else round(float(v), 4)
+
+    rows = []
+
+    def add(evidence: str, metric: str, r: Any) -> None:
+        rows.append({"evidence": evidence, "metric": metric, "mean": num(r[0]),
+                     "ci_low": num(r[1]), "ci_high": num(r[2]), "n": None if r[3] is None else int(r[3])})
+
+    by = {(m, k): (r.mean, r.ci_low, r.ci_high, r.n)
+          for m, k, r in zip(summary["method"], summary["metric"], summary.itertuples())}
+    gaps = {(m, k): (r.mean_diff, r.ci_low, r.ci_high, r.n)
+            for m, b, k, r in zip(comparisons["method_a"], comparisons["method_b"],
+                                  comparisons["metric"], comparisons.itertuples()) if m == b}
+    for k in ("ablation_drop", "ablation_drop_shuffled"):
+        if (INTERVENTION, k) in by:
+            add(INTERVENTION, k, by[(INTERVENTION, k)])
+    if (INTERVENTION, "ablation_drop" + GAP_SUFFIX) in gaps:
+        add(INTERVENTION, "ablation_drop" + GAP_SUFFIX, gaps[(INTERVENTION, "ablation_drop" + GAP_SUFFIX)])
+    for k in ("ablation_flip", "retention"):
+        if (INTERVENTION, k) in by:
+            add(INTERVENTION, k, by[(INTERVENTION, k)])
+    if shortcut and shortcut.get("box") is not None:
+        g = shortcut.get
+        add("shortcut", "drop", (g("drop"), g("drop_ci_low"), g("drop_ci_high"), g("n")))
+        add("shortcut", "transplant_rate", (g("transplant_rate"), g("transplant_ci_low"),
+                                            g("transplant_ci_high"), g("transplant_n")))
+        add("shortcut", "control_rate", (g("control_rate"), g("control_ci_low"),
+                                         g("control_ci_high"), g("transplant_n")))
+    for m in order_methods({m for m, _ in by} - {INTERVENTION}):
+        for k in ("pointing_game", "relevance_mass"):
+            if (m, k) in by:
+                add(m, k, by[(m, k)])
+    return rows
+
+
 @task(name="build-report", cache_policy=NO_CACHE)
 def build_report(run_url: str, store_url: str, audit: str, run_id: str, cohort_url: str,
                  classifier_perf: dict, provenance: dict) -> dict:
-    """Write ``provenance.json``, append the audit history, render ``report/index.html``.
+    """Write ``provenance.json``, append the audit history, judge the acceptance criteria
+    (``provenance["config"]["criteria"]``), render ``report/index.html`` and
+    ``report/report.pdf``.
 
-    Returns: ``{"report": URL, "verdict": headline, "flags": [...], "regressions": n}``.
+    Returns: ``{"report": URL, "pdf": URL, "verdict": headline, "answers":
+    Verdict.to_dict(), "flags": [...], "criteria": [CriterionResult.to_dict()],
+    "criteria_failed": [...the FAIL ones], "regressions": n, "regressed": [rows],
+    "headline_metrics": [rows], ...}``.
     """
     from medxgan.cohort.reader import Cohort
     from medxgan.report import (ReportInputs, append_history, audit_verdict, detect_regressions,
-                                history_rows, history_table, previous_run_id, render_report,
-                                sanitise)
+                                evaluate_criteria, history_rows, history_table, previous_run_id,
+                                render_pdf, render_report, sanitise)
+    from medxgan.report.criteria import failed
 
     run, root = Store(run_url), Store(store_url)
     info = run.read_json("run.json")
@@ -137,6 +218,7 @@ def build_report(run_url: str, store_url: str, audit: str, run_id: str, cohort_u
     scores = run.read_parquet("scores.parquet").to_pandas()
     summary = run.read_parquet("summary.parquet").to_pandas()
     comparisons = run.read_parquet("comparisons.parquet").to_pandas()
+    shortcut = _read_or_none(run, "shortcut.json")
     cohort = Cohort(cohort_url)
     qt = cohort.quarantine_table().to_pandas()
     quarantine = [(str(r), int(n)) for r, n in qt["reason"].value_counts().items()] if len(qt) else []
@@ -157,22 +239,39 @@ def build_report(run_url: str, store_url: str, audit: str, run_id: str, cohort_u
         if prev_store.exists("scores.parquet"):
             regressions = detect_regressions(
                 prev_store.read_parquet("scores.parquet").to_pandas(), scores,
-                metrics=["pointing_game", "relevance_mass", "iou_otsu", "deletion_auc",
-                         "insertion_auc"])
+                metrics=list(REGRESSION_METRICS))
     size = info["shard_size"]
     shard_of = {i: k // size for k, i in enumerate(expl["image_ids"])}  # as explain_flow cut them
     gallery, strips = _gallery(run, cohort_url, scores, expl["methods"], shard_of)
-    verdict = audit_verdict(summary, comparisons, scores)
-    html = render_report(ReportInputs(
+    gallery = gallery + _shortcut_gallery(cohort_url, shortcut)
+    verdict = audit_verdict(summary, comparisons, scores, shortcut=shortcut)
+    criteria = evaluate_criteria((provenance.get("config") or {}).get("criteria") or [], summary,
+                                 shortcut=shortcut, comparisons=comparisons, scores=scores)
+    inputs = ReportInputs(
         audit=audit, run_id=run_id, time=now, summary=summary, comparisons=comparisons,
-        scores=scores, verdict=verdict, manifest=cohort.manifest, quarantine=quarantine,
-        classifier=classifier_perf, provenance=provenance, gallery=gallery, strips=strips,
-        history=history, regressions=regressions, previous_run_id=prev))
-    run.write_bytes("report/index.html", html.encode("utf-8"))
-    n_reg = int(regressions["regression"].sum()) if regressions is not None and len(regressions) else 0
-    return {"report": run.url_of("report/index.html"), "verdict": verdict.headline,
-            "flags": list(verdict.flags), "localises": verdict.localises, "regressions": n_reg,
-            "previous_run_id": prev, "methods": info["methods"]}
+        scores=scores, verdict=verdict, shortcut=shortcut, criteria=criteria or None,
+        manifest=cohort.manifest, quarantine=quarantine, classifier=classifier_perf,
+        provenance=provenance, gallery=gallery, strips=strips, history=history,
+        regressions=regressions, previous_run_id=prev)
+    run.write_bytes("report/index.html", render_report(inputs).encode("utf-8"))
+    run.write_bytes("report/report.pdf", render_pdf(inputs))
+    regressed = []
+    if regressions is not None and len(regressions):
+        r = regressions[regressions["regression"].astype(bool)]
+        regressed = [{"method": str(m), "metric": str(k), "prev_mean": float(a),
+                      "cur_mean": float(b), "diff": float(d), "ci_low": float(lo),
+                      "ci_high": float(hi), "n": int(n)}
+                     for m, k, a, b, d, lo, hi, n in zip(r["method"], r["metric"], r["prev_mean"],
+                                                         r["cur_mean"], r["diff"], r["ci_low"],
+                                                         r["ci_high"], r["n"])]
+    return {"report": run.url_of("report/index.html"), "pdf": run.url_of("report/report.pdf"),
+            "verdict": verdict.headline, "answers": verdict.to_dict(),
+            "flags": list(verdict.flags), "localises": verdict.localises,
+            "criteria": [c.to_dict() for c in criteria],
+            "criteria_failed": [c.to_dict() for c in failed(criteria)],
+            "regressions": len(regressed), "regressed": regressed, "previous_run_id": prev,
+            "headline_metrics": headline_metrics(summary, comparisons, shortcut),
+            "methods": info["methods"]}
 
 
 def _read_or_none(store: Store, key: str) -> Any:

@@ -1,8 +1,12 @@
 """Prefect tasks of the score stage: score one explanation part at a time, then aggregate.
 
 Per (method, shard): ``<run>/scores/method=<m>/part-<shard>.parquet`` (long form), skipped
-when it exists. The aggregate task writes ``scores.parquet``, ``summary.parquet`` and
-``comparisons.parquet``, and adds the run-level ``counterfactual_similarity``.
+when it exists. Per shard, the intervention evidence of the explained images
+(``scores/method=intervention/part-<shard>.parquet``: ``ablation_drop`` (+ ``_shuffled``, the
+partners of the localisation controls), ``ablation_flip``, ``retention``). The aggregate task
+writes ``scores.parquet``, ``summary.parquet`` and ``comparisons.parquet``, and adds the
+run-level ``counterfactual_similarity``. The run-level shortcut search writes ``shortcut.json``.
+Every part is skipped when it is already written.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+import pyarrow.compute as pc
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -57,6 +62,106 @@ def score_part(run_url: str, cohort_url: str, spec: str, method: str, shard: int
                      options, method=method, ids=ids, extras=extras)
     store.write_parquet(out, to_table(df, SCORES))
     return out
+
+
+@task(name="intervention-part", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def intervention_part(run_url: str, cohort_url: str, spec: str, shard: int, ids: list[str],
+                      partners: dict[str, str], infill: str, seed: int) -> str:
+    """Intervention evidence of one shard's explained images; returns the scores part key.
+
+    Store I/O around one ``medxgan.metrics.ablation.ablation_scores`` call (boxes infilled at
+    the stored images' resolution, on the classifier's device): ``ablation_drop``,
+    ``ablation_drop_shuffled`` (the partner's boxes: the same derangement as the localisation
+    controls), ``ablation_flip``, ``retention``, as rows of method ``intervention``.
+    """
+    from medxgan.catalogue import INTERVENTION
+    from medxgan.cohort.reader import Cohort
+    from medxgan.metrics.ablation import ablation_scores
+    from medxgan.metrics.aggregate import SCORES, long_scores, to_table
+    from medxgan.metrics.controls import partner_masks
+    from medxgan.metrics.masks import boxes_to_masks
+    from tasks.common import classifier
+
+    store = Store(run_url)
+    out = part_key("scores", INTERVENTION, shard)
+    if store.exists(out):
+        return out
+    cohort = Cohort(cohort_url)
+    batch = cohort.load(ids)
+    H, W = batch.images.shape[-2:]
+    masks = boxes_to_masks(batch.boxes, H, W)
+    others = partner_masks(ids, partners, cohort.boxes_by_id(), H, W)
+    values = ablation_scores(classifier(spec), batch.images, masks, others, method=infill,
+                             seed=seed)
+    store.write_parquet(out, to_table(long_scores(ids, INTERVENTION, values), SCORES))
+    return out
+
+
+def shortcut_ids(cohort_url: str, split: str | None, cap: int) -> list[str]:
+    """The images of the shortcut search: positives with boxes and negatives of ``split``
+    (every split when empty), about half each, at most ``cap``; each class in the order of a
+    hash of the id (stable, not biased by id order), positives first."""
+    from medxgan.cohort.reader import Cohort
+    from medxgan.cohort.splits import unit_hash
+
+    c = Cohort(cohort_url)
+    t = c.index()
+    if split:
+        t = t.filter(pc.equal(t["split"], split))
+    boxed = c.boxes_by_id()
+    ids, labels = t["image_id"].to_pylist(), t["label"].to_pylist()
+    key = lambda i: unit_hash(i, "shortcut")  # noqa: E731
+    pos = sorted((i for i, y in zip(ids, labels) if y == 1 and i in boxed), key=key)
+    neg = sorted((i for i, y in zip(ids, labels) if y == 0), key=key)
+    n_pos = min(len(pos), cap // 2)
+    n_neg = min(len(neg), cap - n_pos)
+    n_pos = min(len(pos), cap - n_neg)
+    return pos[:n_pos] + neg[:n_neg]
+
+
+@task(name="shortcut-search", cache_policy=NO_CACHE)
+def shortcut_search(run_url: str, cohort_url: str, spec: str, split: str | None, cap: int,
+                    infill: str, n_boot: int, seed: int) -> dict:
+    """The run-level shortcut search: ``shortcut.json`` (skipped when it exists).
+
+    Store I/O around one ``medxgan.metrics.shortcut.find_shortcut`` call on
+    :func:`shortcut_ids` (findings infilled first, occlusion outside the boxes, the strongest
+    region, its transplant check). ``shortcut.json`` is ``ShortcutFinding.summary()`` plus
+    ``top_image_ids`` (the gallery: the images where the region matters most, largest drop
+    first), ``split``, ``n_images``, ``n_positives``, ``n_negatives``.
+    """
+    from medxgan.cohort.reader import Cohort
+    from medxgan.metrics.masks import boxes_to_masks
+    from medxgan.metrics.shortcut import find_shortcut
+    from tasks.common import classifier
+    from tasks.progress import Progress
+
+    store = Store(run_url)
+    if store.exists("shortcut.json"):
+        return store.read_json("shortcut.json")
+    ids = shortcut_ids(cohort_url, split, cap)
+    if not ids:
+        raise ValueError(f"cohort {cohort_url} has no images in split {split!r} for the "
+                         "shortcut search")
+    bar = Progress(len(ids), "shortcut search", "images")
+    batch = Cohort(cohort_url).load(ids)
+    H, W = batch.images.shape[-2:]
+    masks = boxes_to_masks(batch.boxes, H, W)
+    found = find_shortcut(classifier(spec), batch.images, masks, batch.labels, method=infill,
+                          seed=seed, n_boot=n_boot)
+    bar.update(len(ids))
+    bar.close()
+    n_pos = int((batch.labels == 1).sum())
+    out = {**_finite(found.summary()), "top_image_ids": [ids[i] for i in found.top_images],
+           "split": split or None, "n_images": len(ids), "n_positives": n_pos,
+           "n_negatives": len(ids) - n_pos}
+    store.write_json("shortcut.json", out)
+    return out
+
+
+def _finite(d: dict) -> dict:
+    """NaN floats as None (standard JSON)."""
+    return {k: None if isinstance(v, float) and v != v else v for k, v in d.items()}
 
 
 @task(name="aggregate-scores", cache_policy=NO_CACHE)

@@ -43,7 +43,8 @@ def product_run(prefect_harness, tmp_path_factory):
     man = explain_flow(cohort=cohort, classifier=str(root / "spec.yaml"), run=run,
                        methods=METHODS, split="test", labels=[1], max_images=8,
                        shard_size=SHARD, options=OPTIONS)
-    score_flow(run, n_boot=20, faithfulness=True, sanity_check=False, seed=SEED)
+    score_flow(run, n_boot=20, faithfulness=True, sanity_check=False, seed=SEED,
+               intervention=False, shortcut=False)  # the explanations' scores only
     scores = Store(run).read_parquet("scores.parquet").to_pandas()
     return cohort, str(root / "spec.yaml"), run, man["image_ids"], scores
 

@@ -97,20 +97,50 @@ class ExplainSection(_Strict):
         default_factory=InversionConfig,
         description="GAN inversion of the generator methods (a method's own inversion wins)")
     method_options: MethodOptions = Field(default_factory=MethodOptions)
+    tune: list[Literal["gradcam", "ig"]] = Field(
+        default_factory=list,
+        description="methods whose options are chosen before explaining, from a declared set, "
+                    "on tune_split's positives with boxes (medxgan.explain.sweep); [] = none")
+    tune_split: str = Field("val", description="split the tuning runs on; never the explained one")
+    tune_images: int = Field(64, ge=1, description="at most this many tuning images")
 
     @model_validator(mode="after")
     def _methods(self) -> "ExplainSection":
         bad = [m for m in self.methods if m not in ALL_METHODS]
         if bad:
             raise ValueError(f"unknown explanation methods {bad}; known: {list(ALL_METHODS)}")
+        if self.tune:
+            if missing := [m for m in self.tune if m not in self.methods]:
+                raise ValueError(f"tune: {missing} not among the explained methods")
+            if not self.split or self.tune_split == self.split:
+                raise ValueError(f"tune_split {self.tune_split!r} must differ from the "
+                                 f"explained split {self.split or 'all'!r}")
         return self
 
 
 class ScoreSection(_Strict):
+    """The score stage: metrics of the explanations, intervention evidence, shortcut search.
+
+    Attributes:
+        intervention: per explained image, the intervention rows (method ``intervention``:
+            ``ablation_drop`` (+ ``_shuffled``), ``ablation_flip``, ``retention``;
+            ``medxgan.metrics.ablation``), the shuffled boxes from the same partners as the
+            localisation controls.
+        ablation_infill: how boxes are infilled (``blur``, ``mean``, ``noisy_linear``: ROAD).
+        shortcut: the run-level shortcut search (``shortcut.json``,
+            ``medxgan.metrics.shortcut.find_shortcut``) on the explained split.
+        shortcut_images: most images the shortcut search uses (positives with boxes and
+            negatives, about half each).
+    """
+
     n_boot: int = 1000
     faithfulness: bool = True
     robustness: bool = False
     seed: int = 0
+    intervention: bool = True
+    ablation_infill: Literal["blur", "mean", "noisy_linear"] = "blur"
+    shortcut: bool = True
+    shortcut_images: int = Field(128, ge=4)
 
 
 #: metrics of a ``shortcut`` criterion: keys of ``shortcut.json`` (``ShortcutFinding.summary()``)

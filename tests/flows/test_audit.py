@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from flows.audit import audit_flow
+from medxgan.catalogue import INTERVENTION
 from medxgan.explain.base import METHODS
 from medxgan.metrics.aggregate import COMPARISONS, SCORES, SUMMARY
 from medxgan.storage import Store
@@ -30,7 +31,7 @@ def _check_outputs(store_url: str, manifest: dict) -> None:
     assert run.read_parquet("summary.parquet").schema.equals(SUMMARY)
     assert run.read_parquet("comparisons.parquet").schema.equals(COMPARISONS)
     scores = run.read_parquet("scores.parquet").to_pandas()
-    assert set(scores["method"]) == set(METHODS)
+    assert set(scores["method"]) == set(METHODS) | {INTERVENTION}  # + the intervention rows
     assert not scores.duplicated(["image_id", "method", "metric"]).any()
     metrics = set(scores["metric"])
     for m in ("pointing_game", "iou_otsu", "relevance_mass", "relevance_rank", "auroc", "auprc",

@@ -58,5 +58,5 @@ def test_two_stores_give_the_same_hashes_run_id_and_scores(prefect_harness, tmp_
     assert ga.read_json("best.json")["sha256"] == gb.read_json("best.json")["sha256"]
     assert ma["run_id"] == mb["run_id"]
     assert ma["run_url"] != mb["run_url"]
-    assert len(sa) > 0 and set(sa["method"]) == {"medxgan", "gradcam", "random"}
+    assert len(sa) > 0 and set(sa["method"]) == {"medxgan", "gradcam", "random", "intervention"}
     pd.testing.assert_frame_equal(sa, sb, check_exact=True)           # NaN == NaN here
