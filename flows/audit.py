@@ -212,7 +212,7 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
     explain_flow.with_options(task_runner=task_runner(runner, dask_address))(
         cohort=cohort["url"], classifier=spec, run=run_url, methods=ex.methods, gan=gan_url,
         split=ex.split, labels=ex.labels, max_images=ex.max_images, shard_size=ex.shard_size,
-        options=options)
+        options=options, tune=ex.tune, tune_split=ex.tune_split, tune_images=ex.tune_images)
     stages["explain"] = {"reused": False}
     score_flow(run=run_url, n_boot=sc.n_boot, faithfulness=sc.faithfulness,
                robustness=sc.robustness, seed=sc.seed, intervention=sc.intervention,

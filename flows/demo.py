@@ -48,6 +48,7 @@ def demo_configs(store: str, quick: bool = False) -> list[dict[str, Any]]:
         "explain": {"methods": ["medxgan", "latent_ig", "counterfactual_ig", "gradcam", "ig",
                                 "random", "box_prior"],
                     "max_images": 16 if quick else 48, "shard_size": 16 if quick else 24,
+                    "tune": ["gradcam", "ig"], "tune_images": 16 if quick else 32,
                     "method_options": {"latent_ig": {"n_points": 21 if quick else 33},
                                        "counterfactual_ig": {"n_points": 21 if quick else 33},
                                        "ig": {"n_steps": 16 if quick else 32}}},

@@ -252,7 +252,8 @@ def build_report(run_url: str, store_url: str, audit: str, run_id: str, cohort_u
         scores=scores, verdict=verdict, shortcut=shortcut, criteria=criteria or None,
         manifest=cohort.manifest, quarantine=quarantine, classifier=classifier_perf,
         provenance=provenance, gallery=gallery, strips=strips, history=history,
-        regressions=regressions, previous_run_id=prev)
+        regressions=regressions, previous_run_id=prev,
+        tuning=run.read_json("tuning.json") if run.exists("tuning.json") else None)
     run.write_bytes("report/index.html", render_report(inputs).encode("utf-8"))
     run.write_bytes("report/report.pdf", render_pdf(inputs))
     regressed = []

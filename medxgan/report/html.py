@@ -45,6 +45,7 @@ from medxgan.report._cases import gallery_section, strips_section
 from medxgan.report._html import asset, esc, section, table
 from medxgan.report._summary import criteria_section, evidence_section, overview_section, verdict_section
 from medxgan.report._sanitise import SECRET_MARKERS, sanitise
+from medxgan.report._tuning import tuning_section
 from medxgan.report._tables import comparisons_section, gaps_section, method_cell, metrics_section, signed_cell
 from medxgan.report._text import fmt
 from medxgan.report.figures import trend_svg
@@ -95,6 +96,7 @@ class ReportInputs:
     verdict: Verdict | None = None
     shortcut: Mapping[str, Any] | None = None
     criteria: Sequence[CriterionResult] | None = None
+    tuning: Mapping[str, Any] | None = None
     manifest: Mapping[str, Any] | None = None
     quarantine: Sequence[tuple[str, int]] | None = None
     classifier: Mapping[str, Any] | None = None
@@ -313,6 +315,7 @@ def render_report(inputs: ReportInputs) -> str:
             _cohort_section(inp.manifest, inp.quarantine),
             _classifier_section(inp.classifier),
             metrics_section(inp.summary, inp.headline_metrics),
+            tuning_section(inp.tuning),
             gaps_section(inp.comparisons),
             comparisons_section(inp.comparisons, loc_metrics),
             gallery_section(inp.gallery),
