@@ -40,7 +40,8 @@ def train_classifier_task(cohort_url: str, out_url: str, config: dict[str, Any])
 @task(name="train-gan", cache_policy=NO_CACHE, tags=["GPU"])
 def train_gan_task(cohort_url: str, spec: str, out_url: str, gan_config: dict[str, Any],
                    train_config: dict[str, Any]) -> dict:
-    """Train (or resume) the medXGAN generator for the classifier of ``spec``.
+    """Train (or resume) the medXGAN generator for the classifier of ``spec`` (the family of
+    ``gan_config``: ``published`` GAN or ``inpaint`` in-filler, same run folder contract).
 
     A finished run (its manifest exists) is reused; an interrupted one resumes from its
     latest complete checkpoint. Returns the run summary plus ``url`` and ``reused``.
@@ -55,11 +56,13 @@ def train_gan_task(cohort_url: str, spec: str, out_url: str, gan_config: dict[st
         return {**done, "url": store.url, "reused": True}
     gc = GanConfig.model_validate(gan_config)
     tc = GanTrainConfig.model_validate(train_config)
-    bar = Progress(tc.steps, "train medXGAN (steps)")
+    inpaint = gc.family == "inpaint"
+    total = (tc.inpaint.steps or 1) if inpaint else tc.steps  # a seconds-only budget: unknown
+    bar = Progress(total, "train inpainter (steps)" if inpaint else "train medXGAN (steps)")
     last = {"step": 0}
 
     def _progress(step: int, losses: dict) -> None:
-        if step > last["step"]:
+        if step > last["step"] and step <= total:
             bar.update(step - last["step"])
             last["step"] = step
 

@@ -35,14 +35,17 @@ class HeldOut:
         images: (N, 1, S, S) float in [0, 1] at the generator's size.
         labels: (N,) int64.
         masks: (N, S, S) bool lesion masks (empty for images without boxes).
+        ids: the N image ids (None when built by hand).
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     masks: torch.Tensor
+    ids: list[str] | None = None
 
     def to(self, device: torch.device | str) -> "HeldOut":
-        return HeldOut(self.images.to(device), self.labels.to(device), self.masks.to(device))
+        return HeldOut(self.images.to(device), self.labels.to(device), self.masks.to(device),
+                       self.ids)
 
 
 def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -76,9 +79,9 @@ def load_heldout(cohort, size: int, n: int, split: str = "val") -> HeldOut | Non
         for b in cohort.iter_batches(256, split=sp, labels=[0, 1]):
             for j in range(len(b)):
                 if b.labels[j] == 1 and len(b.boxes[j]) and len(pos) < n:
-                    pos.append((b.images[j], 1, b.boxes[j]))
+                    pos.append((b.images[j], 1, b.boxes[j], b.image_ids[j]))
                 elif b.labels[j] == 0 and len(neg) < n // 2:
-                    neg.append((b.images[j], 0, b.boxes[j]))
+                    neg.append((b.images[j], 0, b.boxes[j], b.image_ids[j]))
             if len(pos) >= n and len(neg) >= n // 2:
                 break
         if len(pos) >= 2:
@@ -86,5 +89,6 @@ def load_heldout(cohort, size: int, n: int, split: str = "val") -> HeldOut | Non
             H0, W0 = rows[0][0].shape[-2:]
             images = resize_square(torch.stack([r[0] for r in rows]), size)  # (N, 1, S, S)
             masks = boxes_to_masks([r[2] for r in rows], size, size, image_size=(H0, W0))
-            return HeldOut(images, torch.tensor([r[1] for r in rows]), masks)
+            return HeldOut(images, torch.tensor([r[1] for r in rows]), masks,
+                           [r[3] for r in rows])
     return None

@@ -17,6 +17,67 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+class SearchConfig(BaseModel):
+    """How the inpaint family finds an image's counterfactual
+    (:func:`medxgan.explain.counterfactual_search.search_counterfactual`'s options; the module
+    docstring there describes the search). Saved with the run: it is part of what defines the
+    family's x_neg, so it is in the generator's content hash.
+
+    Attributes:
+        patch_sizes: square patch sides in pixels at 64 px, coarse first (scaled with the
+            image side, at least 2 px).
+        stride: coarse stride in pixels at 64 px (None: half the coarse side).
+        area_cap: largest share of the image the in-filled mask may cover.
+        max_patches: most ranked coarse patches tried per image.
+        margin: aim at f's probability below ``threshold - margin``.
+        batch: in-fillings per forward pass.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    patch_sizes: tuple[int, ...] = (12, 8)
+    stride: int | None = Field(None, ge=1)
+    area_cap: float = Field(0.15, gt=0, le=1)
+    max_patches: int = Field(32, ge=1)
+    margin: float = Field(0.0, ge=0, lt=1)
+    batch: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "SearchConfig":
+        if not self.patch_sizes or min(self.patch_sizes) < 1:
+            raise ValueError(f"patch_sizes must be positive sides, got {self.patch_sizes}")
+        return self
+
+    def for_size(self, side: int) -> dict:
+        """The search's keyword arguments for images of ``side`` px (sides scaled from 64)."""
+        k = side / 64.0
+        return {"patch_sizes": tuple(max(2, round(p * k)) for p in self.patch_sizes),
+                "stride": None if self.stride is None else max(1, round(self.stride * k)),
+                "area_cap": self.area_cap, "max_patches": self.max_patches,
+                "margin": self.margin, "batch": self.batch}
+
+
+class InpaintHealthConfig(BaseModel):
+    """Health checks at the end of an inpaint-family run (``best.json``'s ``health``).
+
+    Attributes:
+        oracle_epochs: epochs of a second small classifier trained with another seed on the
+            same train split (``medxgan.models.train_classifier``), which must also call the
+            counterfactuals negative (``oracle_flip``); 0 (default): not trained, the
+            ``oracle_flip`` health value is NaN (about 1-2 CPU minutes at 64 px for 800 images).
+        oracle_arch: its architecture.
+        oracle_seed: its seed (differs from the audited classifier's 0).
+        negatives: held-out real negatives of the universal-transfer and null checks.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    oracle_epochs: int = Field(0, ge=0)
+    oracle_arch: str = "small_cnn"
+    oracle_seed: int = 1
+    negatives: int = Field(64, ge=0)
+
+
 class InpaintConfig(BaseModel):
     """Architecture and training of the inpainter.
 
@@ -38,6 +99,8 @@ class InpaintConfig(BaseModel):
         seed: seeds the initial weights, the batches and the masks.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         log_every: steps between entries of the loss history in the stats.
+        search: how the family's counterfactual is searched (:class:`SearchConfig`).
+        health: the end-of-run health checks (:class:`InpaintHealthConfig`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -55,6 +118,8 @@ class InpaintConfig(BaseModel):
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     log_every: int = Field(100, ge=1)
+    search: SearchConfig = SearchConfig()
+    health: InpaintHealthConfig = InpaintHealthConfig()
 
     @model_validator(mode="after")
     def _check(self) -> "InpaintConfig":

@@ -13,11 +13,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from medxgan.config.inpaint import InpaintConfig
+
 
 class GanConfig(BaseModel):
     """Architecture of the generator and discriminator (saved in every checkpoint).
 
     Attributes:
+        family: the generator family (docs/design.md, "The medXGAN method"): ``published``
+            (the paper's class-conditioned GAN, every other field here) or ``inpaint`` (a
+            healthy-anatomy in-filler trained on images f calls negative, configured by
+            ``GanTrainConfig.inpaint``; of the fields here only ``image_size`` applies).
         image_size: side of generated images: 32, 64, 128 or 256 px.
         d_a / d_p: sizes of the anatomy / pathology codes (published 100 / 10 at 128 px,
             1000 / 100 at 64 px).
@@ -31,6 +37,7 @@ class GanConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    family: Literal["published", "inpaint"] = "published"
     image_size: Literal[32, 64, 128, 256] = 64
     d_a: int = Field(100, ge=1)
     d_p: int = Field(10, ge=1)
@@ -104,6 +111,10 @@ class GanTrainConfig(BaseModel):
         device: ``auto`` (CUDA with bf16 autocast when present), ``cpu`` or ``cuda``.
         encoder: the optional inversion encoder trained after G on G's samples
             (:class:`~medxgan.models.encoder.EncoderConfig`; ``steps`` 0, the default: none).
+        inpaint: the ``inpaint`` family's in-filler, its training, counterfactual search and
+            health checks (:class:`~medxgan.config.inpaint.InpaintConfig`); only ``seed``,
+            ``device``, ``time_limit_s`` (a budget when ``inpaint.seconds`` is unset),
+            ``health_heldout`` and ``heldout_split`` of the fields above apply to that family.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -129,6 +140,7 @@ class GanTrainConfig(BaseModel):
     time_limit_s: float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     encoder: EncoderConfig = EncoderConfig()
+    inpaint: InpaintConfig = InpaintConfig()
 
 
 class ClassifierTrainConfig(BaseModel):

@@ -22,6 +22,14 @@ completeness reads sum(map) ≈ f(x) - f(x_neg). It is IG with the generated neg
 baseline: what the generator cannot draw (a lesion it does not reconstruct) is carried by r
 and still attributed, where the generator path attributes only what G reproduced.
 
+For the ``inpaint`` generator family (``G.family == "inpaint"``; no latent code, x_pos = x)
+both methods take the straight line x_i = x_neg + alpha_i (x - x_neg) from the in-filled
+counterfactual x_neg (``latents`` carry its mask, as the ``medxgan`` explanation's extras
+do) to the real image: the generator path and the residual path coincide there, so
+``latent_ig`` and ``counterfactual_ig`` give the same map (the ``path`` extra reads ``line``),
+with completeness sum(map) ≈ f(x) - f(x_neg). Keeping both names lets one audit config serve
+every family.
+
 Maps are (B, H, W) (the channel summed). Extras: ``form`` and ``rule`` (B names each),
 ``completeness_error``
 (B,) = |sum(map) - (f(x_pos) - f(x_neg))| in logit units (for both forms), ``delta_logit``
@@ -43,7 +51,7 @@ from medxgan.config.explain import CounterfactualIGConfig, LatentIGConfig
 from medxgan.explain._torch import logit, to_unit
 from medxgan.explain.base import Explainer, Explanation
 from medxgan.explain.inversion import InversionResult, invert
-from medxgan.explain.medxgan import Latents, _unpack
+from medxgan.explain.medxgan import Latents, _unpack, inpaint_counterfactual
 
 
 class LatentIGExplainer(Explainer):
@@ -68,16 +76,23 @@ class LatentIGExplainer(Explainer):
     def _explain(self, images: torch.Tensor, *, ids: Sequence[str] | None = None,
                  latents: Latents | None = None, **_: Any) -> Explanation:
         cfg = self.config
-        if latents is None:
-            latents = invert(self.G, self.f, images, cfg.inversion,
-                             seed=self._seeds(images, ids, cfg.seed))
-        z_a, z_p = _unpack(latents)
-        z_a, z_p = z_a.detach().to(images.device), z_p.detach().to(images.device)
-        B = z_a.shape[0]
-        residual = None
-        if cfg.path == "residual":
-            with torch.no_grad():
-                residual = images - to_unit(self.G(z_a, z_p))          # (B, 1, H, W)
+        line = None                                                    # inpaint family
+        if getattr(self.G, "family", "published") == "inpaint":
+            x_line_neg, _ = inpaint_counterfactual(self.G, self.f, images, latents)
+            line = (x_line_neg, images)
+            z_a = z_p = residual = None
+            B = images.shape[0]
+        else:
+            if latents is None:
+                latents = invert(self.G, self.f, images, cfg.inversion,
+                                 seed=self._seeds(images, ids, cfg.seed))
+            z_a, z_p = _unpack(latents)
+            z_a, z_p = z_a.detach().to(images.device), z_p.detach().to(images.device)
+            B = z_a.shape[0]
+            residual = None
+            if cfg.path == "residual":
+                with torch.no_grad():
+                    residual = images - to_unit(self.G(z_a, z_p))      # (B, 1, H, W)
         n = cfg.n_points
         k = max(1, cfg.batch_size // B)                                # alphas per pass
         alphas = torch.linspace(0, 1, n, device=images.device)
@@ -86,7 +101,10 @@ class LatentIGExplainer(Explainer):
         first_logit = last_logit = None
         for s in range(0, n, k):
             a = alphas[s:s + k]                                        # (m,)
-            x, g, lg = _path_grads(self.G, self.f, z_a, z_p, a, residual)  # (B,m,1,H,W), (B,m)
+            if line is None:
+                x, g, lg = _path_grads(self.G, self.f, z_a, z_p, a, residual)  # (B,m,1,H,W)
+            else:
+                x, g, lg = _line_grads(self.f, *line, a)
             if s == 0:
                 first_logit = lg[:, 0]
                 total = torch.zeros_like(x[:, 0])
@@ -112,7 +130,8 @@ class LatentIGExplainer(Explainer):
         delta = last_logit - first_logit                               # (B,) logit units
         err = (maps.flatten(1).sum(1) - delta).abs()
         rule = cfg.rule if cfg.form == "exact" else "mean"
-        extras = dict(form=[cfg.form] * B, rule=[rule] * B, path=[cfg.path] * B,
+        path = [cfg.path if line is None else "line"] * B
+        extras = dict(form=[cfg.form] * B, rule=[rule] * B, path=path,
                       completeness_error=err.detach(),
                       delta_logit=delta.detach(), x_neg=x_neg.detach().clamp(0, 1),
                       x_pos=x_pos.detach().clamp(0, 1))
@@ -133,6 +152,21 @@ class CounterfactualIGExplainer(LatentIGExplainer):
 
     name = "counterfactual_ig"
     Config = CounterfactualIGConfig
+
+
+def _line_grads(f: nn.Module, x_neg: torch.Tensor, x: torch.Tensor, alphas: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_path_grads` on the straight line x_neg + alpha (x - x_neg) (inpaint family)."""
+    B, m = x.shape[0], alphas.shape[0]
+    with torch.no_grad():
+        pts = x_neg[:, None] + alphas[None, :, None, None, None] * (x - x_neg)[:, None]
+        pts = pts.reshape((B * m,) + tuple(x.shape[1:]))               # (B m, 1, H, W)
+    pts.requires_grad_(True)
+    with torch.enable_grad():
+        out = logit(f, pts)                                            # (B m,)
+        (grad,) = torch.autograd.grad(out.sum(), pts)
+    shape = (B, m) + tuple(x.shape[1:])
+    return pts.detach().reshape(shape), grad.reshape(shape), out.detach().reshape(B, m)
 
 
 def _path_grads(G: nn.Module, f: nn.Module, z_a: torch.Tensor, z_p: torch.Tensor,

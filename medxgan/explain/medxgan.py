@@ -12,6 +12,20 @@ For each image x the generator is inverted (``inversion.invert``) to latents (z_
 
 all shown in pixel space [0, 1]. ``counterfactual_flip`` says whether f calls x_neg negative
 (p_neg < f.threshold).
+
+The ``inpaint`` generator family (``G.family == "inpaint"``, :class:`medxgan.models.inpaint.
+InpaintGenerator`) has no latent code: x_neg is the in-filling of the smallest region whose
+in-filling makes f call x negative (``G.counterfactual``), x_pos is x itself, so
+
+    map      = |x - x_neg|
+    frames_k = x_neg + alpha_k (x - x_neg)
+
+and ``recon_mse`` is exactly 0 (x_pos = x by construction; 0, not NaN, so the run-level
+``recon_mse`` stays a number and says truthfully that nothing of x is lost). Its "latents",
+which ``explain_batch`` hands to ``latent_ig`` / ``counterfactual_ig`` and the explain stage
+stores in the ``z_a`` / ``z_p`` columns, are the in-filled mask, flattened, as ``z_a``
+(B, H W) in {0, 1} and its area as ``z_p`` (B, 1): the in-filling of that mask is x_neg.
+Extra ``area`` (B,): share of the image in-filled.
 """
 
 from __future__ import annotations
@@ -63,6 +77,9 @@ class MedXGANExplainer(Explainer):
     def _explain(self, images: torch.Tensor, *, ids: Sequence[str] | None = None,
                  latents: Latents | None = None, **_: Any) -> Explanation:
         cfg = self.config
+        if getattr(self.G, "family", "published") == "inpaint":
+            return _explain_inpaint(self.G, self.f, images, latents, cfg.n_frames,
+                                    cfg.batch_size)
         inv = self.invert(images, ids) if latents is None else None
         z_a, z_p = (inv.z_a, inv.z_p) if inv is not None else _unpack(latents)
         B, H, W = images.shape[0], images.shape[-2], images.shape[-1]
@@ -88,6 +105,45 @@ class MedXGANExplainer(Explainer):
             counterfactual_flip=(p_neg < threshold(self.f)).float(),
             frames=frames, frame_probs=probs)
         return Explanation(maps=change.abs(), extras=extras)
+
+
+def inpaint_counterfactual(G: nn.Module, f: nn.Module, images: torch.Tensor,
+                           latents: Latents | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inpaint family's (x_neg (B, 1, H, W) in [0, 1], mask (B, 1, H, W) bool) of images on
+    their device: the search's, or the in-filling of the mask carried by ``latents`` (the
+    ``z_a`` of an earlier ``medxgan`` explanation)."""
+    if latents is not None:
+        mask = _unpack(latents)[0].to(images.device).reshape(images.shape) > 0.5
+        return G.fill(images, mask), mask
+    res = G.counterfactual(images.detach().cpu(), f)
+    return res.x_neg.to(images.device), res.mask.to(images.device)
+
+
+def _explain_inpaint(G: nn.Module, f: nn.Module, images: torch.Tensor,
+                     latents: Latents | None, n: int, batch_size: int) -> Explanation:
+    """medxgan for the inpaint family (module docstring)."""
+    B, H, W = images.shape[0], images.shape[-2], images.shape[-1]
+    with torch.no_grad():
+        x_neg, mask = inpaint_counterfactual(G, f, images, latents)
+        alphas = torch.linspace(0, 1, n, device=images.device)        # (n,)
+        path = x_neg[:, None] + alphas[None, :, None, None, None] * (images - x_neg)[:, None]
+        path = path.reshape(B * n, 1, H, W)                             # (B n, 1, H, W)
+        probs = torch.cat([torch.sigmoid(logit(f, path[s])) for s in chunks(B * n, batch_size)])
+        frames, probs = path[:, 0].reshape(B, n, H, W), probs.reshape(B, n)
+        p_x = torch.sigmoid(logit(f, images))
+    change = (images - x_neg)[:, 0]                                     # (B, H, W)
+    area = mask.flatten(1).float().mean(1)                              # (B,)
+    p_neg = probs[:, 0]
+    zeros = torch.zeros(B, device=images.device)
+    extras: dict[str, Any] = dict(
+        x_pos=images.detach().clone(), x_neg=x_neg, change=change,
+        z_a=mask.flatten(1).float(), z_p=area[:, None], recon_mse=zeros,
+        steps_run=torch.zeros(B, dtype=torch.int64, device=images.device),
+        p_x=p_x, p_pos=p_x, p_neg=p_neg,
+        counterfactual_flip=(p_neg < threshold(f)).float(),
+        frames=frames, frame_probs=probs, area=area)
+    return Explanation(maps=change.abs(), extras=extras)
 
 
 def _unpack(latents: Latents) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,12 @@ universal pattern score high on it), so a checkpoint is judged by four numbers:
 
 Everything runs with G in eval mode and no parameter updates; G's train/eval mode is
 restored afterwards.
+
+:func:`counterfactual_health` judges counterfactuals already computed for real images, for any
+generator family (the ``inpaint`` family's end-of-run health, ``bench.generators``): change
+similarity (next to the same statistic of the box masks), universal transfer, oracle agreement,
+lesion fidelity own / shuffled, NCC with the true change (phantoms), the change inside / outside
+the boxes and the null behaviour on real negatives.
 """
 
 from __future__ import annotations
@@ -166,3 +172,93 @@ def sample_grid(G: nn.Module, n: int = 8, seed: int = 2) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _mean_pairwise_cosine(v: torch.Tensor) -> float:
+    """Mean cosine similarity over pairs of different rows of v (N, ...) (zero rows skipped)."""
+    from medxgan.metrics.counterfactual import counterfactual_similarity
+
+    sim = counterfactual_similarity(v, sample=max(len(v), 1))
+    return float(sim.nanmean()) if bool((~sim.isnan()).any()) else float("nan")
+
+
+@torch.no_grad()
+def counterfactual_health(f: nn.Module, images: torch.Tensor, x_neg: torch.Tensor,
+                          masks: torch.Tensor, *, change: torch.Tensor | None = None,
+                          negatives: torch.Tensor | None = None,
+                          null_pair: tuple[torch.Tensor, torch.Tensor] | None = None,
+                          twins: torch.Tensor | None = None, oracle: nn.Module | None = None,
+                          seed: int = 0) -> dict[str, float]:
+    """Health of counterfactuals x_neg of real positives (any generator family).
+
+    Args:
+        f: the audited classifier (logit (B,), optional ``threshold``).
+        images: (P, 1, S, S) real positives in [0, 1]; masks: (P, S, S) bool, their boxes.
+        x_neg: (P, 1, S, S) their counterfactuals in [0, 1].
+        change: (P, S, S) the change the generator reports (default ``images - x_neg``; the
+            published family's is x_pos - x_neg).
+        negatives: (N, 1, S, S) real negatives f calls negative (universal transfer), or None.
+        null_pair: (real negatives (M, 1, S, S), whatever f says of them; the family's
+            counterfactuals of them) for the null check, or None.
+        twins: (P, 1, S, S) true healthy twins (phantoms) or None.
+        oracle: a second classifier trained with another seed, or None.
+        seed: seed of the shuffled-partner derangement.
+
+    Returns: a flat dict (NaN where an input is missing): ``flip_rate`` (f calls x_neg
+    negative), ``change_similarity`` (mean pairwise cosine of the changes) and
+    ``change_similarity_boxes`` (the same of the box masks: what image-specific changes that
+    follow the lesions score), ``universal_flip`` (share of ``negatives`` f calls positive after
+    adding the mean change), ``oracle_flip`` (share of x_neg the oracle calls negative, among
+    images it calls positive), ``fidelity`` / ``fidelity_shuffled`` (:func:`lesion_fidelity`),
+    ``counterfactual_ncc`` / ``counterfactual_ncc_shuffled`` (NCC with the image's own true
+    change images - twins, and with a partner's), ``change_in_boxes`` / ``change_out_boxes``
+    (mean squared change inside / outside the own boxes), ``twin_l1_in_boxes`` (mean
+    |x_neg - twin| inside the boxes), ``null_change`` (mean |change| on real negatives) and
+    ``n_health``.
+    """
+    from medxgan.metrics.counterfactual import counterfactual_ncc, universal_flip
+    from medxgan.metrics.localization import derangement
+
+    nan = float("nan")
+    thr = float(getattr(f, "threshold", 0.5))
+    P = len(images)
+    d = (images - x_neg)[:, 0] if change is None else change              # (P, S, S)
+    m = masks.to(torch.bool)
+    out: dict[str, float] = {"n_health": float(P)}
+    if P == 0:
+        return out
+    p_neg = torch.cat([torch.sigmoid(f(x_neg[s:s + 256]).float().reshape(-1))
+                       for s in range(0, P, 256)])
+    out["flip_rate"] = float((p_neg < thr).float().mean())
+    out["change_similarity"] = _mean_pairwise_cosine(d)
+    out["change_similarity_boxes"] = _mean_pairwise_cosine(m.float())
+    out["universal_flip"] = universal_flip(d.mean(0), negatives, f) \
+        if negatives is not None and len(negatives) else nan
+    out["oracle_flip"] = nan
+    if oracle is not None:
+        thr_o = float(getattr(oracle, "threshold", 0.5))
+        po_x = torch.sigmoid(oracle(images).float().reshape(-1))
+        po_neg = torch.sigmoid(oracle(x_neg).float().reshape(-1))
+        sel = po_x >= thr_o
+        out["oracle_flip"] = float((po_neg[sel] < thr_o).float().mean()) if bool(sel.any()) \
+            else nan
+    out["fidelity"], out["fidelity_shuffled"] = lesion_fidelity(d, m, seed=seed) if P >= 2 \
+        else (nan, nan)
+    sq = d.pow(2)
+    mf = m.to(sq.dtype)
+    out["change_in_boxes"] = float((sq * mf).sum() / mf.sum().clamp_min(1))
+    out["change_out_boxes"] = float((sq * (1 - mf)).sum() / (1 - mf).sum().clamp_min(1))
+    out["counterfactual_ncc"] = out["counterfactual_ncc_shuffled"] = nan
+    out["twin_l1_in_boxes"] = nan
+    if twins is not None:
+        true = (images - twins.to(images.device))[:, 0]                   # (P, S, S)
+        out["counterfactual_ncc"] = float(counterfactual_ncc(d, true).nanmean())
+        if P >= 2:
+            partner = derangement(P, seed=seed).to(d.device)
+            out["counterfactual_ncc_shuffled"] = float(counterfactual_ncc(d, true[partner])
+                                                       .nanmean())
+        err = (x_neg - twins.to(x_neg.device)).abs()[:, 0]
+        out["twin_l1_in_boxes"] = float((err * mf).sum() / mf.sum().clamp_min(1))
+    out["null_change"] = float((null_pair[0] - null_pair[1]).abs().mean()) \
+        if null_pair is not None and len(null_pair[0]) else nan
+    return out

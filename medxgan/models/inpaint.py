@@ -16,6 +16,9 @@ Public surface:
 - :func:`inpaint_loss`: the training loss (L1 in and out of the hole).
 - :func:`train_inpainter`: a plain, seeded training loop -> ``(Inpainter, stats)``.
 - :func:`save_inpainter` / :func:`load_inpainter`: state_dict + resolved config.
+- :class:`InpaintGenerator`: the ``inpaint`` generator family as the explainers see it (an
+  in-filler + the counterfactual search's options); trained and loaded by
+  :mod:`medxgan.models.inpaint_run` through ``train_gan`` / ``load_generator``.
 
 Pixel conventions: images (B, 1, H, W) float in [0, 1]; masks (B, 1, H, W) with 1 = hole (to be
 filled) and 0 = kept; pixel (i, j) has its centre at (j + 0.5, i + 0.5) in (x, y) pixel units.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -33,7 +37,7 @@ from torch import nn
 
 from medxgan.config.inpaint import InpaintConfig
 
-__all__ = ["InpaintConfig", "Inpainter", "inpaint_loss", "load_inpainter", "sample_masks",
+__all__ = ["InpaintConfig", "InpaintGenerator", "Inpainter", "inpaint_loss", "load_inpainter", "sample_masks",
            "save_inpainter", "train_inpainter"]
 
 
@@ -185,8 +189,9 @@ def _device(name: str) -> torch.device:
 
 
 def train_inpainter(images_neg: torch.Tensor, config: InpaintConfig | None = None, *,
-                    prior: torch.Tensor | None = None, **overrides: Any
-                    ) -> tuple[Inpainter, dict[str, Any]]:
+                    prior: torch.Tensor | None = None,
+                    progress: Callable[[int, dict[str, float]], None] | None = None,
+                    **overrides: Any) -> tuple[Inpainter, dict[str, Any]]:
     """Train an :class:`Inpainter` on images the classifier calls negative.
 
     Every step draws ``batch`` images (with replacement), flips half of them horizontally
@@ -201,6 +206,7 @@ def train_inpainter(images_neg: torch.Tensor, config: InpaintConfig | None = Non
             ``2**depth``.
         config: :class:`InpaintConfig` (default: its defaults).
         prior: optional (H, W) non-negative weights of where findings can occur (hole centres).
+        progress: called as ``progress(step, {"loss", "l1_in", "l1_out"})`` after every step.
         **overrides: config fields to replace (``steps``, ``seconds``, ``batch``, ``seed``,
             ``device``, ...); validated like the config.
 
@@ -251,6 +257,8 @@ def train_inpainter(images_neg: torch.Tensor, config: InpaintConfig | None = Non
         recent = (recent + [float(loss.detach())])[-50:]
         if step % cfg.log_every == 0:
             history.append([step, recent[-1], parts["l1_in"]])
+        if progress is not None:
+            progress(step, {"loss": recent[-1], **parts})
     seconds = time.perf_counter() - t0
     net.eval()
     stats = {"steps": step, "seconds": seconds, "s_per_step": seconds / max(step, 1),
@@ -274,3 +282,51 @@ def load_inpainter(data: bytes) -> tuple[Inpainter, dict[str, Any]]:
     net = Inpainter(int(obj["base"]), int(obj["depth"]))
     net.load_state_dict(obj["state_dict"])
     return net.eval(), obj.get("stats", {})
+
+
+class InpaintGenerator(nn.Module):
+    """The ``inpaint`` generator family (``gan.model.family: inpaint``) for the explainers.
+
+    It has no latent code: an image's counterfactual x_neg is the in-filling of the smallest
+    region whose in-filling makes f call it negative
+    (:func:`medxgan.explain.counterfactual_search.search_counterfactual` with ``search``), and
+    the positive counterpart is the image itself. ``family`` tells the generator methods
+    (``medxgan``, ``latent_ig``, ``counterfactual_ig``) which family they explain with.
+
+    Args:
+        inpainter: the trained :class:`Inpainter`.
+        image_size: the side it was trained at (px).
+        search: keyword arguments of the search at 64 px (``SearchConfig`` as a dict; patch
+            sides are scaled to the explained images' side).
+    """
+
+    family = "inpaint"
+
+    def __init__(self, inpainter: Inpainter, image_size: int, search: dict | None = None):
+        super().__init__()
+        from medxgan.config.inpaint import SearchConfig
+
+        self.inpainter = inpainter
+        self.image_size = int(image_size)
+        self.search = SearchConfig.model_validate(search or {})
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """x_fill = inpainter(x, m) (B, 1, H, W) in [0, 1]."""
+        return self.inpainter(x, m)
+
+    @torch.no_grad()
+    def fill(self, x: torch.Tensor, mask: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        """In-fill ``mask`` (B, 1, H, W) bool / {0, 1} of images x (B, 1, H, W) in [0, 1], on
+        the in-filler's device, ``batch`` at a time; the result is on x's device."""
+        dev = next(self.inpainter.parameters()).device
+        out = [self.inpainter(x[s:s + batch].to(dev), mask[s:s + batch].to(dev, x.dtype))
+               for s in range(0, len(x), batch)]
+        return torch.cat(out).to(x.device) if out else x.clone()
+
+    def counterfactual(self, images: torch.Tensor, classifier: nn.Module):
+        """:class:`~medxgan.explain.counterfactual_search.SearchResult` of (B, 1, H, W) images
+        in [0, 1] (CPU tensors; the search runs on the in-filler's device)."""
+        from medxgan.explain.counterfactual_search import search_counterfactual
+
+        return search_counterfactual(images, classifier, self.inpainter,
+                                     **self.search.for_size(min(images.shape[-2:])))

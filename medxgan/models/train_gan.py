@@ -221,6 +221,9 @@ def train_gan(cohort_url: str, classifier: nn.Module, out_url: str | Store,
               progress: ProgressFn | None = None) -> dict[str, Any]:
     """Train (or resume training) a medXGAN generator for ``classifier`` on a cohort.
 
+    ``gan_config.family == "inpaint"`` trains the inpaint family instead
+    (:func:`medxgan.models.inpaint_run.train_inpaint_run`: same run folder contract).
+
     Args:
         cohort_url: finished cohort (its train split is loaded into memory, resized to
             ``gan_config.image_size`` if needed).
@@ -244,6 +247,10 @@ def train_gan(cohort_url: str, classifier: nn.Module, out_url: str | Store,
     gc = gan_config or GanConfig()
     tc = train_config or GanTrainConfig()
     store = out_url if isinstance(out_url, Store) else Store(out_url)
+    if gc.family == "inpaint":  # the same run contract, another recipe
+        from medxgan.models.inpaint_run import train_inpaint_run
+
+        return train_inpaint_run(cohort_url, classifier, store, gc, tc, progress)
     dev = torch.device("cuda" if tc.device == "cuda" or
                        (tc.device == "auto" and torch.cuda.is_available()) else "cpu")
     if tc.lambda_d_cls > 0 and gc.discriminator != "projection":
@@ -373,7 +380,8 @@ def _resume(store: Store, state: GanState, gc: GanConfig, tc: GanTrainConfig) ->
     obj = resume_scan(store, _REQUIRED, "generator", stacklevel=3)
     if obj is None:
         return None
-    if obj["gan_config"] != gc.model_dump(mode="json"):
+    if GanConfig.model_validate(obj["gan_config"]).model_dump(mode="json") != \
+            gc.model_dump(mode="json"):  # a run saved before a new field resumes
         raise ValueError(f"{store.url} holds a run with another GanConfig "
                          f"({obj['gan_config']}); use a new out URL")
     if obj["train_config"].get("seed") != tc.seed:
@@ -399,7 +407,9 @@ def _load_ckpt(store: Store, key: str, sha256: str | None = None) -> tuple[dict,
 
 def load_generator(url_or_store: str | Store, which: Literal["best", "latest"] = "best",
                    attach_encoder: bool = True) -> tuple[Generator, dict[str, Any]]:
-    """The trained generator of a run (``best.pt``, else the latest checkpoint), eval mode.
+    """The trained generator of a run (``best.pt``, else the latest checkpoint), eval mode:
+    a :class:`~medxgan.models.gan.Generator`, or for an inpaint-family run an
+    :class:`~medxgan.models.inpaint.InpaintGenerator` (``family == "inpaint"``).
 
     With ``attach_encoder``, the run's inversion encoder (``encoder.pt``) is attached to G
     (``G.encoder``, so inversions start from E(x)) when ``encoder.json`` says it was kept
@@ -428,8 +438,14 @@ def load_generator(url_or_store: str | Store, which: Literal["best", "latest"] =
         raise FileNotFoundError(f"{store.url}: no generator checkpoint (best.json / "
                                 "checkpoints/latest.json)")
     obj, digest = _load_ckpt(store, key)
-    G = Generator(GanConfig.model_validate(obj["gan_config"]))
-    G.load_state_dict(obj["generator"])
+    if obj.get("family") == "inpaint":
+        from medxgan.models.inpaint_run import generator_from_checkpoint
+
+        G = generator_from_checkpoint(obj)
+        attach_encoder = False
+    else:
+        G = Generator(GanConfig.model_validate(obj["gan_config"]))
+        G.load_state_dict(obj["generator"])
     G.eval()
     meta = {k: obj.get(k) for k in ("step", "health", "gan_config", "train_config",
                                     "classifier_sha256", "cohort_hash")}

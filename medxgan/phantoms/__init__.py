@@ -31,6 +31,7 @@ the mirrored background just below it (apply it to every image, tagged or not, t
 "clean" classifier on the same cohort).
 
 This module is the public API (:func:`phantom_image`, :func:`healthy_twin`, :func:`generate`,
+:func:`true_twins` (a cohort's twins by image id, :mod:`.twins`),
 :func:`tag_box`, :func:`remove_tag`, :data:`KINDS`) and re-exports the internals that tests and
 benchmarks use. The work is split by job:
 
@@ -79,8 +80,10 @@ from medxgan.phantoms.rendering import (
 )
 from medxgan.phantoms.tag import _TAG_MARGIN, _TAG_SIDE, NEGATIVE_TAG_RATE, remove_tag, tag_box
 
+from medxgan.phantoms.twins import parse_source_ref, true_twins  # noqa: E402
+
 __all__ = ["KINDS", "MAX_SIZE", "MIN_SIZE", "NEGATIVE_TAG_RATE", "generate", "healthy_twin",
-           "phantom_image", "remove_tag", "tag_box"]
+           "parse_source_ref", "phantom_image", "remove_tag", "tag_box", "true_twins"]
 
 
 def phantom_image(kind: str, index: int, *, size: int = 64, seed: int = 0,

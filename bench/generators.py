@@ -1,0 +1,230 @@
+"""Generator families side by side on a phantom cohort: does the change model *this* image's
+lesion? (issue #14; docs/design.md, "The medXGAN method").
+
+On a phantom cohort (``--dataset``, 64 px, 1 200 images: ~820 train, ~260 test) a small_cnn2
+classifier f is trained (10 epochs; seed ``--seed``) and an oracle small_cnn with seed + 1.
+Then the family's generator is trained by the GAN stage itself (``train_gan`` with
+``gan.model.family``; ``--minutes`` of wall clock; published: the benches' G 0.25 / D 0.5
+variant, checkpoint kept by held-out *val* fidelity; inpaint: the default in-filler and search,
+its one checkpoint), loaded with ``load_generator`` and judged on the first ``--n-test`` test
+positives with boxes:
+
+- the ``medxgan`` difference map of the family, explained and scored as the audit does
+  (``explain_batch`` -> the stored float16 table -> ``score_batch`` against the own boxes and
+  the run-wide ``shuffle_partners`` partner's): ``mass_own`` / ``mass_shuffled`` (relevance
+  mass), ``pointing_own`` / ``pointing_shuffled``; Grad-CAM and IG on the same images
+  (``bench._pipeline.explain_and_score``);
+- ``counterfactual_health`` (medxgan.models.health) of its counterfactuals: change
+  similarity, universal flip (mean change added to up to 100 test negatives f calls negative),
+  oracle flip, counterfactual NCC with the true change x - healthy twin
+  (``medxgan.phantoms.true_twins``) and with a partner's (shuffled);
+- ``recon_mse``: the medxgan explanation's (published: inversion MSE in GAN space [-1, 1];
+  inpaint: 0, x_pos = x), ``explain_s_per_image``: seconds of the medxgan explanation.
+
+    .venv/bin/python -m bench.generators --family inpaint --minutes 6
+    .venv/bin/python -m bench.generators --quick          # 32 px smoke run, seconds
+
+Writes bench/results/generators_<family>_<dataset>_s<seed>.json (``--out``) and prints one
+last line of ``key=value`` pairs (``family`` first, a name; every other value a number).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from bench._args import device_flags
+from bench._common import RESULTS, gan_variant, write_phantom_cohort, write_results
+from bench._pipeline import explain_and_score
+
+KEYS = ["change_similarity", "universal_flip", "oracle_flip", "counterfactual_ncc",
+        "counterfactual_ncc_shuffled", "mass_own", "mass_shuffled", "pointing_own",
+        "pointing_shuffled", "gradcam_mass", "ig_mass", "gradcam_pointing", "ig_pointing",
+        "recon_mse", "explain_s_per_image"]
+
+
+def _configs(family: str, size: int, minutes: float, seed: int, device: str, quick: bool):
+    """(GanConfig, GanTrainConfig) of the family as this bench trains it."""
+    from medxgan.config.inpaint import InpaintConfig
+    from medxgan.models.gan import GanConfig
+    from medxgan.models.train_gan import GanTrainConfig
+
+    held = 6 if quick else 24
+    if family == "inpaint":
+        ic = InpaintConfig(steps=None, seconds=minutes * 60, seed=seed,
+                           health={"negatives": 16 if quick else 64})
+        return GanConfig(family="inpaint", image_size=size), GanTrainConfig(
+            seed=seed, device=device, health_heldout=held, inpaint=ic)
+    gc = gan_variant("published", "unconditional", size=size)
+    return gc, GanTrainConfig(lambda_cls=2.0, batch=32, steps=10**6, seed=seed, device=device,
+                              checkpoint_every=20 if quick else 250, health_heldout=held,
+                              health_samples=64 if quick else 1000,
+                              time_limit_s=minutes * 60)
+
+
+def _classifier(cohort_url: str, url: str, arch: str, epochs: int, seed: int, device: str):
+    from medxgan.models.classifier import load_classifier
+    from medxgan.models.train_classifier import ClassifierTrainConfig, train_classifier
+    from medxgan.storage import Store
+
+    if not Store(url).exists("spec.yaml"):
+        train_classifier(cohort_url, url, ClassifierTrainConfig(
+            arch=arch, epochs=epochs, batch=64, max_lr=2e-3, seed=seed, device=device))
+    return load_classifier(f"{url}/spec.yaml").to(device), Store(url).read_json("metrics.json")
+
+
+def _test_ids(cohort, n: int, label: int) -> list[str]:
+    """The first ``n`` test images of ``label`` (positives: with boxes), in cohort order."""
+    ids: list[str] = []
+    for b in cohort.iter_batches(256, split="test", labels=[label]):
+        ids += [i for i, bx in zip(b.image_ids, b.boxes) if len(bx) or not label]
+        if len(ids) >= n:
+            break
+    return ids[:n]
+
+
+def _family_scores(cohort, f, G, ids: list[str], seed: int, device: str, batch_size: int = 32):
+    """The family's medxgan maps explained and scored as the audit does; returns (scores,
+    seconds per image, images, x_neg, changes, masks, recon_mse)."""
+    import pandas as pd
+
+    from medxgan.explain import explain_batch
+    from medxgan.explain.serialize import explanation_table
+    from medxgan.metrics import partner_masks, score_batch, scoring_inputs, shuffle_partners
+    from medxgan.metrics.masks import boxes_to_masks
+
+    boxes = cohort.boxes_by_id()
+    partners = shuffle_partners(ids, boxes, seed)
+    opts = {"faithfulness": False, "robustness": False, "seed": seed, "method_options": {}}
+    frames, keep, seconds = [], {"x": [], "x_neg": [], "change": [], "masks": [], "mse": []}, 0.0
+    for s in range(0, len(ids), batch_size):
+        part = ids[s:s + batch_size]
+        batch = cohort.load(part)
+        x = batch.images.to(device)
+        t = time.perf_counter()
+        expl = explain_batch(x, f, G, ["medxgan"], None, ids=part)["medxgan"]
+        seconds += time.perf_counter() - t
+        _, maps, extras = scoring_inputs(explanation_table(part, expl, "medxgan"))
+        H, W = maps.shape[1:]
+        size = tuple(x.shape[-2:])
+        masks = boxes_to_masks(batch.boxes, H, W, size)
+        others = partner_masks(part, partners, boxes, H, W, size)
+        frames.append(score_batch(maps, masks, others, f, x, opts, method="medxgan", ids=part,
+                                  extras=extras))
+        for k, v in (("x", x), ("x_neg", expl.extras["x_neg"]), ("change", expl.extras["change"]),
+                     ("masks", masks), ("mse", expl.extras["recon_mse"])):
+            keep[k].append(v.detach().cpu())
+    cat = {k: torch.cat(v) for k, v in keep.items()}
+    return (pd.concat(frames, ignore_index=True), seconds / max(1, len(ids)), cat)
+
+
+def _loc(scores, method: str | None = None) -> dict[str, float]:
+    s = scores if method is None else scores[scores["method"] == method]
+    mean = s.groupby("metric")["value"].mean()
+    get = lambda k: float(mean.get(k, float("nan")))  # noqa: E731
+    return {"mass": get("relevance_mass"), "mass_shuffled": get("relevance_mass_shuffled"),
+            "pointing": get("pointing_game"), "pointing_shuffled": get("pointing_game_shuffled")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 parents=[device_flags(threads=1)])
+    ap.add_argument("--family", default="inpaint", choices=["published", "inpaint"])
+    ap.add_argument("--dataset", default="phantom-cxr", choices=["phantom-cxr", "phantom-brain"])
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="training wall clock of the generator (default 10; 0.15 with --quick)")
+    ap.add_argument("--seed", type=int, default=0, help="cohort, classifier and generator seed")
+    ap.add_argument("--quick", action="store_true", help="32 px, 240 images, seconds")
+    ap.add_argument("--n-test", type=int, default=None, help="test positives (default 100)")
+    ap.add_argument("--work", default="/tmp/medxgan-bench/generators", help="store folder")
+    ap.add_argument("--out", default=None, help="results JSON (default bench/results/"
+                    "generators_<family>_<dataset>_s<seed>.json)")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore", FutureWarning)
+    torch.set_num_threads(args.threads)
+
+    from medxgan.cohort.reader import Cohort
+    from medxgan.models.health import counterfactual_health
+    from medxgan.models.train_gan import load_generator, train_gan
+    from medxgan.phantoms import true_twins
+    from medxgan.storage import Store
+
+    size, n_images = (32, 240) if args.quick else (64, 1200)
+    minutes = args.minutes if args.minutes is not None else (0.15 if args.quick else 10.0)
+    n_test = args.n_test or (16 if args.quick else 100)
+    work = Path(args.work) / ("quick" if args.quick else "full")
+    t0 = time.perf_counter()
+    cohort_url = str(work / f"cohort-{args.dataset}-{size}-n{n_images}-s{args.seed}")
+    if Store(cohort_url).read_manifest() is None:
+        write_phantom_cohort(cohort_url, args.dataset, n_images, size=size, seed=args.seed)
+    cohort = Cohort(cohort_url)
+    epochs = 20 if args.quick else 10
+    f, f_metrics = _classifier(cohort_url, f"{cohort_url}-clf-small_cnn2-s{args.seed}",
+                               "small_cnn2", epochs, args.seed, args.device)
+    oracle, o_metrics = _classifier(cohort_url, f"{cohort_url}-oracle-small_cnn-s{args.seed + 1}",
+                                    "small_cnn", epochs, args.seed + 1, args.device)
+    print(f"classifier test {f_metrics['test']}  oracle test {o_metrics['test']}", flush=True)
+
+    gc, tc = _configs(args.family, size, minutes, args.seed, args.device, args.quick)
+    out_url = str(work / f"gen-{args.family}-{args.dataset}-s{args.seed}-{minutes:g}m")
+    Store(out_url).delete("")
+    t = time.perf_counter()
+    summary = train_gan(cohort_url, f, out_url, gc, tc)
+    train_s = time.perf_counter() - t
+    G, meta = load_generator(out_url)
+    G = G.to(args.device)
+    print(f"{args.family}: {summary['steps']} steps in {train_s:.0f} s, kept step {meta['step']}",
+          flush=True)
+
+    ids = _test_ids(cohort, n_test, 1)
+    scores, s_per_image, kept = _family_scores(cohort, f, G, ids, args.seed, args.device)
+    base, base_s = explain_and_score(cohort, f, None, ids, ["gradcam", "ig"],
+                                     faithfulness=False, seed=args.seed, device=args.device)
+    negs = cohort.load(_test_ids(cohort, 100, 0)).images.to(args.device)
+    with torch.no_grad():
+        called_neg = negs[torch.sigmoid(f(negs).float()) < float(getattr(f, "threshold", 0.5))]
+    twins = true_twins(cohort, ids)
+    health = counterfactual_health(f, kept["x"].to(args.device), kept["x_neg"].to(args.device),
+                                   kept["masks"], change=kept["change"].to(args.device),
+                                   negatives=called_neg, twins=twins, oracle=oracle,
+                                   seed=args.seed)
+    own, gcam, ig = _loc(scores), _loc(base, "gradcam"), _loc(base, "ig")
+    line = {"change_similarity": health["change_similarity"],
+            "universal_flip": health["universal_flip"], "oracle_flip": health["oracle_flip"],
+            "counterfactual_ncc": health["counterfactual_ncc"],
+            "counterfactual_ncc_shuffled": health["counterfactual_ncc_shuffled"],
+            "mass_own": own["mass"], "mass_shuffled": own["mass_shuffled"],
+            "pointing_own": own["pointing"], "pointing_shuffled": own["pointing_shuffled"],
+            "gradcam_mass": gcam["mass"], "ig_mass": ig["mass"],
+            "gradcam_pointing": gcam["pointing"], "ig_pointing": ig["pointing"],
+            "recon_mse": float(kept["mse"].double().mean()), "explain_s_per_image": s_per_image}
+    assert list(line) == KEYS
+    out = Path(args.out) if args.out else RESULTS / (
+        f"generators_{args.family}_{args.dataset}_s{args.seed}"
+        + ("_quick" if args.quick else "") + ".json")
+    write_results(out, {
+        "bench": "generators", "command": " ".join(["python -m bench.generators"] + sys.argv[1:]),
+        "family": args.family, "dataset": args.dataset, "seed": args.seed, "minutes": minutes,
+        "size": size, "cohort": cohort.manifest["counts"], "n_test": len(ids),
+        "n_negatives": int(len(called_neg)),
+        "classifier": {k: f_metrics.get(k) for k in ("arch", "val", "test", "train_seconds")},
+        "oracle": {k: o_metrics.get(k) for k in ("arch", "val", "test", "train_seconds")},
+        "train": {"steps": summary["steps"], "seconds": round(train_s, 1),
+                  "kept_step": meta["step"], "val_health": meta["health"],
+                  "gan_config": gc.model_dump(mode="json"),
+                  "train_config": tc.model_dump(mode="json")},
+        "test_health": health, "baseline_s_per_image": base_s, "result": line,
+        "total_seconds": round(time.perf_counter() - t0, 1)})
+    print(f"wrote {out}", flush=True)
+    print(f"family={args.family} " + " ".join(
+        f"{k}={v:.4f}" if math.isfinite(v) else f"{k}=nan" for k, v in line.items()))
+
+
+if __name__ == "__main__":
+    main()
