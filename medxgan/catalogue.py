@@ -119,6 +119,8 @@ METRIC_CATALOGUE: tuple[Metric, ...] = (
     Metric("recon_mse", "reconstruction MSE", False, "generator"),
     Metric("counterfactual_flip", "counterfactual flip rate", True, "generator"),
     Metric("counterfactual_similarity", "counterfactual similarity", False, "generator"),
+    Metric("counterfactual_ncc", "counterfactual NCC with the true change", True, "generator",
+           True),
     # intervention evidence (method INTERVENTION): ablation_drop_shuffled is ablation_drop's control
     Metric("ablation_drop", "ablation drop", True, "intervention", True),
     Metric("ablation_flip", "ablation flip rate", True, "intervention"),

@@ -50,7 +50,8 @@ def score_part(run_url: str, cohort_url: str, spec: str, method: str, shard: int
     out = part_key("scores", method, shard)
     if store.exists(out):
         return out
-    ids, maps, extras = scoring_inputs(store.read_parquet(part_key("explanations", method, shard)))
+    table = store.read_parquet(part_key("explanations", method, shard))
+    ids, maps, extras = scoring_inputs(table)
     cohort = Cohort(cohort_url)
     batch = cohort.load(ids)
     H, W = maps.shape[1:]
@@ -58,10 +59,39 @@ def score_part(run_url: str, cohort_url: str, spec: str, method: str, shard: int
     masks = boxes_to_masks(batch.boxes, H, W, size)
     others = partner_masks(ids, partners, cohort.boxes_by_id(), H, W, size)
     needs_f = options.get("faithfulness", True) or options.get("robustness", False)
+    truth = _true_changes(cohort, ids, partners, batch.images, table) \
+        if method == "medxgan" else {}
     df = score_batch(maps, masks, others, classifier(spec) if needs_f else None, batch.images,
-                     options, method=method, ids=ids, extras=extras)
+                     options, method=method, ids=ids, extras=extras, **truth)
     store.write_parquet(out, to_table(df, SCORES))
     return out
+
+
+def _true_changes(cohort, ids: list[str], partners: dict[str, str], images, table) -> dict:
+    """``changes``, ``true_changes`` and ``partner_true_changes`` for ``score_batch`` on a
+    phantom cohort (true change = image - its healthy twin, re-rendered from the records;
+    ``medxgan.phantoms.true_twins``); {} for any other cohort or a part without changes."""
+    import torch
+
+    from medxgan.explain.serialize import read_changes
+    from medxgan.phantoms import true_twins
+
+    twins = true_twins(cohort, ids)
+    if twins is None:
+        return {}
+    if "change" not in table.column_names:
+        return {}
+    _, changes = read_changes(table)
+    true = (images - twins)[:, 0]                                        # (B, S, S)
+    pids = [partners[i] for i in ids if i in partners]
+    partner_true = torch.full_like(true, float("nan"))
+    if pids:
+        p_twins = true_twins(cohort, pids)
+        if p_twins is not None:
+            p_true = (cohort.load(pids).images - p_twins)[:, 0]
+            rows = [k for k, i in enumerate(ids) if i in partners]
+            partner_true[rows] = p_true
+    return {"changes": changes, "true_changes": true, "partner_true_changes": partner_true}
 
 
 @task(name="intervention-part", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)

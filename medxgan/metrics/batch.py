@@ -23,9 +23,10 @@ from medxgan.metrics.localization import localization_scores
 
 EXTRA_METRICS: tuple[str, ...] = tuple(
     m.name for m in METRIC_CATALOGUE if m.family == "generator"
-    and m.name != "counterfactual_similarity")
+    and m.name not in ("counterfactual_similarity", "counterfactual_ncc"))
 """Per-image metrics medxgan's explanation carries as extras (``recon_mse``,
-``counterfactual_flip``); ``counterfactual_similarity`` is run-level (the aggregate)."""
+``counterfactual_flip``); ``counterfactual_similarity`` is run-level (the aggregate) and
+``counterfactual_ncc`` is computed here from the change and the true change."""
 
 NOISE_K, NOISE_SIGMA = 4, 0.05
 """noise_stability: noise draws and their std (fraction of each image's intensity range)."""
@@ -34,7 +35,9 @@ NOISE_K, NOISE_SIGMA = 4, 0.05
 def score_batch(maps: torch.Tensor, masks: torch.Tensor, partner_masks: torch.Tensor,
                 classifier: nn.Module | None, images: torch.Tensor | None,
                 options: Mapping[str, Any] | None, *, method: str, ids: Sequence[str],
-                extras: Mapping[str, Any] | None = None) -> pd.DataFrame:
+                extras: Mapping[str, Any] | None = None,
+                changes: torch.Tensor | None = None, true_changes: torch.Tensor | None = None,
+                partner_true_changes: torch.Tensor | None = None) -> pd.DataFrame:
     """Every metric of one method's maps of B images, as ``scores.parquet`` rows.
 
     Metrics, in row order: the localisation metrics against the image's own boxes
@@ -43,7 +46,9 @@ def score_batch(maps: torch.Tensor, masks: torch.Tensor, partner_masks: torch.Te
     ``deletion_auc`` and ``insertion_auc`` (blur baseline); with ``options["robustness"]``
     (default False) ``noise_stability`` (not for the generator methods; NaN for ``box_prior``);
     for ``method == "medxgan"`` the per-image extras ``recon_mse`` and ``counterfactual_flip``
-    when given.
+    when given, and, where the true changes are known (phantom cohorts: ``x - healthy twin``),
+    ``counterfactual_ncc`` and its control ``counterfactual_ncc_shuffled`` (against the
+    partner's true change).
 
     Args:
         maps: (B, H, W) float raw maps, as stored by the explain stage (float16 values; see
@@ -58,6 +63,10 @@ def score_batch(maps: torch.Tensor, masks: torch.Tensor, partner_masks: torch.Te
         method: the method name written in the rows. ids: B image ids.
         extras: scalar extras of the explanation, name -> (B,) values (``recon_mse`` in GAN
             space [-1, 1] squared, ``counterfactual_flip`` 1.0 / 0.0).
+        changes: (B, h, w) the generator's changes x_pos - x_neg (any pixel scale: NCC is
+            scale- and offset-free). true_changes: (B, H0, W0) x - x_healthy in [0, 1] units,
+            resized to (h, w) by area averaging when sizes differ. partner_true_changes: the
+            same for each image's partner (NaN rows where an image has no partner).
 
     Returns:
         DataFrame ``image_id, method, metric, value`` (float64, NaN where undefined), one row
@@ -78,7 +87,24 @@ def score_batch(maps: torch.Tensor, masks: torch.Tensor, partner_masks: torch.Te
         for col in EXTRA_METRICS:
             if col in extras:
                 values[col] = torch.as_tensor(extras[col]).detach().cpu().to(torch.float64)
+    if method == "medxgan" and changes is not None and true_changes is not None:
+        from medxgan.metrics.counterfactual import counterfactual_ncc
+
+        values["counterfactual_ncc"] = counterfactual_ncc(changes, _at(true_changes, changes))
+        if partner_true_changes is not None:
+            values["counterfactual_ncc_shuffled"] = counterfactual_ncc(
+                changes, _at(partner_true_changes, changes))
     return long_scores(ids, method, values)
+
+
+def _at(true: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``true`` (B, H0, W0) at ``like``'s (B, h, w) grid (area averaging), float32 CPU."""
+    true = true.detach().float().cpu()
+    if tuple(true.shape[-2:]) == tuple(like.shape[-2:]):
+        return true
+    import torch.nn.functional as F
+
+    return F.interpolate(true[:, None], size=tuple(like.shape[-2:]), mode="area")[:, 0]
 
 
 def scoring_inputs(table) -> tuple[list[str], torch.Tensor, dict[str, torch.Tensor]]:

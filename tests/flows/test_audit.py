@@ -36,8 +36,11 @@ def _check_outputs(store_url: str, manifest: dict) -> None:
     metrics = set(scores["metric"])
     for m in ("pointing_game", "iou_otsu", "relevance_mass", "relevance_rank", "auroc", "auprc",
               "deletion_auc", "insertion_auc", "recon_mse", "counterfactual_flip",
-              "counterfactual_similarity", "pointing_game_shuffled", "relevance_mass_shuffled"):
+              "counterfactual_similarity", "pointing_game_shuffled", "relevance_mass_shuffled",
+              "counterfactual_ncc", "counterfactual_ncc_shuffled"):  # a phantom cohort: true twins
         assert m in metrics, m
+    ncc = scores[(scores["method"] == "medxgan") & (scores["metric"] == "counterfactual_ncc")]
+    assert ncc["value"].between(-1, 1).all() and ncc["value"].notna().any()
     prov = run.read_json("provenance.json")
     for k in ("classifier_hash", "cohort_hash", "generator_hash", "code_version", "libraries",
               "seeds", "config"):
