@@ -76,10 +76,10 @@ def _true_changes(cohort, ids: list[str], partners: dict[str, str], images, tabl
     from medxgan.explain.serialize import read_changes
     from medxgan.phantoms import true_twins
 
+    if "change" not in table.column_names:
+        return {}
     twins = true_twins(cohort, ids)
     if twins is None:
-        return {}
-    if "change" not in table.column_names:
         return {}
     _, changes = read_changes(table)
     true = (images - twins)[:, 0]                                        # (B, S, S)

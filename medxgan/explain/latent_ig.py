@@ -161,12 +161,7 @@ def _line_grads(f: nn.Module, x_neg: torch.Tensor, x: torch.Tensor, alphas: torc
     with torch.no_grad():
         pts = x_neg[:, None] + alphas[None, :, None, None, None] * (x - x_neg)[:, None]
         pts = pts.reshape((B * m,) + tuple(x.shape[1:]))               # (B m, 1, H, W)
-    pts.requires_grad_(True)
-    with torch.enable_grad():
-        out = logit(f, pts)                                            # (B m,)
-        (grad,) = torch.autograd.grad(out.sum(), pts)
-    shape = (B, m) + tuple(x.shape[1:])
-    return pts.detach().reshape(shape), grad.reshape(shape), out.detach().reshape(B, m)
+    return _grads_at(f, pts, B, m)
 
 
 def _path_grads(G: nn.Module, f: nn.Module, z_a: torch.Tensor, z_p: torch.Tensor,
@@ -187,6 +182,13 @@ def _path_grads(G: nn.Module, f: nn.Module, z_a: torch.Tensor, z_p: torch.Tensor
         if residual is not None:
             x = (x.reshape((B, m) + tuple(x.shape[1:]))
                  + alphas[None, :, None, None, None] * residual[:, None]).reshape(x.shape)
+    return _grads_at(f, x, B, m)
+
+
+def _grads_at(f: nn.Module, x: torch.Tensor, B: int, m: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """f's logit and its input gradient at the path points x (B m, 1, H, W), reshaped to
+    (B, m, 1, H, W), (B, m, 1, H, W) and (B, m)."""
     x.requires_grad_(True)
     with torch.enable_grad():
         out = logit(f, x)                                              # (B m,)

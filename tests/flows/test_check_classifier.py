@@ -27,14 +27,6 @@ def cohort64(prefect_harness, tmp_path_factory) -> str:
     return url
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _small_cnn_spec(tmp_path) -> str:
     torch.manual_seed(0)
     torch.save(SmallCNN(1, 1).state_dict(), tmp_path / "w.pt")
