@@ -31,6 +31,11 @@ class SearchConfig(BaseModel):
         max_patches: most ranked coarse patches tried per image.
         margin: aim at f's probability below ``threshold - margin``.
         batch: in-fillings per forward pass.
+        crop: side in pixels at 64 px of the window the in-filler sees while single coarse
+            patches are ranked (None: the whole image). Scaled with the image side and rounded
+            to the in-filler's multiple (``2**depth``). 48 ranks as well as the whole image at
+            2.3x less cost (README "Generator variants": pointing 0.84 vs 0.83, NCC 0.70 vs
+            0.69, 0.61 vs 1.40 s/image on one thread; one 64 px phantom-cxr inpainter).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -41,6 +46,7 @@ class SearchConfig(BaseModel):
     max_patches: int = Field(32, ge=1)
     margin: float = Field(0.0, ge=0, lt=1)
     batch: int = Field(256, ge=1)
+    crop: int | None = Field(48, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> "SearchConfig":
@@ -48,13 +54,19 @@ class SearchConfig(BaseModel):
             raise ValueError(f"patch_sizes must be positive sides, got {self.patch_sizes}")
         return self
 
-    def for_size(self, side: int) -> dict:
-        """The search's keyword arguments for images of ``side`` px (sides scaled from 64)."""
+    def for_size(self, side: int, multiple: int = 8) -> dict:
+        """The search's keyword arguments for images of ``side`` px (sides scaled from 64;
+        ``crop`` rounded to a ``multiple`` of at least one ``multiple``, None where it would
+        cover the image)."""
         k = side / 64.0
+        crop = None
+        if self.crop is not None:
+            c = max(multiple, round(self.crop * k / multiple) * multiple)
+            crop = c if c < side else None
         return {"patch_sizes": tuple(max(2, round(p * k)) for p in self.patch_sizes),
                 "stride": None if self.stride is None else max(1, round(self.stride * k)),
                 "area_cap": self.area_cap, "max_patches": self.max_patches,
-                "margin": self.margin, "batch": self.batch}
+                "margin": self.margin, "batch": self.batch, "crop": crop}
 
 
 class InpaintHealthConfig(BaseModel):

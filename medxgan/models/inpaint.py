@@ -329,4 +329,5 @@ class InpaintGenerator(nn.Module):
         from medxgan.explain.counterfactual_search import search_counterfactual
 
         return search_counterfactual(images, classifier, self.inpainter,
-                                     **self.search.for_size(min(images.shape[-2:])))
+                                     **self.search.for_size(min(images.shape[-2:]),
+                                                            2 ** getattr(self.inpainter, "depth", 0)))

@@ -39,6 +39,18 @@ def test_config_forbids_unknown_keys_and_needs_a_budget():
     assert InpaintConfig(steps=None, seconds=5).seconds == 5
 
 
+def test_search_crop_scales_with_the_side_and_the_in_fillers_multiple():
+    from medxgan.config.inpaint import SearchConfig
+
+    sc = SearchConfig()
+    assert sc.for_size(64)["crop"] == 48
+    assert sc.for_size(128)["crop"] == 96
+    assert sc.for_size(32)["crop"] == 24
+    assert sc.for_size(32, multiple=16)["crop"] is None      # 32 would cover the image
+    assert sc.for_size(224, multiple=16)["crop"] == 160      # 168 -> nearest multiple of 16
+    assert SearchConfig(crop=None).for_size(64)["crop"] is None
+
+
 def test_only_the_hole_is_replaced_and_its_content_is_never_seen():
     torch.manual_seed(0)
     net = Inpainter(base=4, depth=2).eval()
