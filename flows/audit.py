@@ -90,7 +90,9 @@ def run_key(cfg: AuditConfig, cohort_hash: str, classifier_hash: str,
     sections, the seed and the resolved acceptance criteria (``on`` filled in), so that a run
     judged by other criteria is another run."""
     return stable_hash({"cohort": cohort_hash, "classifier": classifier_hash,
-                        "gan": generator_hash, "explain": cfg.explain.model_dump(mode="json"),
+                        "gan": generator_hash,
+                        # a per-finding run's finding is in its cohort view and spec hashes
+                        "explain": cfg.explain.model_dump(mode="json", exclude={"findings"}),
                         "score": cfg.score.model_dump(mode="json"), "seed": cfg.seed,
                         "criteria": [c.model_dump(mode="json") for c in cfg.criteria]})
 
@@ -154,6 +156,10 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
 
     cfg = AuditConfig.model_validate(config) if isinstance(config, dict) \
         else AuditConfig.from_yaml(config)
+    if cfg.explain.findings is not None:  # one audit per finding (flows/findings.py)
+        from flows.findings import findings_audit
+
+        return findings_audit(cfg, runner, dask_address)
     store_url = cfg.store or get_settings().store
     root = Store(store_url)
     stages: dict[str, dict] = {}

@@ -103,9 +103,21 @@ class ExplainSection(_Strict):
                     "on tune_split's positives with boxes (medxgan.explain.sweep); [] = none")
     tune_split: str = Field("val", description="split the tuning runs on; never the explained one")
     tune_images: int = Field(64, ge=1, description="at most this many tuning images")
+    findings: list[str] | None = Field(
+        None, description="audit each named finding on its own (the classifier's output of "
+                          "that name against the cohort's boxes of that finding; one summary and "
+                          "verdict per finding: flows.findings); None = the spec's finding")
 
     @model_validator(mode="after")
     def _methods(self) -> "ExplainSection":
+        if self.findings is not None:
+            from medxgan.findings import normalise
+
+            norm = [normalise(f) for f in self.findings]
+            if not norm or not all(norm):
+                raise ValueError("findings must name at least one finding, none empty")
+            if len(set(norm)) != len(norm):
+                raise ValueError(f"findings {self.findings} name a finding twice")
         bad = [m for m in self.methods if m not in ALL_METHODS]
         if bad:
             raise ValueError(f"unknown explanation methods {bad}; known: {list(ALL_METHODS)}")

@@ -38,19 +38,30 @@ ExplainFactory = Callable[[nn.Module], Callable[[torch.Tensor], torch.Tensor]]
 
 
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules with their own parameters and ``reset_parameters``, input to output order."""
-    return [
-        (name, m)
-        for name, m in model.named_modules()
-        if hasattr(m, "reset_parameters") and any(True for _ in m.parameters(recurse=False))
-    ]
+    """Modules with their own parameters, input to output order."""
+    return [(name, m) for name, m in model.named_modules()
+            if any(True for _ in m.parameters(recurse=False))]
 
 
+@torch.no_grad()
 def _reset(modules: list[nn.Module], seed: int) -> None:
+    """Re-initialise each module: its ``reset_parameters`` where it has one, else (TorchScript
+    modules keep no Python methods) each own parameter of 2 or more dimensions with PyTorch's
+    default Conv/Linear init (Kaiming uniform, a = sqrt(5)) and each 1-d one as a random
+    permutation of its values (a scale or bias keeps its magnitude, loses its learned order)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for m in modules:
-            m.reset_parameters()
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+                continue
+            for p in m.parameters(recurse=False):
+                if p.ndim >= 2:
+                    nn.init.kaiming_uniform_(p, a=5 ** 0.5)
+                elif p.numel() > 1:
+                    p.copy_(p.flatten()[torch.randperm(p.numel())].view_as(p))
+                else:
+                    p.normal_(0.0, 1.0)
 
 
 def _rho(ref: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:

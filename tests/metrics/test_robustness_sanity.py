@@ -89,3 +89,16 @@ def test_model_is_left_untouched_and_cascade_is_top_down():
     with pytest.raises(ValueError):
         model_randomisation(_gradient_factory, nn.Identity(), x, seed=0)
     assert not math.isnan(out["median_abs_rho"])
+
+
+def test_a_torchscript_model_is_randomised_too():
+    """TorchScript modules keep no ``reset_parameters``: their weights are re-initialised
+    directly, the scripted original is left untouched, and gradients pass the test."""
+    m, x = _model(), _images(6)
+    scripted = torch.jit.script(m)
+    before = {k: v.clone() for k, v in scripted.state_dict().items()}
+    out = model_randomisation(_gradient_factory, scripted, x, seed=0)
+    assert out["n_layers"] == 2 and out["passed"]
+    assert all(torch.equal(before[k], v) for k, v in scripted.state_dict().items())
+    edge = model_randomisation(lambda mm: (lambda z: z[:, 0]), scripted, x, seed=0)
+    assert not edge["passed"]
