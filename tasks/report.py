@@ -124,7 +124,21 @@ def _gallery(store: Store, cohort_url: str, scores: pd.DataFrame, methods: list[
                       "findings": findings.get(i, []),
                       "overlays": {m: maps[m][i] for m in methods if i in maps[m]},
                       "note": ("best" if i in best else "worst") + f" by {ref} relevance mass"})
-    return items, [strips[i] for i in chosen if i in strips]
+    twins = _twin_pngs(cohort, [i for i in chosen if i in strips])
+    return items, [{**strips[i], **({"twin_png": twins[i]} if i in twins else {})}
+                   for i in chosen if i in strips]
+
+
+def _twin_pngs(cohort, ids: list[str]) -> dict[str, bytes]:
+    """PNGs of the true healthy twins of ``ids`` on a phantom cohort (the renderer's subject
+    without its lesions: ``medxgan.phantoms.true_twins``); {} on any other cohort."""
+    from medxgan.cohort.png import encode_png, from_unit
+    from medxgan.phantoms import true_twins
+
+    tw = true_twins(cohort, ids) if ids else None
+    if tw is None:
+        return {}
+    return {i: encode_png(from_unit(tw[j, 0].numpy())) for j, i in enumerate(ids)}
 
 
 def _shortcut_gallery(cohort_url: str, shortcut: dict | None, k: int = SHORTCUT_GALLERY) -> list[dict]:

@@ -67,9 +67,13 @@ def strips_section(strips: Sequence[Mapping[str, Any]]) -> str:
     if not strips:
         return section("strips", title, "<p>No interpolation strips were given.</p>")
     expl = (
-        "<p>Frames G(z_a, &alpha;&middot;z_p) from the negative counterpart (&alpha; = 0, left) to the "
-        "reconstruction of the image (&alpha; = 1, right), with the classifier's probability of the positive class "
-        "for each frame.</p>"
+        "<p>Frames from the generated negative counterpart x_neg (&alpha; = 0, left) to the image "
+        "(&alpha; = 1, right), with the classifier's probability of the positive class for each "
+        "frame: G(z_a, &alpha;&middot;z_p) for the published generator, x_neg + &alpha;(x &minus; "
+        "x_neg) for the inpaint family (x_neg: the healthy in-filling of the smallest region that "
+        "flips the classifier). On a phantom cohort the <em>true</em> healthy twin (the same "
+        "subject rendered without its lesions, never seen by the generator) is shown beside the "
+        "strip: the generated counterpart should look like it.</p>"
     )
     parts = [expl]
     for s in strips:
@@ -86,7 +90,9 @@ def strips_section(strips: Sequence[Mapping[str, Any]]) -> str:
                 + "".join(f'<td class="num">{fmt(p)}</td>' for p in probs)
                 + "</tr></tbody></table>"
             )
-        parts.append(f'<div class="case"><h3><code>{esc(iid)}</code></h3>{img}{tab}</div>')
+        twin = (f'<figure class="twin">{png_img(s["twin_png"], f"{iid} true healthy twin", "twin")}'
+                "<figcaption>true healthy twin</figcaption></figure>") if s.get("twin_png") else ""
+        parts.append(f'<div class="case"><h3><code>{esc(iid)}</code></h3>{img}{twin}{tab}</div>')
     return section("strips", title, "".join(parts))
 
 

@@ -46,6 +46,8 @@ def _keys(line: str) -> dict[str, float]:
     ("metrics_speed", ["speedup", "max_abs_diff"], ()),
     ("gan_step", ["gan_step_speedup"], ()),
     ("encoder", ["encoder_mse_ratio"], ()),
+    ("deployed_speed", ["check_images_per_s", "gradcam_images_per_s", "ig_images_per_s"],
+     ("--work", "/tmp/medxgan-test-deployed")),
 ])
 def test_quick_last_line(tmp_path: Path, bench: str, keys: list[str], extra: tuple) -> None:
     got = _keys(_run(bench, tmp_path / "out.json", *extra))

@@ -51,6 +51,7 @@ def _check_outputs(store_url: str, manifest: dict) -> None:
     assert not re.search(r"(src|href)=[\"'](https?:)?//", page)
     assert "http://" not in page and "https://" not in page
     html.parser.HTMLParser().feed(page)
+    assert "<figcaption>true healthy twin</figcaption>" in page   # a phantom cohort's strips
     hist = Store(store_url).read_parquet("audits/history.parquet").to_pandas()
     assert manifest["run_id"] in set(hist["run_id"])
     assert run.read_manifest()["run_id"] == manifest["run_id"]

@@ -231,7 +231,8 @@ def _sample_inputs(kind: str, evil: bool, evidence: bool = False):
                 }
             )
     frames = [phantom(seed=0)[0] * (0.8 + 0.05 * a) for a in range(5)]
-    strips = [{"image_id": best[0], "strip_png": png_bytes(np.concatenate(frames, axis=1)), "frame_probs": [0.05, 0.2, 0.55, 0.8, 0.93]}]
+    strips = [{"image_id": best[0], "strip_png": png_bytes(np.concatenate(frames, axis=1)), "frame_probs": [0.05, 0.2, 0.55, 0.8, 0.93],
+               "twin_png": png_bytes(frames[0])}]
     shortcut = criteria = None
     if evidence:
         from medxgan.report.criteria import evaluate_criteria

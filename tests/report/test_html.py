@@ -310,3 +310,12 @@ def test_report_without_criteria_or_evidence_says_so():
     assert "No acceptance criteria were pre-specified" in p
     assert "this run has no intervention evidence" in p
     assert "LOCALISES" in p  # the old headline when neither intervention nor shortcut evidence exists
+
+
+def test_strips_show_the_true_twin_when_there_is_one(page):
+    strips = page[page.index('<section id="strips">'):]
+    strips = strips[:strips.index("</section>")]
+    assert "true healthy twin" in strips and strips.count("<img") == 2   # strip + twin
+    from medxgan.report._cases import strips_section
+    without = strips_section([{"image_id": "a", "strip_png": b"\x89PNG", "frame_probs": [0.1]}])
+    assert without.count("<img") == 1 and "<figcaption>" not in without
