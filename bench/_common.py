@@ -50,7 +50,7 @@ def write_phantom_cohort(url: str, kind: str, n: int, *, size: int, seed: int = 
 def gan_variant(generator: str = "published", discriminator: str = "unconditional", *,
                 size: int = 64, g_width: float = 0.25, d_width: float = 0.5,
                 local_frame: int | None = None):
-    """The benches' GanConfig of a generator variant: d_a 100, d_p 10 (the prototype's), and for
+    """The benches' GanConfig of a published-family generator variant: d_a 100, d_p 10 (the prototype's), and for
     the ``local`` generator resize-conv upsampling and a residual-free border of
     ``local_frame`` px (default 6 at 64 px and above, 0 below); the published generator keeps
     its transposed convolutions and no frame."""
@@ -58,7 +58,8 @@ def gan_variant(generator: str = "published", discriminator: str = "unconditiona
     local = generator == "local"
     if local_frame is None:
         local_frame = 6 if size >= 64 else 0
-    return GanConfig(image_size=size, d_a=100, d_p=10, g_width=g_width, d_width=d_width,
+    return GanConfig(family="published", image_size=size, d_a=100, d_p=10, g_width=g_width,
+                     d_width=d_width,
                      generator=generator, discriminator=discriminator,
                      upsample="resize_conv" if local else "convtranspose",
                      local_frame=local_frame if local else 0)

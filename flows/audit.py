@@ -180,7 +180,11 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
     clf_hash = classifier_hash(spec)
     stages["classifier"]["hash"] = clf_hash
     from tasks.check import check_classifier_task  # one line, before any work, if unfit
-    check_classifier_task(cohort["url"], spec, cfg.explain.split or None)
+    check = check_classifier_task(cohort["url"], spec, cfg.explain.split or None)
+    if check.get("gradcam_unsupported") and "gradcam" in set(cfg.explain.methods) | set(cfg.explain.tune):
+        from medxgan.models.classifier import ClassifierLoadError
+
+        raise ClassifierLoadError(f"classifier {check['path']}: {check['gradcam_unsupported']}")
 
     gan_url, gan_hash = None, None
     if any(m in GAN_METHODS for m in cfg.explain.methods):

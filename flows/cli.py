@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from medxgan.catalogue import FLOORS, GRADIENT_BASELINES, METHODS, SOURCES
 from medxgan.config import (INGEST_CHUNK_SIZE, AuditConfig, ClassifierTrainConfig,
-                            CohortSection, ExplainSection, GanSection, MethodOptions,
+                            CohortSection, ExplainSection, GanConfig, GanSection, MethodOptions,
                             ScoreSection, error_line, field_default)
 from medxgan.settings import Settings
 
@@ -79,8 +79,12 @@ def _cmd_train_gan(a: argparse.Namespace) -> int:
 
     cfg = _load_yaml(a.config)
     train = dict(cfg.get("train") or {})
-    if a.steps is not None:
-        train["steps"] = a.steps
+    if a.steps is not None:  # the family's own step count
+        family = (cfg.get("model") or {}).get("family", field_default(GanConfig, "family"))
+        if family == "inpaint":
+            train["inpaint"] = {**(train.get("inpaint") or {}), "steps": a.steps}
+        else:
+            train["steps"] = a.steps
     GanSection.model_validate({**cfg, "train": train})  # a typo fails here, before any work
     r = train_gan_flow(cohort=a.cohort, classifier=a.classifier, out=a.out,
                        model=cfg.get("model"), train=train)

@@ -20,10 +20,12 @@ class GanConfig(BaseModel):
     """Architecture of the generator and discriminator (saved in every checkpoint).
 
     Attributes:
-        family: the generator family (docs/design.md, "The medXGAN method"): ``published``
-            (the paper's class-conditioned GAN, every other field here) or ``inpaint`` (a
-            healthy-anatomy in-filler trained on images f calls negative, configured by
-            ``GanTrainConfig.inpaint``; of the fields here only ``image_size`` applies).
+        family: the generator family (docs/design.md, "The medXGAN method"): ``inpaint``
+            (default since issue #14: a healthy-anatomy in-filler trained on images f calls
+            negative, configured by ``GanTrainConfig.inpaint``; of the fields here only
+            ``image_size`` applies; README "Generator families" has the measurements that made
+            it the default) or ``published`` (the paper's class-conditioned GAN, every other
+            field here; kept for reproduction).
         image_size: side of generated images: 32, 64, 128 or 256 px.
         d_a / d_p: sizes of the anatomy / pathology codes (published 100 / 10 at 128 px,
             1000 / 100 at 64 px).
@@ -37,7 +39,7 @@ class GanConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    family: Literal["published", "inpaint"] = "published"
+    family: Literal["published", "inpaint"] = "inpaint"
     image_size: Literal[32, 64, 128, 256] = 64
     d_a: int = Field(100, ge=1)
     d_p: int = Field(10, ge=1)

@@ -28,7 +28,22 @@ from medxgan.config.explain import BLOCKS_MEAN, GradCAMConfig
 from medxgan.explain._torch import frozen, logit
 from medxgan.explain.base import Explainer, Explanation
 
-__all__ = ["BLOCKS_MEAN", "GradCAMExplainer", "candidate_layers", "find_target_layer"]
+__all__ = ["BLOCKS_MEAN", "GradCAMExplainer", "candidate_layers", "find_target_layer",
+           "gradcam_unsupported"]
+
+#: why Grad-CAM cannot explain a TorchScript classifier (one line, for errors and the check)
+NO_HOOKS = ("TorchScript modules take no forward hooks, so Grad-CAM cannot run on this "
+            "classifier; drop gradcam from explain.methods (and explain.tune), or give the "
+            "model as ONNX or a torchvision state_dict")
+
+
+def gradcam_unsupported(f: nn.Module) -> str | None:
+    """Why Grad-CAM cannot run on classifier ``f`` (one line), or None. A loaded TorchScript
+    module refuses ``register_forward_hook``; a freshly scripted one accepts it and never
+    calls it (silently empty maps), so any ScriptModule inside f is refused."""
+    if any(isinstance(m, torch.jit.ScriptModule) for m in f.modules()):
+        return NO_HOOKS
+    return None
 
 
 def find_target_layer(f: nn.Module, name: str | None = None) -> nn.Module:
@@ -148,6 +163,8 @@ class GradCAMExplainer(Explainer):
     Config = GradCAMConfig
 
     def _one(self, images: torch.Tensor, name: str | None) -> tuple[torch.Tensor, tuple[int, int]]:
+        if why := gradcam_unsupported(self.f):
+            raise ValueError(why)
         layer = find_target_layer(self.f, name)
         cam = LayerGradCam(lambda x: logit(self.f, x), layer)
         with torch.enable_grad():

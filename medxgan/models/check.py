@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medxgan.explain.gradcam import gradcam_unsupported
 from medxgan.models.classifier import AuditedClassifier, ClassifierLoadError, ClassifierSpec, \
     MeanStd, load_classifier
 
@@ -65,7 +66,8 @@ def check_classifier(spec: ClassifierSpec | str | AuditedClassifier, cohort_url:
         ``input`` (channels, size, resize, normalisation, preset, cohort size), ``split``,
         ``n``, ``n_labelled``, ``positives``, ``threshold``, ``auroc``, ``sensitivity``,
         ``specificity``, ``ece``, ``logit_min``, ``logit_max``, ``images_per_s``,
-        ``seconds``, ``device``, ``threads``, ``target_layer``.
+        ``seconds``, ``device``, ``threads``, ``target_layer`` (None where Grad-CAM cannot
+        run), ``gradcam_unsupported`` (why not, one line, or None).
 
     Raises:
         ClassifierLoadError: the classifier cannot be loaded, a finding not among its output
@@ -128,7 +130,8 @@ def check_classifier(spec: ClassifierSpec | str | AuditedClassifier, cohort_url:
         "logit_min": float(z.min()), "logit_max": float(z.max()),
         "images_per_s": float(n / seconds) if seconds > 0 else float("inf"),
         "seconds": float(seconds), "device": str(device), "threads": torch.get_num_threads(),
-        "target_layer": _layer_name(f),
+        "target_layer": None if gradcam_unsupported(f) else _layer_name(f),
+        "gradcam_unsupported": gradcam_unsupported(f),
     }
 
 
@@ -167,5 +170,6 @@ def format_check(r: dict[str, Any]) -> list[str]:
         f"threshold {r['threshold']:g}, ECE {_num(r['ece'])} ({ECE_BINS} bins)",
         f"speed: {_num(r['images_per_s'], '.1f')} images/s ({r['device']}, "
         f"{r['threads']} thread(s))",
-        f"Grad-CAM layer: {r['target_layer'] or '(none: set target_layer)'}",
+        f"Grad-CAM layer: {r['target_layer'] or '(none: set target_layer)'}"
+        if not r.get("gradcam_unsupported") else f"Grad-CAM: not available ({r['gradcam_unsupported']})",
     ]

@@ -10,7 +10,7 @@ TINY: dict[str, Any] = {
     "seed": 0,
     "cohort": {"source": "phantom-cxr", "n": 120, "size": 32, "seed": 5, "shortcut_rate": 0.0},
     "classifier": {"train": {"epochs": 2, "batch": 32}},
-    "gan": {"model": {"g_width": 0.125, "d_width": 0.125, "d_a": 16, "d_p": 4},
+    "gan": {"model": {"family": "published", "g_width": 0.125, "d_width": 0.125, "d_a": 16, "d_p": 4},
             "train": {"steps": 4, "batch": 8, "checkpoint_every": 4, "health_samples": 16,
                       "health_heldout": 4, "health_inversion_steps": 3}},
     "explain": {"methods": ["medxgan", "latent_ig", "counterfactual_ig", "gradcam", "ig",

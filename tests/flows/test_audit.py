@@ -135,3 +135,27 @@ def test_dask_explain_matches_local(local_audit, prefect_harness, tmp_path):
         out[runner] = pa.Table.to_pandas(Store(run).read_parquet("scores.parquet"))
     pd.testing.assert_frame_equal(out["local"], out["dask"], check_exact=False, rtol=1e-6,
                                   atol=1e-9)
+
+
+def test_audit_with_the_default_inpaint_family(local_audit):
+    """The default generator family (inpaint) through the whole audit: its counterfactuals are
+    scored against the phantoms' true twins and the report shows the twin beside the strip."""
+    store, first, _ = local_audit
+    gan = {"train": {"health_heldout": 4, "inpaint": {"steps": 20, "batch": 8,
+                                                      "health": {"negatives": 8}}}}
+    cfg = tiny(store, gan=gan, explain={**tiny(store)["explain"],
+                                        "methods": ["medxgan", "latent_ig", "counterfactual_ig",
+                                                    "ig"]})
+    m = audit_flow(cfg)
+    assert m["stages"]["cohort"]["reused"] and m["stages"]["classifier"]["reused"]
+    assert m["stages"]["gan"]["hash"] != first["stages"]["gan"]["hash"]
+    gan_store = Store(m["stages"]["gan"]["url"])
+    assert gan_store.read_manifest()["family"] == "inpaint"
+    assert gan_store.read_json("best.json")["step"] == 20
+    scores = Store(m["run_url"]).read_parquet("scores.parquet").to_pandas()
+    mx = scores[scores["method"] == "medxgan"].set_index(["image_id", "metric"])["value"]
+    assert (mx.xs("recon_mse", level="metric") == 0).all()          # x_pos = x
+    ncc = mx.xs("counterfactual_ncc", level="metric")
+    assert ncc.between(-1, 1).all() and ncc.notna().any()
+    page = Store(m["run_url"]).read_bytes("report/index.html").decode()
+    assert "x_neg + &alpha;(x &minus; x_neg)" in page

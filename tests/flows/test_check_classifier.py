@@ -117,3 +117,23 @@ def test_expected_calibration_error():
     assert expected_calibration_error(p, np.array([0, 0, 1, 1])) == pytest.approx(0.1)
     assert expected_calibration_error(np.array([1.0]), np.array([1])) == 0.0
     assert np.isnan(expected_calibration_error(np.array([]), np.array([])))
+
+
+def test_torchscript_has_no_grad_cam_and_an_audit_asking_for_it_stops_first(
+        prefect_harness, cohort64, tmp_path):
+    from flows.audit import audit_flow
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(SmallCNN(1, 1)), str(tmp_path / "s.ts"))
+    (tmp_path / "s.yaml").write_text("kind: torchscript\npath: s.ts\ninput_size: 64\n")
+    r = check_classifier(str(tmp_path / "s.yaml"), cohort64, None)
+    assert r["target_layer"] is None and "no forward hooks" in r["gradcam_unsupported"]
+    assert format_check(r)[-1].startswith("Grad-CAM: not available (TorchScript modules")
+    cfg = tiny(str(tmp_path / "store"), cohort={"source": "existing", "url": cohort64},
+               classifier={"spec": str(tmp_path / "s.yaml")},
+               explain={"methods": ["gradcam", "ig"], "max_images": 4, "split": ""})
+    with pytest.raises(ClassifierLoadError, match="drop gradcam from explain.methods") as e:
+        audit_flow(config=cfg)
+    assert "\n" not in str(e.value) and not (tmp_path / "store" / "runs").exists()

@@ -19,7 +19,7 @@ def test_cli_trains_classifier_then_gan_with_encoder_and_reuses(prefect_harness,
     assert "test AUROC" in out and "(reused)" not in out
     cfg = tmp_path / "gan.yaml"
     cfg.write_text(yaml.safe_dump({
-        "model": {"d_a": 8, "d_p": 3, "g_width": 0.05, "d_width": 0.125},
+        "model": {"family": "published", "d_a": 8, "d_p": 3, "g_width": 0.05, "d_width": 0.125},
         "train": {"batch": 8, "checkpoint_every": 2, "health_samples": 16,
                   "health_heldout": 4, "health_inversion_steps": 2,
                   "encoder": {"steps": 4, "batch": 8, "width": 0.25, "compare_steps": 2}}}))
@@ -35,3 +35,8 @@ def test_cli_trains_classifier_then_gan_with_encoder_and_reuses(prefect_harness,
     assert cli_main(argv) == 0                         # finished run: reused as it is
     assert "inversion encoder" in capsys.readouterr().out
     assert Store(gan).read_bytes("encoder.pt") == before
+    # the default family (inpaint): --steps is the in-filler's step count
+    assert cli_main(["train-gan", "--cohort", cohort, "--classifier", f"{clf}/spec.yaml",
+                     "--out", gan + "-inpaint", "--steps", "3"]) == 0
+    assert "3 steps" in capsys.readouterr().out
+    assert Store(gan + "-inpaint").read_json("best.json")["step"] == 3

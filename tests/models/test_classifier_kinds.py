@@ -209,6 +209,9 @@ def test_multilabel_torchscript_names_and_onnx_give_the_same_logits_and_maps(mul
     assert eager.target_layer_name() == "net.features.10"
     torch.testing.assert_close(GradCAMExplainer(on).explain(x).maps,
                                GradCAMExplainer(eager).explain(x).maps, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="TorchScript modules take no forward hooks") as info:
+        GradCAMExplainer(ts).explain(x)                 # one line, not a RuntimeError deep down
+    assert "\n" not in str(info.value)
     x.requires_grad_(True)
     on(x).sum().backward()
     assert x.grad.abs().sum() > 0

@@ -13,7 +13,7 @@ from medxgan.models.gan import GanConfig, Generator
 from medxgan.models.train_gan import GanTrainConfig, load_generator, train_gan
 from medxgan.storage import Store
 
-GAN = dict(image_size=32, d_a=8, d_p=3, g_width=0.05, d_width=0.125)
+GAN = dict(family="published", image_size=32, d_a=8, d_p=3, g_width=0.05, d_width=0.125)
 HEALTH = dict(health_samples=16, health_heldout=4, health_inversion_steps=2)
 
 
