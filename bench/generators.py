@@ -54,8 +54,10 @@ KEYS = ["change_similarity", "universal_flip", "oracle_flip", "counterfactual_nc
         "recon_mse", "explain_s_per_image"]
 
 
-def _configs(family: str, size: int, minutes: float, seed: int, device: str, quick: bool):
-    """(GanConfig, GanTrainConfig) of the family as this bench trains it."""
+def _configs(family: str, size: int, minutes: float, seed: int, device: str, quick: bool,
+             search: dict | None = None):
+    """(GanConfig, GanTrainConfig) of the family as this bench trains it (``search``: the
+    inpaint family's ``SearchConfig`` fields that differ from the default)."""
     from medxgan.config.inpaint import InpaintConfig
     from medxgan.models.gan import GanConfig
     from medxgan.models.train_gan import GanTrainConfig
@@ -63,7 +65,7 @@ def _configs(family: str, size: int, minutes: float, seed: int, device: str, qui
     held = 6 if quick else 24
     if family == "inpaint":
         ic = InpaintConfig(steps=None, seconds=minutes * 60, seed=seed,
-                           health={"negatives": 16 if quick else 64})
+                           health={"negatives": 16 if quick else 64}, search=search or {})
         return GanConfig(family="inpaint", image_size=size), GanTrainConfig(
             seed=seed, device=device, health_heldout=held, inpaint=ic)
     gc = gan_variant("published", "unconditional", size=size)
@@ -167,6 +169,8 @@ def main() -> None:
                     help="training wall clock of the generator (default 10; 0.15 with --quick)")
     ap.add_argument("--seed", type=int, default=0, help="cohort, classifier and generator seed")
     ap.add_argument("--quick", action="store_true", help="32 px, 240 images, seconds")
+    ap.add_argument("--search", default=None,
+                    help="inpaint: SearchConfig fields as YAML, e.g. '{crop: null, stride: 8}'")
     ap.add_argument("--n-test", type=int, default=None, help="test positives (default 100)")
     ap.add_argument("--work", default="/tmp/medxgan-bench/generators", help="store folder")
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/"
@@ -197,8 +201,12 @@ def main() -> None:
                                     "small_cnn2", epochs, args.seed + 1, args.device)
     print(f"classifier test {f_metrics['test']}  oracle test {o_metrics['test']}", flush=True)
 
-    gc, tc = _configs(args.family, size, minutes, args.seed, args.device, args.quick)
-    out_url = str(work / f"gen-{args.family}-{args.dataset}-s{args.seed}-{minutes:g}m")
+    import yaml
+
+    search = yaml.safe_load(args.search) if args.search else None
+    gc, tc = _configs(args.family, size, minutes, args.seed, args.device, args.quick, search)
+    tag = "" if not search else "-" + "-".join(f"{k}{v}" for k, v in sorted(search.items()))
+    out_url = str(work / f"gen-{args.family}-{args.dataset}-s{args.seed}-{minutes:g}m{tag}")
     Store(out_url).delete("")
     t = time.perf_counter()
     summary = train_gan(cohort_url, f, out_url, gc, tc)

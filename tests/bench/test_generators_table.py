@@ -1,0 +1,26 @@
+"""bench.generators_table: mean ± sample sd over seeds, one table per dataset."""
+
+from __future__ import annotations
+
+from bench.generators import KEYS
+from bench.generators_table import table
+
+
+def _result(family: str, seed: int, v: float) -> dict:
+    return {"family": family, "dataset": "phantom-cxr", "seed": seed,
+            "train": {"steps": 100 * (seed + 1)}, "n_called_negative_skipped": seed,
+            "test_health": {"oracle_flip_true_twins": 0.5},
+            "result": {k: v for k in KEYS}}
+
+
+def test_mean_and_sample_sd_per_family():
+    md = table([_result("inpaint", 0, 0.2), _result("inpaint", 1, 0.4),
+                _result("published", 0, 0.9)])
+    lines = md.splitlines()
+    inp = next(ln for ln in lines if ln.startswith("| inpaint"))
+    assert inp.startswith("| inpaint (2, 150 ± 71) | 0.30 ± 0.14 |")
+    pub = next(ln for ln in lines if ln.startswith("| published"))
+    assert pub.startswith("| published (1, 100) | 0.90 |")
+    ig = next(ln for ln in lines if ln.startswith("| IG, same images"))
+    assert ig.split(" | ")[6] == "0.30 ± 0.14"        # mass column: seeds 0 and 1
+    assert "**phantom-cxr**" in md and "skipped before the 100: 0 ± 1" in md
