@@ -119,8 +119,9 @@ def _cohort_stage(cfg: AuditConfig, root: Store) -> dict:
 
     c = cfg.cohort
     if c.source == "existing":
-        cohort = Cohort(c.url)
-        return {"url": cohort.url, "hash": cohort.content_hash, "reused": True}
+        cohort = Cohort(c.url)  # its stored size is the generator's (issue #16, item 6)
+        return {"url": cohort.url, "hash": cohort.content_hash, "reused": True,
+                "size": cohort.manifest.get("image_size")}
     section = c.model_dump(mode="json")
     key = stable_hash({"cohort": section, "input": _input_fingerprint(c.input)})[:16]
     url = root.url_of(f"cohorts/{key}")

@@ -73,7 +73,7 @@ def _inpaint_configs(**inpaint) -> tuple[GanConfig, GanTrainConfig]:
 
 
 def test_family_is_a_typed_config_field():
-    assert GanConfig().family == "published"
+    assert GanConfig().family == "inpaint"              # the default since issue #14
     with pytest.raises(ValidationError) as e:
         AuditConfig.model_validate({"gan": {"model": {"family": "vae"}}})
     assert "gan.model.family: Input should be 'published' or 'inpaint'" in error_line(e.value)

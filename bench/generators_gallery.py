@@ -1,0 +1,88 @@
+"""A picture of a trained family's counterfactuals on held-out positives (issue #14): per row
+image | generated twin x_neg | true healthy twin | |x - x_neg| | boxes, with per-image numbers.
+
+Reads what ``bench.generators`` left in its work folder (cohort, classifier, generator of
+``--family`` / ``--dataset`` / ``--seed`` / ``--minutes``), takes the first ``--n`` test
+positives with boxes that f calls positive (the bench's own selection) and computes their
+counterfactuals with the generator's own ``counterfactual`` (inpaint) as ``medxgan`` does.
+
+    .venv/bin/python -m bench.generators_gallery --dataset phantom-cxr --seed 0
+
+Writes a PNG (``--out``, default bench/results/gallery_<family>_<dataset>_s<seed>.png; each
+tile 4x enlarged, boxes drawn in the last column) and prints one line per image: f's
+probability before / after, in-filled area, share of box pixels in-filled, NCC of the change
+with the true change, mean |x_neg - twin| inside the boxes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench._common import RESULTS
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--family", default="inpaint", choices=["inpaint"])
+    ap.add_argument("--dataset", default="phantom-cxr", choices=["phantom-cxr", "phantom-brain"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--work", default="/tmp/medxgan-bench/generators/full")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    from bench.generators import _called_positive_ids
+    from medxgan.cohort.png import encode_png, from_unit
+    from medxgan.cohort.reader import Cohort
+    from medxgan.metrics.counterfactual import counterfactual_ncc
+    from medxgan.metrics.masks import boxes_to_masks
+    from medxgan.models.classifier import load_classifier
+    from medxgan.models.train_gan import load_generator
+    from medxgan.phantoms import true_twins
+
+    work = Path(args.work)
+    c = str(work / f"cohort-{args.dataset}-64-n1200-s{args.seed}")
+    cohort = Cohort(c)
+    f = load_classifier(f"{c}-clf-small_cnn2-s{args.seed}/spec.yaml")
+    G, _ = load_generator(str(work / f"gen-{args.family}-{args.dataset}-s{args.seed}-"
+                                     f"{args.minutes:g}m"))
+    ids, _ = _called_positive_ids(cohort, f, args.n, "cpu")
+    b = cohort.load(ids)
+    x = b.images                                                        # (n, 1, S, S)
+    res = G.counterfactual(x, f)
+    tw = true_twins(cohort, ids)
+    S = x.shape[-1]
+    m = boxes_to_masks(b.boxes, S, S, (S, S)).bool()                   # (n, S, S)
+    change = (x - res.x_neg)[:, 0]
+    ncc = counterfactual_ncc(change, (x - tw)[:, 0])
+    rows = []
+    for i, iid in enumerate(ids):
+        mi, maski = m[i], res.mask[i, 0]
+        cov = float((maski & mi).sum() / mi.sum().clamp_min(1))
+        l1 = float(((res.x_neg[i, 0] - tw[i, 0]).abs() * mi).sum() / mi.sum().clamp_min(1))
+        print(f"{iid}: p {float(res.p_x[i]):.2f} -> {float(res.p_neg[i]):.2f}, area "
+              f"{float(res.area[i]):.3f}, box pixels in-filled {cov:.2f}, NCC "
+              f"{float(ncc[i]):.2f}, in-box |x_neg - twin| {l1:.3f}")
+        d = change[i].abs()
+        d = (d / d.max().clamp_min(1e-6)).numpy()
+        boxes = x[i, 0].numpy().copy()
+        edge = mi.numpy() & ~np.pad(mi.numpy(), 1)[2:, 1:-1] | mi.numpy() & ~np.pad(
+            mi.numpy(), 1)[:-2, 1:-1] | mi.numpy() & ~np.pad(mi.numpy(), 1)[1:-1, 2:] | \
+            mi.numpy() & ~np.pad(mi.numpy(), 1)[1:-1, :-2]
+        boxes[edge] = 1.0
+        tiles = [x[i, 0].numpy(), res.x_neg[i, 0].numpy(), tw[i, 0].numpy(), d, boxes]
+        rows.append(np.concatenate([np.pad(t, 1, constant_values=1.0) for t in tiles], 1))
+    grid = np.concatenate(rows, 0).repeat(4, 0).repeat(4, 1)
+    out = args.out or RESULTS / f"gallery_{args.family}_{args.dataset}_s{args.seed}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(encode_png(from_unit(np.clip(grid, 0, 1))))
+    print(f"wrote {out} (columns: image | generated twin | true twin | |change| | boxes)")
+
+
+if __name__ == "__main__":
+    main()
