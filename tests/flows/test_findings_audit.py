@@ -26,7 +26,8 @@ S = 32
 
 class _TwoFindings(nn.Module):
     """Output 0 (Nodule): a soft maximum of the upper three quarters (a bright square);
-    output 1 (Effusion): brightness of the bottom quarter (fluid is white on a radiograph); output 2: the mean (an unrelated output). An identity
+    output 1 (Effusion): brightness of the bottom quarter (fluid is white on a radiograph, here
+    on one side); output 2: the mean (an unrelated output). An identity
     1x1 convolution first gives the model weights (the sanity check re-initialises them)."""
 
     def __init__(self):
@@ -40,7 +41,7 @@ class _TwoFindings(nn.Module):
         x = self.stem(x)
         bright = torch.logsumexp(50 * x[:, :, :24].flatten(1), 1) / 50
         nodule = 30 * (bright - 0.82)
-        effusion = 30 * (x[:, :, 24:, :].mean((1, 2, 3)) - 0.7)
+        effusion = 30 * (x[:, :, 24:, :].mean((1, 2, 3)) - 0.6)
         return torch.stack([nodule, effusion, x.mean((1, 2, 3))], 1)
 
 
@@ -54,9 +55,10 @@ def _cohort(url: str) -> None:
             y, x = rng.integers(2, 18, 2)
             px[y:y + 4, x:x + 4] = 0.95
             boxes = [Box(x, y, x + 4, y + 4, "Nodule")]
-        elif kind == 1:                                # an effusion: the bottom quarter white
-            px[24:, :] = 0.9
-            boxes = [Box(0, 24, S, S, "pleural_effusion")]
+        elif kind == 1:                # an effusion: one side of the bottom quarter white
+            x0 = 0 if i % 2 else S // 2
+            px[24:, x0:x0 + S // 2] = 0.9
+            boxes = [Box(x0, 24, x0 + S // 2, S, "pleural_effusion")]
         w.add(CohortImage(f"im{i:03d}", 1 if boxes else 0, (px * 255).astype(np.uint8),
                           f"im{i:03d}.png", boxes))
     w.close()
@@ -98,7 +100,7 @@ def test_each_finding_is_audited_with_its_output_and_its_boxes(two_findings):
         ids = set(scores["image_id"])
         assert ids and ids <= set(view.boxes_by_id())          # only this finding's positives
         ig = scores[(scores["method"] == "ig") & (scores["metric"] == "relevance_mass")]
-        assert ig["value"].mean() > 0.8, (f, ig["value"].mean())  # the finding's own output
+        assert ig["value"].mean() > 0.55, (f, ig["value"].mean())  # its own output (another: ~0)
     # the spec's own finding (Other) was replaced per finding
     for f, v in m["findings"].items():
         spec = Store(v["run_url"]).read_json("provenance.json")["config"]["classifier"]["spec"]
