@@ -225,6 +225,36 @@ def _classifier_section(perf: Mapping[str, Any] | None) -> str:
     return section("classifier", "Classifier performance", out or "<p>—</p>")
 
 
+#: the generator health numbers the report shows first, with what each says (docs/design.md,
+#: "The medXGAN method": health checks of the generator families)
+GENERATOR_HEALTH = (
+    ("change_similarity", "mean pairwise cosine of the changes: low for image-specific changes"),
+    ("change_similarity_boxes", "the same of the box masks (the reference)"),
+    ("universal_flip", "real negatives f calls positive after adding the mean change: high for a universal pattern"),
+    ("flip_rate", "counterfactuals f calls negative"),
+    ("oracle_flip", "counterfactuals a second classifier also calls negative"),
+    ("fidelity", "share of the change inside the own boxes"),
+    ("fidelity_shuffled", "the same in another image's boxes (control)"),
+    ("counterfactual_ncc", "NCC with the true change (phantoms)"),
+)
+
+
+def _generator_section(p: Mapping[str, Any] | None) -> str:
+    """The kept generator checkpoint's health on held-out validation images (``best.json``)."""
+    gan = ((p or {}).get("stages") or {}).get("gan") or {}
+    health = (gan.get("best") or {}).get("health") or {}
+    if not health:
+        return ""
+    rows = [f'<tr><th>{esc(k)}</th><td class="num">{_num(health[k])}</td><td>{esc(what)}</td></tr>'
+            for k, what in GENERATOR_HEALTH if k in health]
+    family = ((p or {}).get("config") or {}).get("gan", {}).get("model", {}).get("family", "")
+    intro = (f"<p>Generator family <code>{esc(family)}</code>, checkpoint step "
+             f"{esc(gan['best'].get('step', '—'))}, on held-out validation positives (never the "
+             "explained images). A universal pattern (high change similarity and universal flip) "
+             "shows what f reacts to everywhere, not the lesion of an image.</p>")
+    return section("generator", "Generator health", intro + table(rows))
+
+
 def _history_section(inp: ReportInputs) -> str:
     title = "History"
     h = inp.history
@@ -314,6 +344,7 @@ def render_report(inputs: ReportInputs) -> str:
             evidence_section(v, inp.shortcut),
             _cohort_section(inp.manifest, inp.quarantine),
             _classifier_section(inp.classifier),
+            _generator_section(inp.provenance),
             metrics_section(inp.summary, inp.headline_metrics),
             tuning_section(inp.tuning),
             gaps_section(inp.comparisons),

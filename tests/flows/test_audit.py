@@ -159,3 +159,5 @@ def test_audit_with_the_default_inpaint_family(local_audit):
     assert ncc.between(-1, 1).all() and ncc.notna().any()
     page = Store(m["run_url"]).read_bytes("report/index.html").decode()
     assert "x_neg + &alpha;(x &minus; x_neg)" in page
+    assert '<section id="generator"><h2>Generator health</h2>' in page
+    assert "<code>inpaint</code>" in page and "universal_flip" in page

@@ -319,3 +319,21 @@ def test_strips_show_the_true_twin_when_there_is_one(page):
     from medxgan.report._cases import strips_section
     without = strips_section([{"image_id": "a", "strip_png": b"\x89PNG", "frame_probs": [0.1]}])
     assert without.count("<img") == 1 and "<figcaption>" not in without
+
+
+def test_generator_health_is_shown_when_the_run_has_a_generator(page):
+    import dataclasses
+
+    assert 'id="generator"' not in page                     # no GAN stage: no section
+    inp = sample_inputs("lesion")
+    prov = {**(inp.provenance or {}), "config": {"gan": {"model": {"family": "inpaint"}}},
+            "stages": {"gan": {"best": {"step": 600, "health": {
+                "change_similarity": 0.0612, "universal_flip": 0.04, "fidelity": 0.87,
+                "other_number": 5.0}}}}}
+    out = render_report(dataclasses.replace(inp, provenance=prov))
+    sec = out[out.index('<section id="generator">'):]
+    sec = sec[:sec.index("</section>")]
+    assert "<code>inpaint</code>" in sec and "step 600" in sec
+    assert "change_similarity" in sec and "0.061" in sec and "universal_flip" in sec
+    assert "other_number" not in sec and "counterfactual_ncc" not in sec   # only what it has
+    HTMLParser().feed(out)
