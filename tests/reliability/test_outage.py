@@ -22,7 +22,7 @@ from flows.ingest import ingest_flow
 from medxgan.cohort.reader import Cohort
 from medxgan.storage import Store
 
-N, CHUNK = 120, 4
+N, CHUNK = 360, 3  # 120 parts: the ingest outlasts the moment the outage starts
 
 
 def _bucket_dir(s3_server, url: str):
