@@ -47,6 +47,14 @@ def write_phantom_cohort(url: str, kind: str, n: int, *, size: int, seed: int = 
     return w.close()
 
 
+def phantom_cohort(url: str, kind: str, n: int, *, size: int, seed: int = 0) -> dict:
+    """The phantom cohort at ``url`` (written by :func:`write_phantom_cohort` unless a finished
+    one is already there, so a rerun of a bench reuses it); returns its manifest."""
+    from medxgan.storage import Store
+
+    return Store(url).read_manifest() or write_phantom_cohort(url, kind, n, size=size, seed=seed)
+
+
 def gan_variant(generator: str = "published", discriminator: str = "unconditional", *,
                 size: int = 64, g_width: float = 0.25, d_width: float = 0.5,
                 local_frame: int | None = None):

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench._common import RESULTS, write_phantom_cohort, write_results
+from bench._common import RESULTS, phantom_cohort, write_results
 
 NAMES = ["Atelectasis", "Effusion", "Infiltration", "Pneumonia", "Nodule"]
 
@@ -99,13 +99,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from medxgan.models.check import check_classifier, format_check
-    from medxgan.storage import Store
 
     size, n = (64, 16) if args.quick else (args.size, args.images)
     work = Path(args.work) / f"s{size}"
     cohort_url = str(work / "cohort")
-    if Store(cohort_url).read_manifest() is None:
-        write_phantom_cohort(cohort_url, "phantom-cxr", 4 * n, size=size, seed=0)
+    phantom_cohort(cohort_url, "phantom-cxr", 4 * n, size=size, seed=0)
     specs = write_models(work)
     results = {}
     for kind, spec in specs.items():

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from bench._common import RESULTS, write_phantom_cohort, write_results
+from bench._common import RESULTS, phantom_cohort, write_results
 
 
 def main() -> None:
@@ -51,15 +51,12 @@ def main() -> None:
     from medxgan.explain import explain_batch
     from medxgan.models.check import check_classifier, format_check
     from medxgan.models.classifier import load_classifier
-    from medxgan.storage import Store
 
     size, n = (64, 2) if args.quick else (args.size, args.n)
     work = Path(args.work) / ("quick" if args.quick else f"s{size}")
     work.mkdir(parents=True, exist_ok=True)
     cohort_url = str(work / "cohort")
-    if Store(cohort_url).read_manifest() is None:
-        write_phantom_cohort(cohort_url, "phantom-cxr", 96 if args.quick else 160, size=size,
-                             seed=0)
+    phantom_cohort(cohort_url, "phantom-cxr", 96 if args.quick else 160, size=size, seed=0)
     weights = work / "xrv-densenet121-random.pt"
     if not weights.exists():
         torch.manual_seed(0)

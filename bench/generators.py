@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 from bench._args import device_flags
-from bench._common import RESULTS, gan_variant, write_phantom_cohort, write_results
+from bench._common import RESULTS, gan_variant, phantom_cohort, write_results
 from bench._pipeline import explain_and_score
 
 KEYS = ["change_similarity", "universal_flip", "oracle_flip", "counterfactual_ncc",
@@ -191,8 +191,7 @@ def main() -> None:
     work = Path(args.work) / ("quick" if args.quick else "full")
     t0 = time.perf_counter()
     cohort_url = str(work / f"cohort-{args.dataset}-{size}-n{n_images}-s{args.seed}")
-    if Store(cohort_url).read_manifest() is None:
-        write_phantom_cohort(cohort_url, args.dataset, n_images, size=size, seed=args.seed)
+    phantom_cohort(cohort_url, args.dataset, n_images, size=size, seed=args.seed)
     cohort = Cohort(cohort_url)
     epochs = 20 if args.quick else 10
     f, f_metrics = _classifier(cohort_url, f"{cohort_url}-clf-small_cnn2-s{args.seed}",

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from skimage.segmentation import find_boundaries
 
 from bench._common import RESULTS
 
@@ -71,10 +72,7 @@ def main() -> None:
         d = change[i].abs()
         d = (d / d.max().clamp_min(1e-6)).numpy()
         boxes = x[i, 0].numpy().copy()
-        edge = mi.numpy() & ~np.pad(mi.numpy(), 1)[2:, 1:-1] | mi.numpy() & ~np.pad(
-            mi.numpy(), 1)[:-2, 1:-1] | mi.numpy() & ~np.pad(mi.numpy(), 1)[1:-1, 2:] | \
-            mi.numpy() & ~np.pad(mi.numpy(), 1)[1:-1, :-2]
-        boxes[edge] = 1.0
+        boxes[find_boundaries(mi.numpy(), mode="inner")] = 1.0        # the boxes' outlines
         tiles = [x[i, 0].numpy(), res.x_neg[i, 0].numpy(), tw[i, 0].numpy(), d, boxes]
         rows.append(np.concatenate([np.pad(t, 1, constant_values=1.0) for t in tiles], 1))
     grid = np.concatenate(rows, 0).repeat(4, 0).repeat(4, 1)

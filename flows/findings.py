@@ -67,8 +67,7 @@ def findings_audit(cfg: AuditConfig, runner: str = "local",
     """Run (or reuse) the audit of every finding of ``cfg.explain.findings``; returns the
     multi-finding run's manifest (one finding: that finding's run manifest)."""
     from flows.audit import _cohort_stage, audit_flow, publish
-    from medxgan.cohort.views import finding_view
-    from medxgan.findings import normalise
+    from medxgan.cohort.views import finding_view, view_hash
     from medxgan.report.findings import render_findings_report, stack_by_finding
 
     root = Store(cfg.store or get_settings().store)
@@ -77,8 +76,7 @@ def findings_audit(cfg: AuditConfig, runner: str = "local",
     base["explain"] = {k: v for k, v in base.get("explain", {}).items() if k != "findings"}
     runs: dict[str, dict] = {}
     for finding in cfg.explain.findings or []:
-        view_url = root.url_of("cohorts/" + stable_hash(
-            {"view_of": cohort["hash"], "finding": normalise(finding)})[:16])
+        view_url = root.url_of("cohorts/" + view_hash(cohort["hash"], finding)[:16])
         view = finding_view(cohort["url"], view_url, finding)
         child: dict[str, Any] = {**base, "name": f"{cfg.name}-{finding_slug(finding)}",
                                  "cohort": {"source": "existing", "url": view_url}}
@@ -105,20 +103,20 @@ def findings_audit(cfg: AuditConfig, runner: str = "local",
     run.write_json("findings.json", {"audit": cfg.name, "run_id": run_id, "findings": per})
     run.write_bytes("report/index.html",
                     render_findings_report(cfg.name, run_id, per).encode("utf-8"))
-    tag = lambda rows, f: [{**r, "finding": f} for r in rows]  # noqa: E731
+
+    def tagged(key: str) -> list[dict]:
+        """Every finding's ``key`` rows of its manifest, each with its ``finding``."""
+        return [{**r, "finding": f} for f, m in runs.items() for r in m.get(key) or []]
+
     manifest = {
         "run_id": run_id, "audit": cfg.name, "run_url": run.url, "multi_finding": True,
         "report": run.url_of("report/index.html"), "pdf": None,
         "verdict": "; ".join(f"{p['finding']}: {p['verdict']}" for p in per),
         "findings": {p["finding"]: {k: p[k] for k in ("run_id", "run_url", "report", "verdict",
                                                        "regressions")} for p in per},
-        "answers": {}, "criteria": [c for f, m in runs.items() for c in tag(m.get("criteria") or [], f)],
-        "criteria_failed": [c for f, m in runs.items()
-                            for c in tag(m.get("criteria_failed") or [], f)],
-        "regressions": sum(p["regressions"] for p in per),
-        "regressed": [r for f, m in runs.items() for r in tag(m.get("regressed") or [], f)],
-        "headline_metrics": [r for f, m in runs.items()
-                             for r in tag(m.get("headline_metrics") or [], f)],
+        "answers": {}, "criteria": tagged("criteria"), "criteria_failed": tagged("criteria_failed"),
+        "regressions": sum(p["regressions"] for p in per), "regressed": tagged("regressed"),
+        "headline_metrics": tagged("headline_metrics"),
         "stages": {"cohort": {**cohort, "reused": cohort.get("reused", False)},
                    **{f"finding:{f}": {"run_id": m["run_id"], "reused": all(
                        v.get("reused") for v in (m.get("stages") or {}).values())}

@@ -100,8 +100,9 @@ def finding_view(source: str | Cohort, out: str, finding: str) -> dict:
     for k in dst.list("images/", suffix=".parquet"):
         if k not in parts:
             dst.delete(k)
+    quarantine = src.quarantine_table()
     dst.write_parquet("boxes.parquet", kept.cast(BOXES))
-    dst.write_parquet("quarantine.parquet", src.quarantine_table().cast(QUARANTINE))
+    dst.write_parquet("quarantine.parquet", quarantine.cast(QUARANTINE))
     manifest = {
         **src.manifest,  # the source's own keys (e.g. a phantom's render parameters)
         "schema_version": SCHEMA_VERSION,
@@ -109,7 +110,7 @@ def finding_view(source: str | Cohort, out: str, finding: str) -> dict:
         "parts": sorted(parts),
         "image_size": src.manifest.get("image_size"),
         "counts": {**counts, "boxes": kept.num_rows, "images_with_boxes": len(shown),
-                   "quarantined": src.quarantine_table().num_rows, "by_split": by_split},
+                   "quarantined": quarantine.num_rows, "by_split": by_split},
         "view": {"of": src.content_hash, "finding": finding, "finding_normalised":
                  normalise(finding), "version": VIEW_VERSION},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

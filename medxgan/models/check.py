@@ -112,6 +112,7 @@ def check_classifier(spec: ClassifierSpec | str | AuditedClassifier, cohort_url:
     pred = pl >= f.threshold
     pos, neg = yl == 1, yl == 0
     norm = s.normalisation
+    no_cam = gradcam_unsupported(f)
     return {
         "kind": s.kind, "arch": s.arch, "path": s.path, "sha256": f.sha256,
         "num_outputs": s.num_outputs, "outputs": s.outputs, "finding": s.finding,
@@ -130,8 +131,8 @@ def check_classifier(spec: ClassifierSpec | str | AuditedClassifier, cohort_url:
         "logit_min": float(z.min()), "logit_max": float(z.max()),
         "images_per_s": float(n / seconds) if seconds > 0 else float("inf"),
         "seconds": float(seconds), "device": str(device), "threads": torch.get_num_threads(),
-        "target_layer": None if gradcam_unsupported(f) else _layer_name(f),
-        "gradcam_unsupported": gradcam_unsupported(f),
+        "target_layer": None if no_cam else _layer_name(f),
+        "gradcam_unsupported": no_cam,
     }
 
 
