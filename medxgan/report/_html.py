@@ -42,10 +42,27 @@ def png_img(data: bytes, alt: str, cls: str = "") -> str:
     return f'<img{c} alt="{esc(alt)}" src="data:image/png;base64,{b64}">'
 
 
+#: the pages load nothing: images are data: URIs, the stylesheet is inline, no script runs
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def page(title: str, body: str) -> str:
+    """A whole self-contained report page: ``title`` (escaped here), ``body`` (ready HTML)
+    inside ``<main>``, the package stylesheet inline and :data:`CSP`."""
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>\n{asset('report.css')}</style></head>"
+        f"<body><main>{body}</main></body></html>\n"
+    )
+
+
 @cache
 def asset(name: str) -> str:
     """Text of the package data file ``medxgan/report/assets/<name>`` (UTF-8)."""
     return resources.files("medxgan.report").joinpath("assets").joinpath(name).read_text(encoding="utf-8")
 
 
-__all__ = ["NA_CELL", "asset", "esc", "png_img", "section", "table"]
+__all__ = ["CSP", "NA_CELL", "asset", "esc", "page", "png_img", "section", "table"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from medxgan.report._html import asset, esc, section, table
+from medxgan.report._html import asset, esc, page, section, table
 from medxgan.report._text import fmt
 
 __all__ = ["stack_by_finding", "render_findings_report"]
@@ -88,9 +88,4 @@ def render_findings_report(audit: str, run_id: str, findings: Sequence[Mapping[s
         parts.append(section(f"finding-{i}", f"Finding: {f['finding']}", body))
     parts.append(section("limits", "What these explanations can and cannot show",
                          "\n" + asset("limits.html")))
-    csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-    return ("<!DOCTYPE html>\n"
-            '<html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
-            f"<title>Audit {esc(audit)} · {esc(run_id)}</title><style>\n{asset('report.css')}"
-            f"</style></head><body><main>{''.join(parts)}</main></body></html>\n")
+    return page(f"Audit {audit} · {run_id}", "".join(parts))

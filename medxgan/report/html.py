@@ -42,7 +42,7 @@ import pandas as pd
 
 from medxgan.catalogue import LOCALISATION_METRICS, metric_label
 from medxgan.report._cases import gallery_section, strips_section
-from medxgan.report._html import asset, esc, section, table
+from medxgan.report._html import asset, esc, page, section, table
 from medxgan.report._summary import criteria_section, evidence_section, overview_section, verdict_section
 from medxgan.report._sanitise import SECRET_MARKERS, sanitise
 from medxgan.report._tuning import tuning_section
@@ -356,15 +356,7 @@ def render_report(inputs: ReportInputs) -> str:
             _provenance_section(inp.provenance),
         ]
     )
-    csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>Audit {esc(inp.audit)} · {esc(inp.run_id)}</title><style>\n{asset('report.css')}</style></head>"
-        f"<body><main>{body}</main></body></html>\n"
-    )
+    return page(f"Audit {inp.audit} · {inp.run_id}", body)
 
 
 __all__ = ["HEADLINE_METRICS", "SECRET_MARKERS", "ReportInputs", "render_report", "sanitise", "verdict_of"]
