@@ -1,7 +1,9 @@
 """Storage outages on the live rclone S3 server (the session ``s3_server`` fixture).
 
-- The server is stopped while an ingest flow writes many small parts and started again
-  ~2.5 s later: writes retry with backoff (``Store._retry``), the run completes, nothing is lost.
+- The server is stopped while an ingest flow writes many small parts and started again once
+  ``Store._retry`` has logged a retry (at least 2.5 s later; s3fs and botocore retry
+  connection errors themselves first, so a fixed short outage can pass unseen): the writes retry
+  with backoff, the run completes, nothing is lost.
 - A server that stays down fails the run with one clear line and leaves no manifest (here at
   the audit's first storage call; ``tests/test_storage.py::test_unreachable_store_is_a_clear_error``
   covers the Store itself).
@@ -34,6 +36,15 @@ def test_outage_mid_ingest_retries_and_loses_nothing(prefect_harness, s3_server,
     caplog.set_level(logging.WARNING, logger="medxgan.storage")
     parts_dir = _bucket_dir(s3_server, s3_store_url) / "images"
     events: dict[str, float] = {}
+    retried = threading.Event()
+
+    class _SeesRetry(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "retry" in record.getMessage():
+                retried.set()
+
+    seer = _SeesRetry(level=logging.WARNING)
+    logging.getLogger("medxgan.storage").addHandler(seer)
 
     def outage() -> None:
         end = time.monotonic() + 240
@@ -42,6 +53,8 @@ def test_outage_mid_ingest_retries_and_loses_nothing(prefect_harness, s3_server,
         s3_server.stop()
         events["down"] = time.monotonic()
         time.sleep(2.5)
+        # stay down until our own retry layer has met the outage (bounded)
+        retried.wait(timeout=90)
         s3_server.restart()
         events["up"] = time.monotonic()
 
@@ -52,6 +65,7 @@ def test_outage_mid_ingest_retries_and_loses_nothing(prefect_harness, s3_server,
                         chunk_size=CHUNK)
     finally:
         t.join(timeout=300)
+        logging.getLogger("medxgan.storage").removeHandler(seer)
         if s3_server.process is None or s3_server.process.poll() is not None:
             s3_server.restart()
     assert "up" in events
