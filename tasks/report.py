@@ -258,7 +258,9 @@ def build_report(run_url: str, store_url: str, audit: str, run_id: str, cohort_u
     shard_of = {i: k // size for k, i in enumerate(expl["image_ids"])}  # as explain_flow cut them
     gallery, strips = _gallery(run, cohort_url, scores, expl["methods"], shard_of)
     gallery = gallery + _shortcut_gallery(cohort_url, shortcut)
-    verdict = audit_verdict(summary, comparisons, scores, shortcut=shortcut)
+    gan_best = ((provenance.get("stages") or {}).get("gan") or {}).get("best") or {}
+    verdict = audit_verdict(summary, comparisons, scores, shortcut=shortcut,
+                            generator_health=gan_best.get("health"))
     criteria = evaluate_criteria((provenance.get("config") or {}).get("criteria") or [], summary,
                                  shortcut=shortcut, comparisons=comparisons, scores=scores)
     inputs = ReportInputs(

@@ -55,6 +55,14 @@ Rules about the explanations (every threshold is a parameter):
    ``<method>_localises`` / ``<method>_does_not_localise``). One sentence gives the
    ``counterfactual_flip`` rate and ``recon_mse``; a flip rate below ``min_flip_rate``
    adds ``weak_counterfactual``.
+7. **Generator health** (``generator_health``: the kept generator checkpoint's held-out
+   health from ``best.json``, issue #14): ``change_similarity >= health_similarity_threshold``
+   (0.5) or ``universal_flip >= health_universal_flip`` (0.5; the mean change added to real
+   negatives makes f call them positive) -> ``universal_generator``: on held-out images the
+   generator's change is one pattern, so ``medxgan``, ``latent_ig`` and ``counterfactual_ig``
+   are not trusted (excluded from the trustworthy explanations with that reason, as in rule
+   6). Below both thresholds one sentence reports the two numbers. NaN or missing values are
+   not judged.
 """
 
 from __future__ import annotations
@@ -155,6 +163,9 @@ def audit_verdict(
     min_flip_rate: float = 0.5,
     min_effect: float = 0.05,
     seed: int = 0,
+    generator_health: Mapping[str, Any] | None = None,
+    health_similarity_threshold: float = 0.5,
+    health_universal_flip: float = 0.5,
 ) -> Verdict:
     """Apply the rules of the module docstring to one audit's tables.
 
@@ -174,6 +185,9 @@ def audit_verdict(
         min_effect: smallest mean drop of f's positive probability that counts as reliance
             (intervention) or as a shortcut region.
         seed: seed of the fallback bootstrap.
+        generator_health: the kept generator checkpoint's held-out health (``best.json``'s
+            ``health``), None when unknown (rule 7).
+        health_similarity_threshold, health_universal_flip: rule 7's thresholds.
 
     Returns: a ``Verdict``.
     """
@@ -259,8 +273,17 @@ def audit_verdict(
             findings.append("Some maps beat the random floor, but not their shuffled-box control: they mark a prior location.")
 
     # medXGAN
+    universal_gen = _generator_health(generator_health, health_similarity_threshold,
+                                      health_universal_flip, findings)
+    if universal_gen is not None:
+        flags.append("universal_generator")
+        headline += " The generator's held-out changes are one universal pattern: medXGAN maps are not evidence of localisation."
     cs = _first_stat(ev, "counterfactual_similarity", medxgan_methods)
-    if cs is not None and cs[0] >= similarity_threshold:
+    if universal_gen is not None:
+        for m in medxgan_methods:
+            if m in ev.methods:
+                excluded[m] = universal_gen
+    elif cs is not None and cs[0] >= similarity_threshold:
         flags.append("universal_counterfactual")
         sentence = (
             f"medXGAN's counterfactual changes are one pattern for every image (mean counterfactual similarity "
@@ -331,6 +354,41 @@ def audit_verdict(
     return Verdict(localises=localises, headline=headline, findings=findings, flags=flags,
                    relies_on_findings=relies, shortcut_suspected=short, trustworthy_explanations=trust,
                    headline_about=about)
+
+
+def _generator_health(health: Mapping[str, Any] | None, sim_thr: float, flip_thr: float,
+                      findings: list[str]) -> str | None:
+    """Rule 7: the exclusion reason when the generator's held-out health shows a universal
+    pattern, else None; appends the sentence that reports the health to ``findings``."""
+    if not health:
+        return None
+
+    def num(k: str) -> float | None:
+        v = health.get(k)
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            return None
+        return v if math.isfinite(v) else None
+
+    sim, uni = num("change_similarity"), num("universal_flip")
+    if sim is None and uni is None:
+        return None
+    told = ", ".join(t for t in (
+        None if sim is None else f"change similarity {fmt(sim, 2)}"
+        + ("" if num("change_similarity_boxes") is None
+           else f" (box masks: {fmt(num('change_similarity_boxes'), 2)})"),
+        None if uni is None else f"universal flip {fmt(uni, 2)}") if t)
+    if (sim is not None and sim >= sim_thr) or (uni is not None and uni >= flip_thr):
+        findings.append(
+            f"Generator health on held-out images: {told}, at or above {fmt(sim_thr, 2)} / "
+            f"{fmt(flip_thr, 2)}: the generator's change is one pattern for every image (similar "
+            "changes, or a mean change that makes real negatives positive), so the medXGAN maps "
+            "show what the classifier reacts to everywhere, not the image's finding.")
+        return f"the generator's held-out change is one universal pattern ({told})"
+    findings.append(f"Generator health on held-out images: {told}, below {fmt(sim_thr, 2)} / "
+                    f"{fmt(flip_thr, 2)}: the generator's changes are image-specific.")
+    return None
 
 
 def _clause(a: Answer) -> str:

@@ -146,3 +146,32 @@ def test_medxgan_maps_judged_when_counterfactuals_differ():
     s2 = summary.copy()
     s2.loc[(s2["method"] == "medxgan") & (s2["metric"] == "pointing_game"), ["mean", "ci_low", "ci_high"]] = [0.1, 0.05, 0.15]
     assert "medxgan_does_not_localise" in audit_verdict(s2, comparisons).flags
+
+
+def test_generator_health_rule_excludes_a_universal_generator():
+    """Rule 7: best.json's held-out health with a universal pattern takes the medXGAN methods
+    out of the trusted explanations; image-specific health leaves them; NaN is not judged."""
+    _, summary, comparisons = tables("lesion")
+    base = audit_verdict(summary, comparisons)
+    assert {"medxgan", "latent_ig"} <= set(base.trustworthy_explanations.methods)
+    bad = audit_verdict(summary, comparisons, generator_health={
+        "change_similarity": 0.93, "change_similarity_boxes": 0.15, "universal_flip": 0.2})
+    assert "universal_generator" in bad.flags
+    assert bad.trustworthy_explanations.methods == ["gradcam", "ig"]
+    assert "medxgan_localises" not in bad.flags
+    assert any("change similarity 0.93 (box masks: 0.15)" in f for f in bad.findings)
+    assert "one universal pattern" in bad.headline
+    # a universal flip alone is enough; the thresholds are parameters
+    assert "universal_generator" in audit_verdict(summary, comparisons, generator_health={
+        "change_similarity": 0.1, "universal_flip": 0.8}).flags
+    assert "universal_generator" not in audit_verdict(
+        summary, comparisons, generator_health={"change_similarity": 0.93},
+        health_similarity_threshold=0.95).flags
+    good = audit_verdict(summary, comparisons, generator_health={
+        "change_similarity": 0.06, "universal_flip": 0.05})
+    assert "universal_generator" not in good.flags
+    assert good.trustworthy_explanations.methods == base.trustworthy_explanations.methods
+    assert any("image-specific" in f for f in good.findings)
+    nan = audit_verdict(summary, comparisons, generator_health={
+        "change_similarity": float("nan"), "universal_flip": None})
+    assert nan.findings == base.findings and nan.flags == base.flags
