@@ -9,7 +9,7 @@ on the true twins, ``oracle_flip_true_twins`` in the JSON's ``test_health``, is 
 Then the family's generator is trained by the GAN stage itself (``train_gan`` with
 ``gan.model.family``; ``--minutes`` of wall clock; published: the benches' G 0.25 / D 0.5
 variant, checkpoint kept by held-out *val* fidelity; inpaint: the default in-filler and search,
-its one checkpoint), loaded with ``load_generator`` and judged on the first ``--n-test`` test
+its one checkpoint; residual: the default VA-GAN map generator, its one checkpoint), loaded with ``load_generator`` and judged on the first ``--n-test`` test
 positives with boxes that f calls positive (as the issue's prototypes were; positives f calls
 negative have no counterfactual, their difference map is empty, and the JSON counts them as
 ``n_called_negative_skipped``):
@@ -24,9 +24,10 @@ negative have no counterfactual, their difference map is empty, and the JSON cou
   oracle flip, counterfactual NCC with the true change x - healthy twin
   (``medxgan.phantoms.true_twins``) and with a partner's (shuffled);
 - ``recon_mse``: the medxgan explanation's (published: inversion MSE in GAN space [-1, 1];
-  inpaint: 0, x_pos = x), ``explain_s_per_image``: seconds of the medxgan explanation.
+  inpaint, residual: 0, x_pos = x), ``explain_s_per_image``: seconds of the medxgan explanation.
 
     .venv/bin/python -m bench.generators --family inpaint --minutes 6
+    .venv/bin/python -m bench.generators --family residual --dataset phantom-brain --seed 1
     .venv/bin/python -m bench.generators --quick          # 32 px smoke run, seconds
 
 Writes bench/results/generators_<family>_<dataset>_s<seed>.json (``--out``) and prints one
@@ -55,10 +56,12 @@ KEYS = ["change_similarity", "universal_flip", "oracle_flip", "counterfactual_nc
 
 
 def _configs(family: str, size: int, minutes: float, seed: int, device: str, quick: bool,
-             search: dict | None = None):
+             search: dict | None = None, options: dict | None = None):
     """(GanConfig, GanTrainConfig) of the family as this bench trains it (``search``: the
-    inpaint family's ``SearchConfig`` fields that differ from the default)."""
+    inpaint family's ``SearchConfig`` fields that differ from the default; ``options``: the
+    residual family's ``ResidualConfig`` fields that do)."""
     from medxgan.config.inpaint import InpaintConfig
+    from medxgan.config.residual import ResidualConfig
     from medxgan.models.gan import GanConfig
     from medxgan.models.train_gan import GanTrainConfig
 
@@ -68,6 +71,11 @@ def _configs(family: str, size: int, minutes: float, seed: int, device: str, qui
                            health={"negatives": 16 if quick else 64}, search=search or {})
         return GanConfig(family="inpaint", image_size=size), GanTrainConfig(
             seed=seed, device=device, health_heldout=held, inpaint=ic)
+    if family == "residual":
+        rc = ResidualConfig(steps=None, seconds=minutes * 60, seed=seed,
+                            health={"negatives": 16 if quick else 64}, **(options or {}))
+        return GanConfig(family="residual", image_size=size), GanTrainConfig(
+            seed=seed, device=device, health_heldout=held, residual=rc)
     gc = gan_variant("published", "unconditional", size=size)
     return gc, GanTrainConfig(lambda_cls=2.0, batch=32, steps=10**6, seed=seed, device=device,
                               checkpoint_every=20 if quick else 250, health_heldout=held,
@@ -163,7 +171,7 @@ def _loc(scores, method: str | None = None) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  parents=[device_flags(threads=1)])
-    ap.add_argument("--family", default="inpaint", choices=["published", "inpaint"])
+    ap.add_argument("--family", default="inpaint", choices=["published", "inpaint", "residual"])
     ap.add_argument("--dataset", default="phantom-cxr", choices=["phantom-cxr", "phantom-brain"])
     ap.add_argument("--minutes", type=float, default=None,
                     help="training wall clock of the generator (default 10; 0.15 with --quick)")
@@ -171,6 +179,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="32 px, 240 images, seconds")
     ap.add_argument("--search", default=None,
                     help="inpaint: SearchConfig fields as YAML, e.g. '{crop: null, stride: 8}'")
+    ap.add_argument("--residual", default=None,
+                    help="residual: ResidualConfig fields as YAML, e.g. '{cls_weight: 0.1}'")
     ap.add_argument("--n-test", type=int, default=None, help="test positives (default 100)")
     ap.add_argument("--work", default="/tmp/medxgan-bench/generators", help="store folder")
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/"
@@ -203,8 +213,11 @@ def main() -> None:
     import yaml
 
     search = yaml.safe_load(args.search) if args.search else None
-    gc, tc = _configs(args.family, size, minutes, args.seed, args.device, args.quick, search)
-    tag = "" if not search else "-" + "-".join(f"{k}{v}" for k, v in sorted(search.items()))
+    options = yaml.safe_load(args.residual) if args.residual else None
+    gc, tc = _configs(args.family, size, minutes, args.seed, args.device, args.quick, search,
+                      options)
+    tag = "".join("-" + "-".join(f"{k}{v}" for k, v in sorted(d.items()))
+                  for d in (search, options) if d)
     out_url = str(work / f"gen-{args.family}-{args.dataset}-s{args.seed}-{minutes:g}m{tag}")
     Store(out_url).delete("")
     t = time.perf_counter()

@@ -81,8 +81,8 @@ def _cmd_train_gan(a: argparse.Namespace) -> int:
     train = dict(cfg.get("train") or {})
     if a.steps is not None:  # the family's own step count
         family = (cfg.get("model") or {}).get("family", field_default(GanConfig, "family"))
-        if family == "inpaint":
-            train["inpaint"] = {**(train.get("inpaint") or {}), "steps": a.steps}
+        if family in ("inpaint", "residual"):
+            train[family] = {**(train.get(family) or {}), "steps": a.steps}
         else:
             train["steps"] = a.steps
     GanSection.model_validate({**cfg, "train": train})  # a typo fails here, before any work

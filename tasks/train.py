@@ -41,7 +41,8 @@ def train_classifier_task(cohort_url: str, out_url: str, config: dict[str, Any])
 def train_gan_task(cohort_url: str, spec: str, out_url: str, gan_config: dict[str, Any],
                    train_config: dict[str, Any]) -> dict:
     """Train (or resume) the medXGAN generator for the classifier of ``spec`` (the family of
-    ``gan_config``: ``published`` GAN or ``inpaint`` in-filler, same run folder contract).
+    ``gan_config``: ``published`` GAN, ``inpaint`` in-filler or ``residual`` map generator,
+    same run folder contract).
 
     A finished run (its manifest exists) is reused; an interrupted one resumes from its
     latest complete checkpoint. Returns the run summary plus ``url`` and ``reused``.
@@ -56,9 +57,11 @@ def train_gan_task(cohort_url: str, spec: str, out_url: str, gan_config: dict[st
         return {**done, "url": store.url, "reused": True}
     gc = GanConfig.model_validate(gan_config)
     tc = GanTrainConfig.model_validate(train_config)
-    inpaint = gc.family == "inpaint"
-    total = (tc.inpaint.steps or 1) if inpaint else tc.steps  # a seconds-only budget: unknown
-    bar = Progress(total, "train inpainter (steps)" if inpaint else "train medXGAN (steps)")
+    own = getattr(tc, gc.family, None)  # an image-conditioned family's own config
+    total = (own.steps or 1) if own is not None else tc.steps  # a seconds-only budget: unknown
+    bar = Progress(total, {"inpaint": "train inpainter (steps)",
+                           "residual": "train residual map generator (steps)"}.get(
+                               gc.family, "train medXGAN (steps)"))
     last = {"step": 0}
 
     def _progress(step: int, losses: dict) -> None:

@@ -25,6 +25,7 @@ from medxgan.config.explain import (METHOD_CONFIGS, RECIPES, CounterfactualIGCon
                                     LatentIGConfig, MedXGANConfig, MethodOptions, OcclusionConfig,
                                     RandomConfig, SmoothGradConfig)
 from medxgan.config.inpaint import InpaintConfig
+from medxgan.config.residual import ResidualConfig
 from medxgan.config.models import (ClassifierTrainConfig, EncoderConfig, GanConfig,
                                    GanTrainConfig)
 
@@ -37,5 +38,5 @@ __all__ = [
     "OcclusionConfig", "RandomConfig", "SmoothGradConfig",
     "ClassifierTrainConfig", "EncoderConfig", "GanConfig", "GanTrainConfig",
     "IMAGENET_MEAN", "IMAGENET_STD", "PRESETS", "ClassifierLoadError", "ClassifierSpec",
-    "MeanStd", "InpaintConfig",
+    "MeanStd", "InpaintConfig", "ResidualConfig",
 ]

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medxgan.config.inpaint import InpaintConfig
+from medxgan.config.residual import ResidualConfig
 
 
 class GanConfig(BaseModel):
@@ -24,8 +25,10 @@ class GanConfig(BaseModel):
             (default since issue #14: a healthy-anatomy in-filler trained on images f calls
             negative, configured by ``GanTrainConfig.inpaint``; of the fields here only
             ``image_size`` applies; README "Generator families" has the measurements that made
-            it the default) or ``published`` (the paper's class-conditioned GAN, every other
-            field here; kept for reproduction).
+            it the default), ``residual`` (VA-GAN style: x_neg = x + M(x), a WGAN-GP critic
+            between real negatives and x_neg, configured by ``GanTrainConfig.residual``; a
+            research option, measured in README "Generator families") or ``published`` (the
+            paper's class-conditioned GAN, every other field here; kept for reproduction).
         image_size: side of generated images: 32, 64, 128 or 256 px.
         d_a / d_p: sizes of the anatomy / pathology codes (published 100 / 10 at 128 px,
             1000 / 100 at 64 px).
@@ -39,7 +42,7 @@ class GanConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    family: Literal["published", "inpaint"] = "inpaint"
+    family: Literal["published", "inpaint", "residual"] = "inpaint"
     image_size: Literal[32, 64, 128, 256] = 64
     d_a: int = Field(100, ge=1)
     d_p: int = Field(10, ge=1)
@@ -117,6 +120,9 @@ class GanTrainConfig(BaseModel):
             health checks (:class:`~medxgan.config.inpaint.InpaintConfig`); only ``seed``,
             ``device``, ``time_limit_s`` (a budget when ``inpaint.seconds`` is unset),
             ``health_heldout`` and ``heldout_split`` of the fields above apply to that family.
+        residual: the ``residual`` family's map generator, critic and training
+            (:class:`~medxgan.config.residual.ResidualConfig`); the same fields above apply
+            (``residual.seconds`` before ``time_limit_s``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -143,6 +149,7 @@ class GanTrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     encoder: EncoderConfig = EncoderConfig()
     inpaint: InpaintConfig = InpaintConfig()
+    residual: ResidualConfig = ResidualConfig()
 
 
 class ClassifierTrainConfig(BaseModel):

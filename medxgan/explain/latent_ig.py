@@ -22,9 +22,9 @@ completeness reads sum(map) ≈ f(x) - f(x_neg). It is IG with the generated neg
 baseline: what the generator cannot draw (a lesion it does not reconstruct) is carried by r
 and still attributed, where the generator path attributes only what G reproduced.
 
-For the ``inpaint`` generator family (``G.family == "inpaint"``; no latent code, x_pos = x)
-both methods take the straight line x_i = x_neg + alpha_i (x - x_neg) from the in-filled
-counterfactual x_neg (``latents`` carry its mask, as the ``medxgan`` explanation's extras
+For the image-conditioned generator families (``G.image_conditioned``: ``inpaint``,
+``residual``; no latent code, x_pos = x) both methods take the straight line
+x_i = x_neg + alpha_i (x - x_neg) from the family's counterfactual x_neg (``latents`` carry its mask, as the ``medxgan`` explanation's extras
 do) to the real image: the generator path and the residual path coincide there, so
 ``latent_ig`` and ``counterfactual_ig`` give the same map (the ``path`` extra reads ``line``),
 with completeness sum(map) ≈ f(x) - f(x_neg). Keeping both names lets one audit config serve
@@ -51,7 +51,7 @@ from medxgan.config.explain import CounterfactualIGConfig, LatentIGConfig
 from medxgan.explain._torch import logit, to_unit
 from medxgan.explain.base import Explainer, Explanation
 from medxgan.explain.inversion import InversionResult, invert
-from medxgan.explain.medxgan import Latents, _unpack, inpaint_counterfactual
+from medxgan.explain.medxgan import Latents, _unpack, image_counterfactual
 
 
 class LatentIGExplainer(Explainer):
@@ -76,9 +76,9 @@ class LatentIGExplainer(Explainer):
     def _explain(self, images: torch.Tensor, *, ids: Sequence[str] | None = None,
                  latents: Latents | None = None, **_: Any) -> Explanation:
         cfg = self.config
-        line = None                                                    # inpaint family
-        if getattr(self.G, "family", "published") == "inpaint":
-            x_line_neg, _ = inpaint_counterfactual(self.G, self.f, images, latents)
+        line = None                                          # image-conditioned family
+        if getattr(self.G, "image_conditioned", False):
+            x_line_neg, _ = image_counterfactual(self.G, self.f, images, latents)
             line = (x_line_neg, images)
             z_a = z_p = residual = None
             B = images.shape[0]
@@ -156,7 +156,8 @@ class CounterfactualIGExplainer(LatentIGExplainer):
 
 def _line_grads(f: nn.Module, x_neg: torch.Tensor, x: torch.Tensor, alphas: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`_path_grads` on the straight line x_neg + alpha (x - x_neg) (inpaint family)."""
+    """:func:`_path_grads` on the straight line x_neg + alpha (x - x_neg) (image-conditioned
+    families)."""
     B, m = x.shape[0], alphas.shape[0]
     with torch.no_grad():
         pts = x_neg[:, None] + alphas[None, :, None, None, None] * (x - x_neg)[:, None]

@@ -13,9 +13,11 @@ For each image x the generator is inverted (``inversion.invert``) to latents (z_
 all shown in pixel space [0, 1]. ``counterfactual_flip`` says whether f calls x_neg negative
 (p_neg < f.threshold).
 
-The ``inpaint`` generator family (``G.family == "inpaint"``, :class:`medxgan.models.inpaint.
-InpaintGenerator`) has no latent code: x_neg is the in-filling of the smallest region whose
-in-filling makes f call x negative (``G.counterfactual``), x_pos is x itself, so
+The image-conditioned generator families (``G.image_conditioned``: ``inpaint``,
+:class:`medxgan.models.inpaint.InpaintGenerator`, and ``residual``,
+:class:`medxgan.models.residual.ResidualGenerator`) have no latent code: x_neg is
+``G.counterfactual(x, f).x_neg`` (inpaint: the in-filling of the smallest region whose
+in-filling makes f call x negative; residual: clamp(x + M(x), 0, 1)), x_pos is x itself, so
 
     map      = |x - x_neg|
     frames_k = x_neg + alpha_k (x - x_neg)
@@ -23,9 +25,11 @@ in-filling makes f call x negative (``G.counterfactual``), x_pos is x itself, so
 and ``recon_mse`` is exactly 0 (x_pos = x by construction; 0, not NaN, so the run-level
 ``recon_mse`` stays a number and says truthfully that nothing of x is lost). Its "latents",
 which ``explain_batch`` hands to ``latent_ig`` / ``counterfactual_ig`` and the explain stage
-stores in the ``z_a`` / ``z_p`` columns, are the in-filled mask, flattened, as ``z_a``
-(B, H W) in {0, 1} and its area as ``z_p`` (B, 1): the in-filling of that mask is x_neg.
-Extra ``area`` (B,): share of the image in-filled.
+stores in the ``z_a`` / ``z_p`` columns, are the changed mask, flattened, as ``z_a``
+(B, H W) in {0, 1} and its area as ``z_p`` (B, 1): ``G.fill(x, mask)`` is x_neg (inpaint: the
+in-filling of the mask; residual: x + M(x) where the mask is non-empty).
+Extra ``area`` (B,): share of the image in-filled (residual: changed by more than
+``mask_tol``).
 """
 
 from __future__ import annotations
@@ -77,8 +81,8 @@ class MedXGANExplainer(Explainer):
     def _explain(self, images: torch.Tensor, *, ids: Sequence[str] | None = None,
                  latents: Latents | None = None, **_: Any) -> Explanation:
         cfg = self.config
-        if getattr(self.G, "family", "published") == "inpaint":
-            return _explain_inpaint(self.G, self.f, images, latents, cfg.n_frames,
+        if getattr(self.G, "image_conditioned", False):
+            return _explain_image(self.G, self.f, images, latents, cfg.n_frames,
                                     cfg.batch_size)
         inv = self.invert(images, ids) if latents is None else None
         z_a, z_p = (inv.z_a, inv.z_p) if inv is not None else _unpack(latents)
@@ -107,12 +111,12 @@ class MedXGANExplainer(Explainer):
         return Explanation(maps=change.abs(), extras=extras)
 
 
-def inpaint_counterfactual(G: nn.Module, f: nn.Module, images: torch.Tensor,
-                           latents: Latents | None = None
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The inpaint family's (x_neg (B, 1, H, W) in [0, 1], mask (B, 1, H, W) bool) of images on
-    their device: the search's, or the in-filling of the mask carried by ``latents`` (the
-    ``z_a`` of an earlier ``medxgan`` explanation)."""
+def image_counterfactual(G: nn.Module, f: nn.Module, images: torch.Tensor,
+                         latents: Latents | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """An image-conditioned family's (x_neg (B, 1, H, W) in [0, 1], mask (B, 1, H, W) bool) of
+    images on their device: ``G.counterfactual``'s, or ``G.fill`` of the mask carried by
+    ``latents`` (the ``z_a`` of an earlier ``medxgan`` explanation)."""
     if latents is not None:
         mask = _unpack(latents)[0].to(images.device).reshape(images.shape) > 0.5
         return G.fill(images, mask), mask
@@ -120,12 +124,12 @@ def inpaint_counterfactual(G: nn.Module, f: nn.Module, images: torch.Tensor,
     return res.x_neg.to(images.device), res.mask.to(images.device)
 
 
-def _explain_inpaint(G: nn.Module, f: nn.Module, images: torch.Tensor,
-                     latents: Latents | None, n: int, batch_size: int) -> Explanation:
-    """medxgan for the inpaint family (module docstring)."""
+def _explain_image(G: nn.Module, f: nn.Module, images: torch.Tensor,
+                   latents: Latents | None, n: int, batch_size: int) -> Explanation:
+    """medxgan for an image-conditioned family (module docstring)."""
     B, H, W = images.shape[0], images.shape[-2], images.shape[-1]
     with torch.no_grad():
-        x_neg, mask = inpaint_counterfactual(G, f, images, latents)
+        x_neg, mask = image_counterfactual(G, f, images, latents)
         alphas = torch.linspace(0, 1, n, device=images.device)        # (n,)
         path = x_neg[:, None] + alphas[None, :, None, None, None] * (images - x_neg)[:, None]
         path = path.reshape(B * n, 1, H, W)                             # (B n, 1, H, W)

@@ -37,7 +37,7 @@ from torch import nn
 
 from medxgan.config.inpaint import InpaintConfig
 
-__all__ = ["InpaintConfig", "InpaintGenerator", "Inpainter", "inpaint_loss", "load_inpainter", "sample_masks",
+__all__ = ["InpaintConfig", "InpaintGenerator", "Inpainter", "UNet", "inpaint_loss", "load_inpainter", "sample_masks",
            "save_inpainter", "train_inpainter"]
 
 
@@ -47,36 +47,32 @@ def _block(cin: int, cout: int) -> nn.Sequential:
                          nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True))
 
 
-class Inpainter(nn.Module):
-    """U-Net in-filler: inputs x ⊙ (1 − m) and m, output replaces only the hole.
-
-    ``base * 2**i`` channels at level i = 0..depth (max-pool down, nearest up + skip
-    concatenation), a 1x1 conv and a sigmoid give ``raw`` in [0, 1]; the composite is
-    ``x_fill = x ⊙ (1 − m) + raw ⊙ m``, so pixels outside the hole are returned unchanged
-    (bit for bit where m is exactly 0) and the hole's content never reaches the network.
+class UNet(nn.Module):
+    """A plain U-Net trunk: ``base * 2**i`` channels at level i = 0..depth (max-pool down,
+    nearest up + skip concatenation, two 3x3 conv + ReLU per level, no normalisation), then a
+    1x1 conv to one channel. Shared by the inpaint family's :class:`Inpainter` and the residual
+    family's map generator (:class:`medxgan.models.residual.ResidualNet`).
 
     Args:
-        base: channels of the first level (8: 122 k parameters at depth 3).
+        cin: input channels.
+        base: channels of the first level.
         depth: number of 2x down-samplings; H and W must be divisible by ``2**depth``.
     """
 
-    def __init__(self, base: int = 8, depth: int = 3):
+    def __init__(self, cin: int, base: int = 8, depth: int = 3):
         super().__init__()
         self.base, self.depth = int(base), int(depth)
         ch = [base * 2 ** i for i in range(depth + 1)]
-        self.down = nn.ModuleList([_block(2, ch[0])] + [_block(ch[i - 1], ch[i])
-                                                         for i in range(1, depth + 1)])
+        self.down = nn.ModuleList([_block(cin, ch[0])] + [_block(ch[i - 1], ch[i])
+                                                           for i in range(1, depth + 1)])
         self.up = nn.ModuleList([_block(ch[i + 1] + ch[i], ch[i]) for i in reversed(range(depth))])
         self.out = nn.Conv2d(ch[0], 1, 1)
 
-    def raw(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        """The network's whole-image guess (B, 1, H, W) in [0, 1] from x (B, 1, H, W) in [0, 1]
-        and the hole m (B, 1, H, W) in {0, 1} (float or bool)."""
-        m = m.to(x.dtype)
+    def trunk(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, cin, H, W) -> (B, 1, H, W) pre-activation output."""
         k = 2 ** self.depth
-        if x.shape[-1] % k or x.shape[-2] % k:
-            raise ValueError(f"image sides {tuple(x.shape[-2:])} must be divisible by {k}")
-        h = torch.cat([x * (1 - m), m], 1)                     # (B, 2, H, W)
+        if h.shape[-1] % k or h.shape[-2] % k:
+            raise ValueError(f"image sides {tuple(h.shape[-2:])} must be divisible by {k}")
         skips = []
         for i, blk in enumerate(self.down):
             if i:
@@ -86,7 +82,30 @@ class Inpainter(nn.Module):
         for blk, s in zip(self.up, reversed(skips[:-1])):
             h = F.interpolate(h, scale_factor=2.0, mode="nearest")  # (B, C, 2h, 2w)
             h = blk(torch.cat([h, s], 1))
-        return torch.sigmoid(self.out(h))                      # (B, 1, H, W)
+        return self.out(h)                                     # (B, 1, H, W)
+
+
+class Inpainter(UNet):
+    """U-Net in-filler: inputs x ⊙ (1 − m) and m, output replaces only the hole.
+
+    A :class:`UNet` on the two channels (x ⊙ (1 − m), m) and a sigmoid give ``raw`` in
+    [0, 1]; the composite is ``x_fill = x ⊙ (1 − m) + raw ⊙ m``, so pixels outside the hole
+    are returned unchanged (bit for bit where m is exactly 0) and the hole's content never
+    reaches the network.
+
+    Args:
+        base: channels of the first level (8: 122 k parameters at depth 3).
+        depth: number of 2x down-samplings; H and W must be divisible by ``2**depth``.
+    """
+
+    def __init__(self, base: int = 8, depth: int = 3):
+        super().__init__(2, base, depth)
+
+    def raw(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """The network's whole-image guess (B, 1, H, W) in [0, 1] from x (B, 1, H, W) in [0, 1]
+        and the hole m (B, 1, H, W) in {0, 1} (float or bool)."""
+        m = m.to(x.dtype)
+        return torch.sigmoid(self.trunk(torch.cat([x * (1 - m), m], 1)))
 
     def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """x_fill (B, 1, H, W) = x ⊙ (1 − m) + raw ⊙ m."""
@@ -188,6 +207,23 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def budget_spent(steps: int | None, seconds: float | None, step: int, t0: float) -> bool:
+    """Whether a training loop that started at ``time.perf_counter() == t0`` and has taken
+    ``step`` steps has used its budget (``steps`` and/or ``seconds``; None: no limit)."""
+    return (steps is not None and step >= steps) or \
+        (seconds is not None and time.perf_counter() - t0 >= seconds)
+
+
+def draw_batch(xs: torch.Tensor, batch: int, flip: bool, g: torch.Generator) -> torch.Tensor:
+    """``batch`` images of xs (N, 1, H, W) drawn with replacement from the CPU generator g,
+    each flipped horizontally with probability 1/2 when ``flip``."""
+    xb = xs[torch.randint(len(xs), (batch,), generator=g)]               # (b, 1, H, W)
+    if flip:
+        fl = torch.rand(batch, 1, 1, 1, generator=g) < 0.5
+        xb = torch.where(fl, xb.flip(-1), xb)
+    return xb
+
+
 def train_inpainter(images_neg: torch.Tensor, config: InpaintConfig | None = None, *,
                     prior: torch.Tensor | None = None,
                     progress: Callable[[int, dict[str, float]], None] | None = None,
@@ -237,15 +273,9 @@ def train_inpainter(images_neg: torch.Tensor, config: InpaintConfig | None = Non
     t0 = time.perf_counter()
     step = 0
     while True:
-        if cfg.steps is not None and step >= cfg.steps:
+        if budget_spent(cfg.steps, cfg.seconds, step, t0):
             break
-        if cfg.seconds is not None and time.perf_counter() - t0 >= cfg.seconds:
-            break
-        idx = torch.randint(N, (cfg.batch,), generator=g)
-        xb = x_all[idx]                                                  # (b, 1, H, W)
-        if cfg.flip:
-            fl = torch.rand(cfg.batch, 1, 1, 1, generator=g) < 0.5
-            xb = torch.where(fl, xb.flip(-1), xb)
+        xb = draw_batch(x_all, cfg.batch, cfg.flip, g)                   # (b, 1, H, W)
         m = sample_masks(cfg.batch, (H, W), shapes=cfg.shapes, side_px=side_px, prior=prior,
                          generator=g)                                    # (b, 1, H, W)
         xb, m = xb.to(dev), m.to(dev)
@@ -301,6 +331,7 @@ class InpaintGenerator(nn.Module):
     """
 
     family = "inpaint"
+    image_conditioned = True
 
     def __init__(self, inpainter: Inpainter, image_size: int, search: dict | None = None):
         super().__init__()

@@ -1,15 +1,19 @@
-"""The ``inpaint`` generator family's training run: the GAN stage's contract, another recipe.
+"""The image-conditioned generator families' training run: the GAN stage's contract, other recipes.
 
-``train_gan`` dispatches here when ``gan_config.family == "inpaint"`` (docs/design.md, "The
-medXGAN method"). The run:
+``train_gan`` dispatches here when ``gan_config.family`` is ``inpaint`` or ``residual``
+(docs/design.md, "The medXGAN method"). The run:
 
-1. loads the cohort's train split at ``gan_config.image_size`` and keeps the images the audited
-   classifier f calls negative (whatever their label: the in-filler learns what f sees as
-   healthy; when f calls none negative, the labelled negatives, ``stats.train_on`` says which);
-2. trains an :class:`~medxgan.models.inpaint.Inpainter` on them
-   (:func:`~medxgan.models.inpaint.train_inpainter` with ``train_config.inpaint``; seed and
-   device from ``train_config``; wall-clock budget ``inpaint.seconds``, else
-   ``train_config.time_limit_s``; ``inpaint.steps`` caps the steps);
+1. loads the cohort's train split at ``gan_config.image_size`` and splits it by what the
+   audited classifier f calls each image (whatever their label: the generator learns what f
+   sees as healthy; when f calls none negative, the labelled negatives, ``stats.train_on``
+   says which; likewise for the residual family's positives);
+2. ``inpaint``: trains an :class:`~medxgan.models.inpaint.Inpainter` on the negatives
+   (:func:`~medxgan.models.inpaint.train_inpainter` with ``train_config.inpaint``);
+   ``residual``: trains a :class:`~medxgan.models.residual.ResidualNet` against a WGAN-GP
+   critic, positives in, negatives as the critic's real images
+   (:func:`~medxgan.models.residual.train_residual` with ``train_config.residual``). Seed and
+   device from ``train_config``; wall-clock budget ``<family>.seconds``, else
+   ``train_config.time_limit_s``; ``<family>.steps`` caps the steps;
 3. judges it on the held-out split (:func:`end_of_run_health`): the held-out positives with
    boxes are given counterfactuals by the family's search and scored by
    :func:`medxgan.models.health.counterfactual_health` (boxes are used for scoring only: the
@@ -23,8 +27,8 @@ medXGAN method"). The run:
 
 A store whose ``best.json`` names a readable checkpoint of the same configs is reused (no
 training; its manifest is rewritten if missing). :func:`generator_from_checkpoint` turns a
-loaded checkpoint into the :class:`~medxgan.models.inpaint.InpaintGenerator` that
-``load_generator`` returns.
+loaded checkpoint into the :class:`~medxgan.models.inpaint.InpaintGenerator` or
+:class:`~medxgan.models.residual.ResidualGenerator` that ``load_generator`` returns.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from torch import nn
 from medxgan.config.models import GanConfig, GanTrainConfig
 from medxgan.models.checkpoints import CKPT_FORMAT, load_blob, pointer, read_json, write_blob
 from medxgan.models.inpaint import InpaintGenerator, Inpainter, train_inpainter
+from medxgan.models.residual import ResidualGenerator, ResidualNet, train_residual
 from medxgan.storage import Store
 
 log = logging.getLogger(__name__)
@@ -49,8 +54,24 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, dict[str, float]], None]
 
 
-def generator_from_checkpoint(obj: dict) -> InpaintGenerator:
-    """The :class:`InpaintGenerator` of a loaded inpaint-family checkpoint (CPU, eval mode)."""
+FAMILIES = ("inpaint", "residual")  # the image-conditioned families trained here
+
+
+def _family_config(tc: GanTrainConfig, family: str):
+    """``tc.inpaint`` or ``tc.residual``: the family's own training config."""
+    if family not in FAMILIES:
+        raise ValueError(f"not an image-conditioned family: {family!r}")
+    return getattr(tc, family)
+
+
+def generator_from_checkpoint(obj: dict) -> InpaintGenerator | ResidualGenerator:
+    """The generator of a loaded inpaint- or residual-family checkpoint (CPU, eval mode)."""
+    if obj.get("family") == "residual":
+        arch = obj["residual_net"]
+        net = ResidualNet(int(arch["base"]), int(arch["depth"]))
+        net.load_state_dict(obj["generator"])
+        tol = (obj.get("train_config") or {}).get("residual", {}).get("mask_tol", 0.05)
+        return ResidualGenerator(net.eval(), int(obj["gan_config"]["image_size"]), tol).eval()
     arch = obj["inpainter"]
     net = Inpainter(int(arch["base"]), int(arch["depth"]))
     net.load_state_dict(obj["generator"])
@@ -80,14 +101,14 @@ def _negatives(cohort, split: str, size: int, n: int) -> torch.Tensor:
     return torch.zeros(0, 1, size, size)
 
 
-def _oracle(cohort_url: str, store: Store, tc: GanTrainConfig, device: torch.device
-            ) -> nn.Module | None:
-    """The oracle classifier (``inpaint.health.oracle_epochs`` > 0), trained once into
+def _oracle(cohort_url: str, store: Store, tc: GanTrainConfig, device: torch.device,
+            family: str = "inpaint") -> nn.Module | None:
+    """The oracle classifier (``<family>.health.oracle_epochs`` > 0), trained once into
     ``<run>/oracle/`` and reused."""
     from medxgan.models.classifier import load_classifier
     from medxgan.models.train_classifier import ClassifierTrainConfig, train_classifier
 
-    h = tc.inpaint.health
+    h = _family_config(tc, family).health
     if h.oracle_epochs <= 0:
         return None
     sub = store.child("oracle")
@@ -98,10 +119,10 @@ def _oracle(cohort_url: str, store: Store, tc: GanTrainConfig, device: torch.dev
     return load_classifier(sub.url_of("spec.yaml")).to(device).eval()
 
 
-def end_of_run_health(G: InpaintGenerator, f: nn.Module, cohort, gc: GanConfig,
-                      tc: GanTrainConfig, oracle: nn.Module | None = None
+def end_of_run_health(G: InpaintGenerator | ResidualGenerator, f: nn.Module, cohort,
+                      gc: GanConfig, tc: GanTrainConfig, oracle: nn.Module | None = None
                       ) -> tuple[dict[str, float], tuple[torch.Tensor, torch.Tensor] | None]:
-    """Health of an inpaint-family generator on the held-out split (module docstring, 3).
+    """Health of an image-conditioned generator on the held-out split (module docstring, 3).
 
     Returns: (health dict, (positives, their x_neg) for the sample grid, or None)."""
     from medxgan.cohort.loading import load_heldout, resize_square
@@ -116,7 +137,7 @@ def end_of_run_health(G: InpaintGenerator, f: nn.Module, cohort, gc: GanConfig,
     x = held.images[sel]                                               # (P, 1, S, S)
     ids = [i for i, s in zip(held.ids or [], sel.tolist()) if s]
     res = G.counterfactual(x, f)
-    negs = _negatives(cohort, tc.heldout_split, S, tc.inpaint.health.negatives)
+    negs = _negatives(cohort, tc.heldout_split, S, _family_config(tc, gc.family).health.negatives)
     called_neg = negs[_probs(f, negs) < float(getattr(f, "threshold", 0.5))]
     null = G.counterfactual(negs, f).x_neg if len(negs) else negs
     twins = true_twins(cohort, ids) if ids else None
@@ -161,21 +182,43 @@ def _reuse(store: Store, gc: GanConfig, tc: GanTrainConfig) -> dict | None:
         return None
     if obj.get("gan_config") != gc.model_dump(mode="json") or \
             obj.get("train_config") != tc.model_dump(mode="json"):
-        raise ValueError(f"{store.url} holds an inpaint run with other configs; use a new out URL")
+        raise ValueError(f"{store.url} holds a {gc.family} run with other configs; use a new "
+                         "out URL")
     return obj
 
 
-def train_inpaint_run(cohort_url: str, classifier: nn.Module, store: Store, gc: GanConfig,
-                      tc: GanTrainConfig, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Train (or reuse) the inpaint family's run in ``store``; returns the run summary, also
-    written to ``manifest.json`` (the keys of ``train_gan``'s summary, ``family`` and the
-    training ``stats``)."""
+def _split_by_f(f: nn.Module, data, dev: torch.device, cohort_url: str
+                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
+    """(train images f calls positive, those it calls negative, ``train_on``): a side of which
+    f calls no image falls back to the labelled images of that class (a degenerate f; logged,
+    and ``train_on[side]`` reads ``label`` instead of ``called``)."""
+    called = _probs(f, data.images.to(dev)) >= float(getattr(f, "threshold", 0.5))
+    sides = {"positive": data.images[called], "negative": data.images[~called]}
+    train_on = {"positive": "called", "negative": "called"}
+    for name, label in (("positive", 1), ("negative", 0)):
+        if len(sides[name]) == 0:
+            log.warning("f calls no train image of %s %s; using the labelled %ss", cohort_url,
+                        name, name)
+            sides[name], train_on[name] = data.images[data.labels == label], "label"
+    if len(sides["negative"]) == 0:
+        raise ValueError(f"{cohort_url}: no train image is negative, for f or by label: "
+                         "nothing to learn healthy anatomy from")
+    return sides["positive"], sides["negative"], train_on
+
+
+def train_image_run(cohort_url: str, classifier: nn.Module, store: Store, gc: GanConfig,
+                    tc: GanTrainConfig, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Train (or reuse) an image-conditioned family's run (``gc.family``: ``inpaint`` or
+    ``residual``) in ``store``; returns the run summary, also written to ``manifest.json``
+    (the keys of ``train_gan``'s summary, ``family`` and the training ``stats``)."""
     from medxgan.cohort.loading import load_train_data
     from medxgan.cohort.reader import Cohort
     from medxgan.models.checkpoints import seed_all, step_key
     from medxgan.models.train_gan import generator_content_hash
 
     t0 = time.perf_counter()
+    family = gc.family
+    fc = _family_config(tc, family)
     dev = torch.device("cuda" if tc.device == "cuda" or
                        (tc.device == "auto" and torch.cuda.is_available()) else "cpu")
     cohort = Cohort(cohort_url)
@@ -188,34 +231,34 @@ def train_inpaint_run(cohort_url: str, classifier: nn.Module, store: Store, gc: 
         reused = False
         store.write_json("config.json", {"gan_config": gc.model_dump(mode="json"),
                                          "train_config": tc.model_dump(mode="json"), **meta,
-                                         "cohort_url": cohort.url, "family": "inpaint"})
+                                         "cohort_url": cohort.url, "family": family})
         data = load_train_data(cohort, gc.image_size)
-        p = _probs(f, data.images.to(dev))
-        neg = data.images[p < float(getattr(f, "threshold", 0.5))]
-        train_on = "called_negative"
-        if len(neg) == 0:  # a degenerate f: the labelled negatives, said in the stats
-            log.warning("f calls no train image of %s negative; training the in-filler on "
-                        "the labelled negatives", cohort.url)
-            neg, train_on = data.images[data.labels == 0], "label_negative"
-        if len(neg) == 0:
-            raise ValueError(f"{cohort.url}: no train image is negative, for f or by label: "
-                             "nothing to train a healthy-anatomy in-filler on")
-        ic = tc.inpaint
-        seconds = ic.seconds if ic.seconds is not None else tc.time_limit_s
+        pos, neg, sides = _split_by_f(f, data, dev, cohort.url)
+        seconds = fc.seconds if fc.seconds is not None else tc.time_limit_s
+        run = {"seed": tc.seed, "device": "cuda" if dev.type == "cuda" else "cpu",
+               "seconds": seconds}
         seed_all(tc.seed)
-        net, stats = train_inpainter(neg, ic, progress=progress, seed=tc.seed,
-                                     device="cuda" if dev.type == "cuda" else "cpu",
-                                     seconds=seconds)
-        G = InpaintGenerator(net.to(dev), gc.image_size, ic.search.model_dump(mode="json"))
-        health, sample = end_of_run_health(G, f, cohort, gc, tc, _oracle(cohort_url, store,
-                                                                          tc, dev))
+        if family == "inpaint":
+            net, stats = train_inpainter(neg, fc, progress=progress, **run)
+            G = InpaintGenerator(net.to(dev), gc.image_size, fc.search.model_dump(mode="json"))
+            arch = {"inpainter": {"base": net.base, "depth": net.depth}}
+            train_on = f"{sides['negative']}_negative"
+        else:
+            if len(pos) == 0:
+                raise ValueError(f"{cohort.url}: no train image is positive, for f or by "
+                                 "label: nothing for the residual family to learn from")
+            net, stats = train_residual(pos, neg, fc, classifier=f, progress=progress, **run)
+            G = ResidualGenerator(net.to(dev), gc.image_size, fc.mask_tol)
+            arch = {"residual_net": {"base": net.base, "depth": net.depth}}
+            train_on = f"{sides['positive']}_positive+{sides['negative']}_negative"
+        health, sample = end_of_run_health(G, f, cohort, gc, tc,
+                                           _oracle(cohort_url, store, tc, dev, family))
         if progress is not None:
             progress(int(stats["steps"]), dict(health))
         key = step_key(int(stats["steps"]))
-        obj = {"format": CKPT_FORMAT, "family": "inpaint", "step": int(stats["steps"]),
+        obj = {"format": CKPT_FORMAT, "family": family, "step": int(stats["steps"]),
                "generator": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-               "inpainter": {"base": net.base, "depth": net.depth},
-               "gan_config": gc.model_dump(mode="json"),
+               **arch, "gan_config": gc.model_dump(mode="json"),
                "train_config": tc.model_dump(mode="json"),
                "health": {k: float(v) for k, v in health.items()},
                "stats": {**{k: stats[k] for k in ("steps", "params", "n_images", "final_loss",
@@ -228,7 +271,7 @@ def train_inpaint_run(cohort_url: str, classifier: nn.Module, store: Store, gc: 
         store.write_bytes("best.pt", blob)
         store.write_json("best.json", ptr)
         store.write_json("checkpoints/latest.json", ptr)
-    summary = {"family": "inpaint", "steps": int(obj["step"]), "resumed_from": None,
+    summary = {"family": family, "steps": int(obj["step"]), "resumed_from": None,
                "reused": reused, "last_health": obj.get("health", {}), "encoder": None,
                "best": read_json(store, "best.json"),
                "latest": read_json(store, "checkpoints/latest.json"),
@@ -241,4 +284,4 @@ def train_inpaint_run(cohort_url: str, classifier: nn.Module, store: Store, gc: 
     return summary
 
 
-__all__ = ["end_of_run_health", "generator_from_checkpoint", "train_inpaint_run"]
+__all__ = ["FAMILIES", "end_of_run_health", "generator_from_checkpoint", "train_image_run"]

@@ -221,8 +221,8 @@ def train_gan(cohort_url: str, classifier: nn.Module, out_url: str | Store,
               progress: ProgressFn | None = None) -> dict[str, Any]:
     """Train (or resume training) a medXGAN generator for ``classifier`` on a cohort.
 
-    ``gan_config.family == "inpaint"`` trains the inpaint family instead
-    (:func:`medxgan.models.inpaint_run.train_inpaint_run`: same run folder contract).
+    ``gan_config.family`` ``inpaint`` or ``residual`` trains that image-conditioned family
+    instead (:func:`medxgan.models.inpaint_run.train_image_run`: same run folder contract).
 
     Args:
         cohort_url: finished cohort (its train split is loaded into memory, resized to
@@ -247,10 +247,10 @@ def train_gan(cohort_url: str, classifier: nn.Module, out_url: str | Store,
     gc = gan_config or GanConfig()
     tc = train_config or GanTrainConfig()
     store = out_url if isinstance(out_url, Store) else Store(out_url)
-    if gc.family == "inpaint":  # the same run contract, another recipe
-        from medxgan.models.inpaint_run import train_inpaint_run
+    if gc.family != "published":  # the same run contract, another recipe
+        from medxgan.models.inpaint_run import train_image_run
 
-        return train_inpaint_run(cohort_url, classifier, store, gc, tc, progress)
+        return train_image_run(cohort_url, classifier, store, gc, tc, progress)
     dev = torch.device("cuda" if tc.device == "cuda" or
                        (tc.device == "auto" and torch.cuda.is_available()) else "cpu")
     if tc.lambda_d_cls > 0 and gc.discriminator != "projection":
@@ -408,8 +408,9 @@ def _load_ckpt(store: Store, key: str, sha256: str | None = None) -> tuple[dict,
 def load_generator(url_or_store: str | Store, which: Literal["best", "latest"] = "best",
                    attach_encoder: bool = True) -> tuple[Generator, dict[str, Any]]:
     """The trained generator of a run (``best.pt``, else the latest checkpoint), eval mode:
-    a :class:`~medxgan.models.gan.Generator`, or for an inpaint-family run an
-    :class:`~medxgan.models.inpaint.InpaintGenerator` (``family == "inpaint"``).
+    a :class:`~medxgan.models.gan.Generator`, or for an image-conditioned run an
+    :class:`~medxgan.models.inpaint.InpaintGenerator` (``family == "inpaint"``) or a
+    :class:`~medxgan.models.residual.ResidualGenerator` (``family == "residual"``).
 
     With ``attach_encoder``, the run's inversion encoder (``encoder.pt``) is attached to G
     (``G.encoder``, so inversions start from E(x)) when ``encoder.json`` says it was kept
@@ -438,7 +439,7 @@ def load_generator(url_or_store: str | Store, which: Literal["best", "latest"] =
         raise FileNotFoundError(f"{store.url}: no generator checkpoint (best.json / "
                                 "checkpoints/latest.json)")
     obj, digest = _load_ckpt(store, key)
-    if obj.get("family") == "inpaint":
+    if obj.get("family") in ("inpaint", "residual"):
         from medxgan.models.inpaint_run import generator_from_checkpoint
 
         G = generator_from_checkpoint(obj)

@@ -71,7 +71,8 @@ def strips_section(strips: Sequence[Mapping[str, Any]]) -> str:
         "(&alpha; = 1, right), with the classifier's probability of the positive class for each "
         "frame: G(z_a, &alpha;&middot;z_p) for the published generator, x_neg + &alpha;(x &minus; "
         "x_neg) for the inpaint family (x_neg: the healthy in-filling of the smallest region that "
-        "flips the classifier). On a phantom cohort the <em>true</em> healthy twin (the same "
+        "flips the classifier) and the residual family (x_neg = x + M(x), VA-GAN's learned "
+        "additive map). On a phantom cohort the <em>true</em> healthy twin (the same "
         "subject rendered without its lesions, never seen by the generator) is shown beside the "
         "strip: the generated counterpart should look like it.</p>"
     )

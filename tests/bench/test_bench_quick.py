@@ -55,14 +55,15 @@ def test_quick_last_line(tmp_path: Path, bench: str, keys: list[str], extra: tup
     assert all(math.isfinite(v) for v in got.values()), got
 
 
-def test_generators_quick(tmp_path: Path) -> None:
-    """bench.generators --quick (the inpaint family, 32 px): the family's name first, then
-    every number key; the health numbers a weak quick classifier can leave undefined (it
+@pytest.mark.parametrize("family", ["inpaint", "residual"])
+def test_generators_quick(tmp_path: Path, family: str) -> None:
+    """bench.generators --quick (an image-conditioned family, 32 px): the family's name first,
+    then every number key; the health numbers a weak quick classifier can leave undefined (it
     calls every test positive negative: no change; no negative; no oracle positive) may be
     NaN, the scores may not."""
-    line = _run("generators", tmp_path / "out.json", "--family", "inpaint")
+    line = _run("generators", tmp_path / "out.json", "--family", family)
     pairs = dict(kv.split("=", 1) for kv in line.split())
-    assert pairs.pop("family") == "inpaint"
+    assert pairs.pop("family") == family
     got = {k: float(v) for k, v in pairs.items()}
     assert list(got) == ["change_similarity", "universal_flip", "oracle_flip",
                          "counterfactual_ncc", "counterfactual_ncc_shuffled", "mass_own",
@@ -72,7 +73,7 @@ def test_generators_quick(tmp_path: Path) -> None:
     maybe_nan = {"change_similarity", "universal_flip", "oracle_flip", "counterfactual_ncc",
                  "counterfactual_ncc_shuffled"}
     assert all(math.isfinite(v) for k, v in got.items() if k not in maybe_nan), got
-    assert got["recon_mse"] == 0.0  # the inpaint family keeps x: x_pos = x
+    assert got["recon_mse"] == 0.0  # both families keep x: x_pos = x
 
 
 def test_ingest_speed_quick(tmp_path: Path) -> None:

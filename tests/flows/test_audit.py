@@ -137,12 +137,16 @@ def test_dask_explain_matches_local(local_audit, prefect_harness, tmp_path):
                                   atol=1e-9)
 
 
-def test_audit_with_the_default_inpaint_family(local_audit):
-    """The default generator family (inpaint) through the whole audit: its counterfactuals are
-    scored against the phantoms' true twins and the report shows the twin beside the strip."""
+@pytest.mark.parametrize("family", ["inpaint", "residual"])
+def test_audit_with_an_image_conditioned_family(local_audit, family):
+    """The default generator family (inpaint) and the residual family through the whole audit:
+    their counterfactuals are scored against the phantoms' true twins and the report shows the
+    twin beside the strip."""
     store, first, _ = local_audit
-    gan = {"train": {"health_heldout": 4, "inpaint": {"steps": 20, "batch": 8,
-                                                      "health": {"negatives": 8}}}}
+    own = {"steps": 20, "batch": 8, "health": {"negatives": 8}}
+    if family == "residual":
+        own.update(base=4, depth=2, critic_base=4, critic_steps=1)
+    gan = {"model": {"family": family}, "train": {"health_heldout": 4, family: own}}
     cfg = tiny(store, gan=gan, explain={**tiny(store)["explain"],
                                         "methods": ["medxgan", "latent_ig", "counterfactual_ig",
                                                     "ig"]})
@@ -150,7 +154,7 @@ def test_audit_with_the_default_inpaint_family(local_audit):
     assert m["stages"]["cohort"]["reused"] and m["stages"]["classifier"]["reused"]
     assert m["stages"]["gan"]["hash"] != first["stages"]["gan"]["hash"]
     gan_store = Store(m["stages"]["gan"]["url"])
-    assert gan_store.read_manifest()["family"] == "inpaint"
+    assert gan_store.read_manifest()["family"] == family
     assert gan_store.read_json("best.json")["step"] == 20
     scores = Store(m["run_url"]).read_parquet("scores.parquet").to_pandas()
     mx = scores[scores["method"] == "medxgan"].set_index(["image_id", "metric"])["value"]
@@ -160,4 +164,4 @@ def test_audit_with_the_default_inpaint_family(local_audit):
     page = Store(m["run_url"]).read_bytes("report/index.html").decode()
     assert "x_neg + &alpha;(x &minus; x_neg)" in page
     assert '<section id="generator"><h2>Generator health</h2>' in page
-    assert "<code>inpaint</code>" in page and "universal_flip" in page
+    assert f"<code>{family}</code>" in page and "universal_flip" in page

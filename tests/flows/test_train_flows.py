@@ -40,3 +40,15 @@ def test_cli_trains_classifier_then_gan_with_encoder_and_reuses(prefect_harness,
                      "--out", gan + "-inpaint", "--steps", "3"]) == 0
     assert "3 steps" in capsys.readouterr().out
     assert Store(gan + "-inpaint").read_json("best.json")["step"] == 3
+    # the residual family: --steps is the map generator's step count, its config is checked
+    res = tmp_path / "residual.yaml"
+    res.write_text(yaml.safe_dump({
+        "model": {"family": "residual"},
+        "train": {"health_heldout": 4, "residual": {"base": 4, "depth": 2, "critic_base": 4,
+                                                    "batch": 8, "critic_steps": 1,
+                                                    "health": {"negatives": 8}}}}))
+    assert cli_main(["train-gan", "--cohort", cohort, "--classifier", f"{clf}/spec.yaml",
+                     "--out", gan + "-residual", "--steps", "2", "--config", str(res)]) == 0
+    assert "2 steps" in capsys.readouterr().out
+    assert Store(gan + "-residual").read_manifest()["family"] == "residual"
+    assert Store(gan + "-residual").read_json("best.json")["step"] == 2

@@ -76,7 +76,7 @@ def test_family_is_a_typed_config_field():
     assert GanConfig().family == "inpaint"              # the default since issue #14
     with pytest.raises(ValidationError) as e:
         AuditConfig.model_validate({"gan": {"model": {"family": "vae"}}})
-    assert "gan.model.family: Input should be 'published' or 'inpaint'" in error_line(e.value)
+    assert "gan.model.family: Input should be 'published', 'inpaint' or 'residual'" in error_line(e.value)
     with pytest.raises(ValidationError) as e:
         AuditConfig.model_validate({"gan": {"train": {"inpaint": {"serch": {}}}}})
     assert "gan.train.inpaint.serch: Extra inputs are not permitted" in error_line(e.value)
