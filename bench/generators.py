@@ -59,7 +59,7 @@ def _configs(family: str, size: int, minutes: float, seed: int, device: str, qui
              search: dict | None = None, options: dict | None = None):
     """(GanConfig, GanTrainConfig) of the family as this bench trains it (``search``: the
     inpaint family's ``SearchConfig`` fields that differ from the default; ``options``: the
-    residual family's ``ResidualConfig`` fields that do)."""
+    family's ``InpaintConfig`` / ``ResidualConfig`` fields that do)."""
     from medxgan.config.inpaint import InpaintConfig
     from medxgan.config.residual import ResidualConfig
     from medxgan.models.gan import GanConfig
@@ -68,7 +68,8 @@ def _configs(family: str, size: int, minutes: float, seed: int, device: str, qui
     held = 6 if quick else 24
     if family == "inpaint":
         ic = InpaintConfig(steps=None, seconds=minutes * 60, seed=seed,
-                           health={"negatives": 16 if quick else 64}, search=search or {})
+                           health={"negatives": 16 if quick else 64}, search=search or {},
+                           **(options or {}))
         return GanConfig(family="inpaint", image_size=size), GanTrainConfig(
             seed=seed, device=device, health_heldout=held, inpaint=ic)
     if family == "residual":
@@ -181,6 +182,9 @@ def main() -> None:
                     help="inpaint: SearchConfig fields as YAML, e.g. '{crop: null, stride: 8}'")
     ap.add_argument("--residual", default=None,
                     help="residual: ResidualConfig fields as YAML, e.g. '{cls_weight: 0.1}'")
+    ap.add_argument("--inpaint", default=None,
+                    help="inpaint: InpaintConfig fields as YAML, e.g. "
+                         "'{amortise: {images: 160}}'")
     ap.add_argument("--n-test", type=int, default=None, help="test positives (default 100)")
     ap.add_argument("--work", default="/tmp/medxgan-bench/generators", help="store folder")
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/"
@@ -213,11 +217,12 @@ def main() -> None:
     import yaml
 
     search = yaml.safe_load(args.search) if args.search else None
-    options = yaml.safe_load(args.residual) if args.residual else None
+    text = {"residual": args.residual, "inpaint": args.inpaint}.get(args.family)
+    options = yaml.safe_load(text) if text else None
     gc, tc = _configs(args.family, size, minutes, args.seed, args.device, args.quick, search,
                       options)
     tag = "".join("-" + "-".join(f"{k}{v}" for k, v in sorted(d.items()))
-                  for d in (search, options) if d)
+                  for d in (search, options) if d).replace(" ", "").replace("'", "")
     out_url = str(work / f"gen-{args.family}-{args.dataset}-s{args.seed}-{minutes:g}m{tag}")
     Store(out_url).delete("")
     t = time.perf_counter()
@@ -250,6 +255,9 @@ def main() -> None:
             p_tw = torch.sigmoid(oracle(twins.to(args.device)).float())
         health["oracle_flip_true_twins"] = float((p_tw[sel] < thr_o).float().mean()) \
             if bool(sel.any()) else float("nan")
+    if getattr(G, "mask_net", None) is not None:  # share of images the amortised mask flipped
+        again = G.counterfactual(kept["x"], f)
+        health["amortised_share"] = float(again.amortised.float().mean())
     own, gcam, ig = _loc(scores), _loc(base, "gradcam"), _loc(base, "ig")
     line = {"change_similarity": health["change_similarity"],
             "universal_flip": health["universal_flip"], "oracle_flip": health["oracle_flip"],

@@ -333,13 +333,16 @@ class InpaintGenerator(nn.Module):
     family = "inpaint"
     image_conditioned = True
 
-    def __init__(self, inpainter: Inpainter, image_size: int, search: dict | None = None):
+    def __init__(self, inpainter: Inpainter, image_size: int, search: dict | None = None,
+                 mask_net: nn.Module | None = None, amortise: dict | None = None):
         super().__init__()
-        from medxgan.config.inpaint import SearchConfig
+        from medxgan.config.inpaint import AmortiseConfig, SearchConfig
 
         self.inpainter = inpainter
         self.image_size = int(image_size)
         self.search = SearchConfig.model_validate(search or {})
+        self.mask_net = mask_net
+        self.amortise = AmortiseConfig.model_validate(amortise or {})
 
     def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """x_fill = inpainter(x, m) (B, 1, H, W) in [0, 1]."""
@@ -356,9 +359,18 @@ class InpaintGenerator(nn.Module):
 
     def counterfactual(self, images: torch.Tensor, classifier: nn.Module):
         """:class:`~medxgan.explain.counterfactual_search.SearchResult` of (B, 1, H, W) images
-        in [0, 1] (CPU tensors; the search runs on the in-filler's device)."""
+        in [0, 1] (CPU tensors; the search runs on the in-filler's device). With a
+        ``mask_net`` the amortised mask is tried first and only the images it does not flip
+        are searched (:func:`medxgan.models.amortised.amortised_counterfactual`)."""
         from medxgan.explain.counterfactual_search import search_counterfactual
 
-        return search_counterfactual(images, classifier, self.inpainter,
-                                     **self.search.for_size(min(images.shape[-2:]),
-                                                            2 ** getattr(self.inpainter, "depth", 0)))
+        def search(x: torch.Tensor):
+            return search_counterfactual(x, classifier, self.inpainter,
+                                         **self.search.for_size(min(x.shape[-2:]), 2 ** getattr(
+                                             self.inpainter, "depth", 0)))
+
+        if self.mask_net is None:
+            return search(images)
+        from medxgan.models.amortised import amortised_counterfactual
+
+        return amortised_counterfactual(self, images, classifier, search)

@@ -75,8 +75,17 @@ def generator_from_checkpoint(obj: dict) -> InpaintGenerator | ResidualGenerator
     arch = obj["inpainter"]
     net = Inpainter(int(arch["base"]), int(arch["depth"]))
     net.load_state_dict(obj["generator"])
-    search = (obj.get("train_config") or {}).get("inpaint", {}).get("search")
-    return InpaintGenerator(net.eval(), int(obj["gan_config"]["image_size"]), search).eval()
+    ic = (obj.get("train_config") or {}).get("inpaint", {})
+    mask_net = None
+    if obj.get("mask_net") is not None:  # the optional amortised mask
+        from medxgan.models.amortised import MaskNet
+
+        a = obj["mask_net"]
+        mask_net = MaskNet(int(a["base"]), int(a["depth"]))
+        mask_net.load_state_dict(a["state_dict"])
+        mask_net.eval()
+    return InpaintGenerator(net.eval(), int(obj["gan_config"]["image_size"]), ic.get("search"),
+                            mask_net, ic.get("amortise")).eval()
 
 
 @torch.no_grad()
@@ -206,6 +215,29 @@ def _split_by_f(f: nn.Module, data, dev: torch.device, cohort_url: str
     return sides["positive"], sides["negative"], train_on
 
 
+def _amortise(G: InpaintGenerator, f: nn.Module, pos: torch.Tensor, ic, seed: int,
+              dev: torch.device) -> tuple[dict, dict]:
+    """Distil the search's masks of up to ``ic.amortise.images`` train images f calls positive
+    into a mask net, attach it to G; returns (its checkpoint record, stats)."""
+    from medxgan.models.amortised import train_mask_net
+
+    a = ic.amortise
+    t0 = time.perf_counter()
+    res = G.counterfactual(pos[:a.images], f)                     # G has no mask net yet
+    search_s = time.perf_counter() - t0
+    ok = res.flipped
+    if not bool(ok.any()):
+        log.warning("the search flipped none of %d train positives: no amortised mask",
+                    len(res.flipped))
+        return None, {"n_images": 0, "search_seconds": search_s}
+    net, st = train_mask_net(pos[:a.images][ok], res.mask[ok], a,
+                             seed=seed, device=dev)
+    G.mask_net = net
+    rec = {"base": a.base, "depth": a.depth,
+           "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+    return rec, {**st, "search_seconds": search_s, "searched": len(res.flipped)}
+
+
 def train_image_run(cohort_url: str, classifier: nn.Module, store: Store, gc: GanConfig,
                     tc: GanTrainConfig, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Train (or reuse) an image-conditioned family's run (``gc.family``: ``inpaint`` or
@@ -240,8 +272,11 @@ def train_image_run(cohort_url: str, classifier: nn.Module, store: Store, gc: Ga
         seed_all(tc.seed)
         if family == "inpaint":
             net, stats = train_inpainter(neg, fc, progress=progress, **run)
-            G = InpaintGenerator(net.to(dev), gc.image_size, fc.search.model_dump(mode="json"))
+            G = InpaintGenerator(net.to(dev), gc.image_size, fc.search.model_dump(mode="json"),
+                                 amortise=fc.amortise.model_dump(mode="json"))
             arch = {"inpainter": {"base": net.base, "depth": net.depth}}
+            if fc.amortise.images > 0 and len(pos):
+                arch["mask_net"], stats["amortise"] = _amortise(G, f, pos, fc, tc.seed, dev)
             train_on = f"{sides['negative']}_negative"
         else:
             if len(pos) == 0:
@@ -262,7 +297,9 @@ def train_image_run(cohort_url: str, classifier: nn.Module, store: Store, gc: Ga
                "train_config": tc.model_dump(mode="json"),
                "health": {k: float(v) for k, v in health.items()},
                "stats": {**{k: stats[k] for k in ("steps", "params", "n_images", "final_loss",
-                                                  "history")}, "train_on": train_on}, **meta}
+                                                  "history")}, "train_on": train_on,
+                         **({"amortise": stats["amortise"]} if "amortise" in stats else {})},
+               **meta}
         blob, digest = write_blob(store, key, obj)
         if sample is not None:
             store.write_bytes(key.replace(".pt", ".png"), _grid(*sample))

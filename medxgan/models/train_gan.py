@@ -315,11 +315,13 @@ def _ckpt_key(step: int) -> str:
 
 def generator_content_hash(obj: dict) -> str:
     """The identity of a generator checkpoint (a loaded checkpoint dict): content hash of
-    G's state_dict, ``gan_config``, ``train_config``, step and ``cohort_hash``. Not of the
+    G's state_dict, ``gan_config``, ``train_config``, step and ``cohort_hash`` (and of the
+    inpaint family's amortised mask net where it has one: it decides x_neg too). Not of the
     file's bytes, nor of D, optimiser or RNG states."""
+    extra = {"mask_net": obj["mask_net"]["state_dict"]} if obj.get("mask_net") else {}
     return content_hash(generator=obj["generator"], gan_config=obj["gan_config"],
                         train_config=obj.get("train_config"), step=int(obj["step"]),
-                        cohort_hash=obj.get("cohort_hash"))
+                        cohort_hash=obj.get("cohort_hash"), **extra)
 
 
 def _score(health: dict) -> float:
