@@ -51,6 +51,16 @@ def logit(f: nn.Module, x01: torch.Tensor) -> torch.Tensor:
     return out.reshape(x01.shape[0])
 
 
+@torch.no_grad()
+def probabilities(f: nn.Module, x01: torch.Tensor, batch: int = 256,
+                  device: torch.device | str | None = None) -> torch.Tensor:
+    """f's positive-class probability (N,) of images x01 (N, 1, H, W), ``batch`` at a time on
+    ``device`` (default: where x01 is), returned on the CPU; (0,) for no images."""
+    out = [torch.sigmoid(f(x01[s].to(device or x01.device)).float().reshape(-1)).cpu()
+           for s in chunks(len(x01), batch)]
+    return torch.cat(out) if out else torch.zeros(0)
+
+
 def threshold(f: nn.Module) -> float:
     """f's decision threshold on the probability (attribute ``threshold``, default 0.5)."""
     return float(getattr(f, "threshold", 0.5))

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from medxgan.explain._torch import probabilities
+
 __all__ = ["SearchResult", "search_counterfactual"]
 
 
@@ -99,9 +101,7 @@ class _Scorer:
         self.f, self.g, self.batch = classifier, inpainter, batch
 
     def prob(self, x: torch.Tensor) -> torch.Tensor:
-        out = [torch.sigmoid(self.f(x[s:s + self.batch].to(self.dev)).float()).cpu()
-               for s in range(0, len(x), self.batch)]
-        return torch.cat(out) if out else torch.zeros(0)
+        return probabilities(self.f, x, self.batch, self.dev)
 
     def fill(self, idx: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """In-fill images ``x[idx]`` (N,) with ``masks`` (N, 1, H, W) bool -> (N, 1, H, W)."""

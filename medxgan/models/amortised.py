@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from medxgan.config.inpaint import AmortiseConfig
+from medxgan.explain._torch import probabilities
 from medxgan.models.inpaint import UNet, budget_spent, draw_batch
 
 __all__ = ["MaskNet", "amortised_counterfactual", "train_mask_net"]
@@ -109,10 +110,7 @@ def amortised_counterfactual(G, images: torch.Tensor, classifier, search):
     B, _, H, W = x.shape
     cap = G.search.area_cap * H * W
 
-    def prob(xs: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(classifier(xs.to(dev)).float().reshape(-1)).cpu()
-
-    p_x = torch.cat([prob(x[s:s + 256]) for s in range(0, B, 256)]) if B else torch.zeros(0)
+    p_x = probabilities(classifier, x, device=dev)                      # (B,)
     x_neg, p_neg = x.clone(), p_x.clone()
     mask = torch.zeros(B, 1, H, W, dtype=torch.bool)
     done = p_x < thr                                                    # already negative
@@ -128,7 +126,7 @@ def amortised_counterfactual(G, images: torch.Tensor, classifier, search):
         if not len(idx):
             continue
         xf = G.fill(x[idx], m)
-        pf = prob(xf)
+        pf = probabilities(classifier, xf, device=dev)
         win = pf < thr
         i = idx[win]
         x_neg[i], p_neg[i], mask[i], done[i] = xf[win], pf[win], m[win], True

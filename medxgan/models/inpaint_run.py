@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from medxgan.config.models import GanConfig, GanTrainConfig
+from medxgan.explain._torch import probabilities
 from medxgan.models.checkpoints import CKPT_FORMAT, load_blob, pointer, read_json, write_blob
 from medxgan.models.inpaint import InpaintGenerator, Inpainter, train_inpainter
 from medxgan.models.residual import ResidualGenerator, ResidualNet, train_residual
@@ -86,13 +87,6 @@ def generator_from_checkpoint(obj: dict) -> InpaintGenerator | ResidualGenerator
         mask_net.eval()
     return InpaintGenerator(net.eval(), int(obj["gan_config"]["image_size"]), ic.get("search"),
                             mask_net, ic.get("amortise")).eval()
-
-
-@torch.no_grad()
-def _probs(f: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    out = [torch.sigmoid(f(x[s:s + batch]).float().reshape(-1)).cpu()
-           for s in range(0, len(x), batch)]
-    return torch.cat(out) if out else torch.zeros(0)
 
 
 def _negatives(cohort, split: str, size: int, n: int) -> torch.Tensor:
@@ -147,7 +141,7 @@ def end_of_run_health(G: InpaintGenerator | ResidualGenerator, f: nn.Module, coh
     ids = [i for i, s in zip(held.ids or [], sel.tolist()) if s]
     res = G.counterfactual(x, f)
     negs = _negatives(cohort, tc.heldout_split, S, _family_config(tc, gc.family).health.negatives)
-    called_neg = negs[_probs(f, negs) < float(getattr(f, "threshold", 0.5))]
+    called_neg = negs[probabilities(f, negs) < float(getattr(f, "threshold", 0.5))]
     null = G.counterfactual(negs, f).x_neg if len(negs) else negs
     twins = true_twins(cohort, ids) if ids else None
     if twins is not None:
@@ -201,7 +195,7 @@ def _split_by_f(f: nn.Module, data, dev: torch.device, cohort_url: str
     """(train images f calls positive, those it calls negative, ``train_on``): a side of which
     f calls no image falls back to the labelled images of that class (a degenerate f; logged,
     and ``train_on[side]`` reads ``label`` instead of ``called``)."""
-    called = _probs(f, data.images.to(dev)) >= float(getattr(f, "threshold", 0.5))
+    called = probabilities(f, data.images.to(dev)) >= float(getattr(f, "threshold", 0.5))
     sides = {"positive": data.images[called], "negative": data.images[~called]}
     train_on = {"positive": "called", "negative": "called"}
     for name, label in (("positive", 1), ("negative", 0)):

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medxgan.config.residual import ResidualConfig
+from medxgan.explain._torch import probabilities
 from medxgan.models.inpaint import UNet, _device, budget_spent, draw_batch
 
 __all__ = ["Critic", "ResidualConfig", "ResidualGenerator", "ResidualNet", "gradient_penalty",
@@ -245,18 +246,13 @@ class ResidualGenerator(nn.Module):
         thr = float(getattr(classifier, "threshold", 0.5))
         x = images.detach().to(torch.float32).cpu()
 
-        def probs(xs: torch.Tensor) -> torch.Tensor:
-            return torch.cat([torch.sigmoid(classifier(xs[s:s + batch].to(dev)).float()
-                                            .reshape(-1)).cpu()
-                              for s in range(0, len(xs), batch)]) if len(xs) else torch.zeros(0)
-
-        p_x = probs(x)                                                           # (B,)
+        p_x = probabilities(classifier, x, batch, dev)                           # (B,)
         pos = p_x >= thr
         x_neg = torch.where(pos[:, None, None, None], self._x_neg(x, batch), x)
         d = (x - x_neg).abs().flatten(1)                                         # (B, H W)
         mask = d > self.mask_tol
         top = F.one_hot(d.argmax(1), d.shape[1]).to(torch.bool)                  # (B, H W)
         mask = torch.where((pos & ~mask.any(1))[:, None], top, mask) & pos[:, None]
-        p_neg = torch.where(pos, probs(x_neg), p_x)
+        p_neg = torch.where(pos, probabilities(classifier, x_neg, batch, dev), p_x)
         return SearchResult(x_neg=x_neg, mask=mask.reshape(x.shape), p_x=p_x, p_neg=p_neg,
                             area=mask.float().mean(1), threshold=thr)
