@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv bench-quick clean
+.PHONY: demo test venv browser bench-quick clean
 
 venv: $(STAMP)
 
@@ -18,7 +18,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/medxgan demo
 
-test: $(STAMP)
+# Debian's chromium for tests/report/test_browser.py (the test is skipped, with the reason, without it)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq >/dev/null 2>&1 && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } || \
+	  echo "chromium not installed: tests/report/test_browser.py will be skipped"
+
+test: $(STAMP) browser
 	PREFECT_HOME=$$(mktemp -d) $(BIN)/python -m pytest -q
 
 bench-quick: $(STAMP)  # every benchmark with a quick mode (coupled_encoder has none: minutes)

@@ -36,15 +36,20 @@ def random_classifier(seed: int = 0, size: int = 64) -> AuditedClassifier:
 
 
 def write_phantom_cohort(url: str, kind: str, n: int, *, size: int, seed: int = 0,
-                         shortcut_rate: float = 0.0, part_size: int = 512) -> dict:
-    """Render ``n`` phantoms and write them as a cohort at ``url``; returns the manifest."""
+                         shortcut_rate: float = 0.0, part_size: int = 512, **options) -> dict:
+    """Render ``n`` phantoms and write them as a cohort at ``url``; returns the manifest
+    (``options``: ``phantom_image``'s ``shortcut``, ``shortcut_negative_rate``,
+    ``lesion_scale``, recorded in the manifest's ``phantom`` record like the ingest flow's)."""
     from medxgan import phantoms
     from medxgan.cohort import CohortWriter
     from medxgan.storage import Store
     w = CohortWriter(Store(url), source=f"{kind}-phantom", part_size=part_size)
-    for img in phantoms.generate(kind, n, size=size, seed=seed, shortcut_rate=shortcut_rate):
+    for img in phantoms.generate(kind, n, size=size, seed=seed, shortcut_rate=shortcut_rate,
+                                 **options):
         w.add(img)
-    return w.close()
+    extra = {"phantom": {"n": n, "seed": seed, "prevalence": 0.5,
+                         "shortcut_rate": shortcut_rate, **options}} if options else None
+    return w.close(extra)
 
 
 def phantom_cohort(url: str, kind: str, n: int, *, size: int, seed: int = 0) -> dict:
@@ -102,13 +107,15 @@ def write_results(path: Path, obj: dict) -> None:
     path.write_text(json.dumps({**obj, "env": env()}, indent=1, default=str) + "\n")
 
 
-def phantom_tensors(kind: str, n: int, *, size: int, seed: int = 0, shortcut_rate: float = 0.0
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` phantoms in memory: images (n, 1, S, S) float32 in [0, 1], labels (n,) int64."""
+def phantom_tensors(kind: str, n: int, *, size: int, seed: int = 0, shortcut_rate: float = 0.0,
+                    **options) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` phantoms in memory: images (n, 1, S, S) float32 in [0, 1], labels (n,) int64
+    (``options``: ``phantom_image``'s other keyword arguments)."""
     import numpy as np
 
     from medxgan import phantoms
-    imgs = list(phantoms.generate(kind, n, size=size, seed=seed, shortcut_rate=shortcut_rate))
+    imgs = list(phantoms.generate(kind, n, size=size, seed=seed, shortcut_rate=shortcut_rate,
+                                  **options))
     x = torch.from_numpy(np.stack([i.pixels for i in imgs]).astype(np.float32) / 255.0)[:, None]
     return x, torch.tensor([i.label for i in imgs], dtype=torch.int64)
 

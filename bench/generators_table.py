@@ -1,4 +1,4 @@
-"""The README's table of generator families: mean and spread over seeds of
+"""The table of generator families (docs/generator-families.md): mean and spread over seeds of
 ``bench.generators`` results (issue #14).
 
     .venv/bin/python -m bench.generators_table bench/results/generators_*_s?.json

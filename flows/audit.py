@@ -45,9 +45,10 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel
 
+from flows.runtime import audit_run_name, limits, locked_stage, on_run_start, report_link
 from medxgan.config import METHOD_CONFIGS, AuditConfig, GanConfig, field_default, stable_hash
 from medxgan.settings import get_settings
-from medxgan.catalogue import GAN_METHODS
+from medxgan.catalogue import GAN_METHODS, not_offered
 from medxgan.storage import Store
 
 
@@ -85,12 +86,13 @@ def explain_options(cfg: AuditConfig) -> dict[str, dict[str, Any]]:
 
 
 def run_key(cfg: AuditConfig, cohort_hash: str, classifier_hash: str,
-            generator_hash: str | None) -> str:
-    """The run's content address: the upstream hashes, the resolved explain and score
-    sections, the seed and the resolved acceptance criteria (``on`` filled in), so that a run
-    judged by other criteria is another run."""
+            generator_hash: str | None, infill_hash: str | None = None) -> str:
+    """The run's content address: the upstream hashes (the healthy in-filler's too, where the
+    score stage uses one), the resolved explain and score sections, the seed and the resolved
+    acceptance criteria (``on`` filled in), so that a run judged by other criteria is another
+    run."""
     return stable_hash({"cohort": cohort_hash, "classifier": classifier_hash,
-                        "gan": generator_hash,
+                        "gan": generator_hash, "infill": infill_hash,
                         # a per-finding run's finding is in its cohort view and spec hashes
                         "explain": cfg.explain.model_dump(mode="json", exclude={"findings"}),
                         "score": cfg.score.model_dump(mode="json"), "seed": cfg.seed,
@@ -132,19 +134,57 @@ def _cohort_stage(cfg: AuditConfig, root: Store) -> dict:
 
         manifest = ingest_flow(source=c.source, out=url, input=c.input, size=c.size, n=c.n,
                                seed=c.seed, prevalence=c.prevalence,
-                               shortcut_rate=c.shortcut_rate, finding=c.finding,
-                               pseudonymise=c.pseudonymise, max_pixels=c.max_pixels)
+                               shortcut_rate=c.shortcut_rate, shortcut=c.shortcut,
+                               shortcut_negative_rate=c.shortcut_negative_rate,
+                               lesion_scale=c.lesion_scale, finding=c.finding,
+                               pseudonymise=c.pseudonymise, max_pixels=c.max_pixels,
+                               task_timeout_s=limits(cfg).task_timeout_s)
     return {"url": url, "hash": manifest["content_hash"], "reused": reused,
             "size": manifest.get("image_size")}
 
 
-@flow(name="audit")
-def audit_flow(config: dict[str, Any] | str, runner: str = "local",
+def _infill_stage(cfg: AuditConfig, root: Store, cohort: dict, spec: str, clf_hash: str,
+                  stages: dict) -> tuple[str | None, str | None]:
+    """The healthy in-filler of the score stage (``score.ablation_infill: inpaint`` with the
+    intervention evidence or the shortcut search): the audit's generator when it is an
+    inpaint-family run, else an inpaint run trained by the GAN stage's task with
+    ``gan.train`` (its ``inpaint`` section), keyed like a GAN stage; (URL, content hash), or
+    (None, None) when none is needed."""
+    from tasks.common import generator
+    from tasks.train import train_gan_task
+
+    sc = cfg.score
+    if sc.ablation_infill != "inpaint" or not (sc.intervention or sc.shortcut):
+        return None, None
+    g = stages.get("gan")
+    if g is not None and getattr(generator(g["url"])[0], "family", "published") == "inpaint":
+        stages["infill"] = {"url": g["url"], "hash": g["hash"], "reused": True, "of": "gan"}
+        return g["url"], g["hash"]
+    size = (cohort.get("size") or [field_default(GanConfig, "image_size")])[0]
+    gm = GanConfig.model_validate({"family": "inpaint", "image_size": size}).model_dump(mode="json")
+    gt = resolved(cfg.gan.train, seed=cfg.seed)
+    key = stable_hash({"cohort": cohort["hash"], "classifier": clf_hash, "model": gm,
+                       "train": gt})[:16]
+    res = locked_stage(train_gan_task, root, f"gans/{key}", cfg)(
+        cohort["url"], spec, root.url_of(f"gans/{key}"), gm, gt)
+    h = generator(res["url"])[1]["content_hash"]
+    stages["infill"] = {"url": res["url"], "hash": h, "reused": res["reused"]}
+    return res["url"], h
+
+
+@flow(name="audit", flow_run_name=audit_run_name, on_running=[on_run_start],
+      timeout_seconds=get_settings().flow_timeout_s)
+def audit_flow(config: AuditConfig | dict[str, Any] | str, runner: str = "local",
                dask_address: str | None = None) -> dict:
     """Run (or reuse) every stage of an audit; returns the run manifest.
 
+    Runs are named ``<audit>-<date>-<HHMM>Z`` and limited to ``MEDXGAN_FLOW_TIMEOUT_S``
+    (``medxgan audit`` applies the YAML's ``runtime.flow_timeout_s``); each training stage runs
+    under its folder's lease and ``runtime.train_timeout_s`` (``flows/runtime.py``).
+
     Args:
-        config: an :class:`~medxgan.config.AuditConfig` as a dict, YAML text or YAML path.
+        config: an :class:`~medxgan.config.AuditConfig` (a form in the Prefect UI), or one as
+            a dict, YAML text or YAML path.
         runner: ``local`` (threads) or ``dask`` for the explain stage.
         dask_address: scheduler address of an existing Dask cluster (default: LocalCluster).
     """
@@ -155,8 +195,8 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
                               library_versions)
     from tasks.train import train_classifier_task, train_gan_task
 
-    cfg = AuditConfig.model_validate(config) if isinstance(config, dict) \
-        else AuditConfig.from_yaml(config)
+    cfg = config if isinstance(config, AuditConfig) else AuditConfig.model_validate(config) \
+        if isinstance(config, dict) else AuditConfig.from_yaml(config)
     if cfg.explain.findings is not None:  # one audit per finding (flows/findings.py)
         from flows.findings import findings_audit
 
@@ -174,7 +214,8 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
     else:
         tc = resolved(cfg.classifier.train, seed=cfg.seed)
         key = stable_hash({"cohort": cohort["hash"], "train": tc})[:16]
-        res = train_classifier_task(cohort["url"], root.url_of(f"classifiers/{key}"), tc)
+        res = locked_stage(train_classifier_task, root, f"classifiers/{key}", cfg)(
+            cohort["url"], root.url_of(f"classifiers/{key}"), tc)
         spec = res["spec"]
         stages["classifier"] = {"spec": spec, "url": res["url"], "reused": res["reused"],
                                 "metrics": {k: res["metrics"].get(k) for k in ("val", "test")}}
@@ -194,7 +235,8 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
         gt = resolved(cfg.gan.train, seed=cfg.seed)
         key = stable_hash({"cohort": cohort["hash"], "classifier": clf_hash, "model": gm,
                            "train": gt})[:16]
-        res = train_gan_task(cohort["url"], spec, root.url_of(f"gans/{key}"), gm, gt)
+        res = locked_stage(train_gan_task, root, f"gans/{key}", cfg)(
+            cohort["url"], spec, root.url_of(f"gans/{key}"), gm, gt)
         gan_url = res["url"]
         meta = generator(gan_url)[1]
         enc = meta.get("encoder")  # a kept inversion encoder changes every inversion
@@ -208,8 +250,13 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
                                                   "mse_encoder_init")}}
 
     ex, sc = cfg.explain, cfg.score
-    options = explain_options(cfg)
-    run_id = f"{cfg.name}-{run_key(cfg, cohort['hash'], clf_hash, gan_hash)[:12]}"
+    infill_url, infill_hash = _infill_stage(cfg, root, cohort, spec, clf_hash, stages)
+    # one name per map: a method the generator's family does not offer is not explained
+    family = getattr(generator(gan_url)[0], "family", "published") if gan_url else None
+    dropped = not_offered(ex.methods, family)
+    methods = [m for m in ex.methods if m not in dropped]
+    options = {m: o for m, o in explain_options(cfg).items() if m not in dropped}
+    run_id = f"{cfg.name}-{run_key(cfg, cohort['hash'], clf_hash, gan_hash, infill_hash)[:12]}"
     run_url = root.url_of(f"runs/{run_id}")
     run = Store(run_url)
     done = run.read_manifest()
@@ -221,14 +268,15 @@ def audit_flow(config: dict[str, Any] | str, runner: str = "local",
         return manifest
 
     explain_flow.with_options(task_runner=task_runner(runner, dask_address))(
-        cohort=cohort["url"], classifier=spec, run=run_url, methods=ex.methods, gan=gan_url,
+        cohort=cohort["url"], classifier=spec, run=run_url, methods=methods, gan=gan_url,
         split=ex.split, labels=ex.labels, max_images=ex.max_images, shard_size=ex.shard_size,
-        options=options, tune=ex.tune, tune_split=ex.tune_split, tune_images=ex.tune_images)
-    stages["explain"] = {"reused": False}
+        options=options, tune=ex.tune, tune_split=ex.tune_split, tune_images=ex.tune_images,
+        task_timeout_s=limits(cfg).task_timeout_s)
+    stages["explain"] = {"reused": False, **({"not_offered": dropped} if dropped else {})}
     score_flow(run=run_url, n_boot=sc.n_boot, faithfulness=sc.faithfulness,
                robustness=sc.robustness, seed=sc.seed, intervention=sc.intervention,
                ablation_infill=sc.ablation_infill, shortcut=sc.shortcut,
-               shortcut_images=sc.shortcut_images)
+               shortcut_images=sc.shortcut_images, infill_gan=infill_url)
     stages["score"] = {"reused": False}
     perf = evaluate_classifier(cohort["url"], spec)
     provenance = {
@@ -300,8 +348,11 @@ def verdict_markdown(manifest: dict) -> str:
 def publish(manifest: dict) -> dict:
     """The audit's Prefect artifacts and alert events (module docstring); returns what was
     emitted: ``{"artifacts": [keys], "events": [names]}``. Artifacts and events need a flow
-    run context (an ephemeral or standing Prefect server)."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    run context (an ephemeral or standing Prefect server). Besides the verdict and the metrics,
+    a link artifact ``medxgan-<audit>-report`` points at the evidence report (an ``s3://`` URL
+    as it is, a local path as ``file://``)."""
+    from prefect.artifacts import (create_link_artifact, create_markdown_artifact,
+                                   create_table_artifact)
     from prefect.events import emit_event
 
     audit, run_id = manifest["audit"], manifest["run_id"]
@@ -310,6 +361,12 @@ def publish(manifest: dict) -> dict:
                              description=f"medXGAN audit {audit}: verdict of run {run_id}")
     create_table_artifact(manifest.get("headline_metrics") or [], key=keys[1],
                           description=f"medXGAN audit {audit}: headline metrics of run {run_id}")
+    link = report_link(manifest.get("report"))
+    if link:
+        keys.append(artifact_key(audit, "report"))
+        create_link_artifact(link, link_text=f"evidence report of run {run_id}", key=keys[-1],
+                             description=f"medXGAN audit {audit}: the evidence report of run "
+                                         f"{run_id} ({manifest.get('verdict', '')})")
     events = []
     base = {"audit": audit, "run_id": run_id, "report": manifest.get("report"),
             "verdict": manifest.get("verdict")}

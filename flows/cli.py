@@ -7,7 +7,10 @@ traceback. ``medxgan audit`` exits 0 when the audit ran and nothing is wrong,
 was detected. Config files (``audit --config``, ``train-* --config``, ``explain --options``) are
 validated before any work; an invalid key prints as ``config error: <dotted.path>: <message>``.
 Every default comes from the config models (``medxgan.config``), every name list from
-``medxgan.catalogue``.
+``medxgan.catalogue``. The terminal shows our lines, library warnings and progress; Prefect's
+own records only when CRITICAL (``--debug``: everything), while runs send their logs, the
+library's and the progress lines at INFO to the Prefect API. ``python -m medxgan`` is the same
+command.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from medxgan.catalogue import FLOORS, GRADIENT_BASELINES, METHODS, SOURCES
+from medxgan.catalogue import FLOORS, GRADIENT_BASELINES, METHODS, PHANTOM_SHORTCUTS, SOURCES
 from medxgan.config import (INGEST_CHUNK_SIZE, AuditConfig, ClassifierTrainConfig,
                             CohortSection, ExplainSection, GanConfig, GanSection, MethodOptions,
                             ScoreSection, error_line, field_default)
@@ -38,7 +41,9 @@ def _cmd_ingest(a: argparse.Namespace) -> int:
     from flows.ingest import ingest_flow
 
     m = ingest_flow(source=a.source, out=a.out, input=a.input, size=a.size, n=a.n, seed=a.seed,
-                    prevalence=a.prevalence, shortcut_rate=a.shortcut_rate, finding=a.finding,
+                    prevalence=a.prevalence, shortcut_rate=a.shortcut_rate, shortcut=a.shortcut,
+                    shortcut_negative_rate=a.shortcut_negative_rate, lesion_scale=a.lesion_scale,
+                    finding=a.finding,
                     chunk_size=a.chunk_size, pseudonymise=True if a.pseudonymise else None,
                     max_pixels=a.max_pixels)
     c = m["counts"]
@@ -133,10 +138,23 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
 
 def _cmd_audit(a: argparse.Namespace) -> int:
-    AuditConfig.from_yaml(a.config)  # a typo fails here, before the flow or any store write
+    cfg = AuditConfig.from_yaml(a.config)  # a typo fails here, before the flow or any store write
     from flows.audit import audit_flow
+    from flows.runtime import limits
 
-    m = audit_flow(config=a.config, runner=a.runner, dask_address=a.dask_address)
+    run, seconds = audit_flow, limits(cfg).flow_timeout_s
+    if cfg is not None and hasattr(audit_flow, "with_options"):  # the YAML's runtime limit
+        run = audit_flow.with_options(timeout_seconds=seconds)
+    try:
+        m = run(config=a.config, runner=a.runner, dask_address=a.dask_address)
+    except TimeoutError as exc:
+        from prefect.flow_engine import FlowRunTimeoutError
+
+        if not isinstance(exc, FlowRunTimeoutError):
+            raise
+        raise TimeoutError(f"audit {cfg.name} timed out after {seconds:g} s (is a store, Dask "
+                           "or training call stuck? the limit is runtime.flow_timeout_s in "
+                           "the audit YAML or MEDXGAN_FLOW_TIMEOUT_S)") from None
     print(f"report {m['report']}\nverdict: {m['verdict']}")
     for c in m.get("criteria") or []:
         print(f"criterion {c['outcome']}: {c['name']} ({c['reason']})")
@@ -210,7 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prevalence", type=float, default=_cohort("prevalence"),
                    help="phantom: share of positives")
     p.add_argument("--shortcut-rate", type=float, default=_cohort("shortcut_rate"),
-                   help="phantom: share of positives carrying the shortcut tag")
+                   help="phantom: share of positives carrying the shortcut")
+    p.add_argument("--shortcut", default=_cohort("shortcut"), choices=PHANTOM_SHORTCUTS,
+                   help="phantom: which shortcut (tag, band, marker, text, line, noise, "
+                        "exposure, border)")
+    p.add_argument("--shortcut-negative-rate", type=float,
+                   default=_cohort("shortcut_negative_rate"),
+                   help="phantom: share of negatives carrying it (default min(rate, 0.02))")
+    p.add_argument("--lesion-scale", type=float, default=_cohort("lesion_scale"),
+                   help="phantom: lesion intensity factor (faint findings below 1)")
     p.add_argument("--finding", default=_cohort("finding"),
                    help="nih/folder: the finding that makes an image positive")
     p.add_argument("--chunk-size", type=int, default=INGEST_CHUNK_SIZE,
@@ -287,14 +313,32 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+class _QuietTerminal(logging.Filter):
+    """The terminal of ``medxgan`` (no ``--debug``): Prefect's records only when CRITICAL (a
+    failed task is reported by our one-line error; Prefect's ERROR logs would add tracebacks),
+    the library's from WARNING (storage retries). Runs still log everything at INFO to the
+    Prefect API, so a run against a standing server has its logs in the UI."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        prefect = record.name == "prefect" or record.name.startswith("prefect.")
+        return record.levelno >= (logging.CRITICAL if prefect else logging.WARNING)
+
+
+def _setup_logging(debug: bool) -> None:
+    root = logging.getLogger()
+    fresh = not root.handlers  # in-process callers (tests) keep their own handlers untouched
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if fresh and not debug:
+        for h in root.handlers:
+            h.addFilter(_QuietTerminal())
+    # a library log line outside any run (e.g. check-classifier) is not an API log
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if not args.debug:
-        # failed tasks are reported by our one-line error; Prefect's own ERROR logs would add
-        # tracebacks (DESIGN: no traceback unless --debug)
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    _setup_logging(args.debug)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
         return args.handler(args)

@@ -25,8 +25,10 @@ DEMO_CRITERIA: list[dict[str, Any]] = [
     {"name": "relies on the findings (own boxes lower p more than another image's)",
      "evidence": "intervention", "metric": "ablation_drop-shuffled_gap", "comparison": ">",
      "threshold": 0.0},
-    {"name": "no strong shortcut (the strongest region outside the findings moves p by <= 0.2)",
-     "evidence": "shortcut", "metric": "drop", "comparison": "<=", "threshold": 0.2},
+    {"name": "no strong shortcut (nothing outside the findings is shown to decide f for half the "
+             "images it is given to: location-free, located or image-wide)",
+     "evidence": "shortcut", "metric": "effect", "comparison": "<", "threshold": 0.5,
+     "on": "ci_low"},
 ]
 """The acceptance criteria of both demo audits (the shortcut classifier is meant to fail)."""
 
@@ -38,19 +40,18 @@ def demo_configs(store: str, quick: bool = False) -> list[dict[str, Any]]:
         "seed": 0,
         "cohort": {"source": "phantom-cxr", "n": 240 if quick else 2000, "size": 32 if quick else 64,
                    "seed": 0, "prevalence": 0.5, "shortcut_rate": 0.9},
-        # the healthy-anatomy in-filler (the default family; README "Generator families")
+        # the healthy-anatomy in-filler (the default family; docs/generator-families.md)
         "gan": {"model": {"family": "inpaint"},
                 "train": {"health_heldout": 8 if quick else 32,
                           "inpaint": {"steps": 60 if quick else 600,
                                       "health": {"negatives": 16 if quick else 64}}}},
-        "explain": {"methods": ["medxgan", "latent_ig", "counterfactual_ig", "gradcam", "ig",
+        "explain": {"methods": ["medxgan", "counterfactual_ig", "gradcam", "ig",
                                 "random", "box_prior"],
                     "max_images": 16 if quick else 48, "shard_size": 16 if quick else 24,
                     "tune": ["gradcam", "ig"], "tune_images": 16 if quick else 32,
-                    "method_options": {"latent_ig": {"n_points": 21 if quick else 33},
-                                       "counterfactual_ig": {"n_points": 21 if quick else 33},
+                    "method_options": {"counterfactual_ig": {"n_points": 21 if quick else 33},
                                        "ig": {"n_steps": 16 if quick else 32}}},
-        "score": {"n_boot": 200 if quick else 1000, "shortcut_images": 48 if quick else 64},
+        "score": {"n_boot": 200 if quick else 1000, "shortcut_images": 48 if quick else 128},
         "criteria": DEMO_CRITERIA,
     }
     train = {"arch": "small_cnn" if quick else "small_cnn2", "epochs": 3 if quick else 12,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.runtime import on_run_start
 from medxgan.storage import Store
 from tasks.report import build_report, code_version, evaluate_classifier, library_versions
 
 
-@flow(name="report")
+@flow(name="report", on_running=[on_run_start])
 def report_flow(run: str, store: str, audit: str | None = None) -> dict:
     """(Re)build ``<run>/report/index.html`` and ``report/report.pdf`` from the run's tables
     (with ``shortcut.json`` and, for an audit's run, the criteria of its ``provenance.json``);

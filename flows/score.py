@@ -27,16 +27,29 @@ def score_flow(run: str, n_boot: int = field_default(ScoreSection, "n_boot"),
                intervention: bool = field_default(ScoreSection, "intervention"),
                ablation_infill: str = field_default(ScoreSection, "ablation_infill"),
                shortcut: bool = field_default(ScoreSection, "shortcut"),
-               shortcut_images: int = field_default(ScoreSection, "shortcut_images")) -> dict:
+               shortcut_images: int = field_default(ScoreSection, "shortcut_images"),
+               infill_gan: str | None = None) -> dict:
     """Score every explanation of the run at ``run`` (after the explain flow); with
     ``intervention`` the intervention rows of the explained images, with ``shortcut`` the
-    shortcut search on up to ``shortcut_images`` images of the explained split."""
+    shortcut search on up to ``shortcut_images`` images of the explained split.
+
+    ``ablation_infill: inpaint`` in-fills with the healthy in-filler at ``infill_gan`` (the
+    audit flow trains it); without one, the run's own generator when it is an inpaint-family
+    run, else ``blur`` (logged, and recorded as ``method`` in ``shortcut.json``)."""
     store = Store(run)
     store.remove_temporaries("scores")  # half-written objects of a killed earlier attempt
     info = store.read_json("run.json")
     expl = store.require_manifest("explanations")
     methods, n_shards, ids = expl["methods"], expl["n_shards"], expl["image_ids"]
     partners = shuffle_partners(info["cohort"], ids, seed)
+    if ablation_infill == "inpaint" and not infill_gan:
+        infill_gan = _own_infiller(info.get("gan"))
+        if infill_gan is None:
+            import logging
+
+            logging.getLogger("medxgan").warning(
+                "score: no healthy in-filler for this run (ablation_infill inpaint); using blur")
+            ablation_infill = "blur"
     options = {"faithfulness": faithfulness, "robustness": robustness, "seed": seed,
                "method_options": info.get("options", {})}
     futures = [score_part.submit(run, info["cohort"], info["classifier"], m, s, partners, options)
@@ -46,7 +59,8 @@ def score_flow(run: str, n_boot: int = field_default(ScoreSection, "n_boot"),
         size = info["shard_size"]  # the shards as explain_flow cut them
         futures += [intervention_part.submit(run, info["cohort"], info["classifier"], s,
                                              ids[s * size:(s + 1) * size], partners,
-                                             ablation_infill, seed) for s in range(n_shards)]
+                                             ablation_infill, seed, infill_gan)
+                    for s in range(n_shards)]
         scored.append(INTERVENTION)
     bar = Progress(len(futures), "score (parts)")
     for fut in futures:
@@ -56,10 +70,21 @@ def score_flow(run: str, n_boot: int = field_default(ScoreSection, "n_boot"),
     out = aggregate(run, scored, n_shards, n_boot, seed)
     if shortcut:
         found = shortcut_search(run, info["cohort"], info["classifier"], info.get("split"),
-                                shortcut_images, ablation_infill, n_boot, seed)
-        out["shortcut"] = {k: found.get(k) for k in ("box", "drop", "drop_ci_low", "drop_ci_high",
-                                                     "transplant_rate", "control_rate")}
+                                shortcut_images, ablation_infill, n_boot, seed, infill_gan,
+                                info.get("gan"), methods, info.get("options", {}))
+        out["shortcut"] = {k: found.get(k) for k in ("effect", "effect_ci_low", "effect_ci_high",
+                                                     "effect_kind", "box", "transplant_rate",
+                                                     "control_rate")}
     if sanity_check:
         out["sanity"] = sanity(run, info["cohort"], info["classifier"], ids, methods,
                                info.get("options", {}), seed)
     return out
+
+
+def _own_infiller(gan: str | None) -> str | None:
+    """The run's generator URL when it is an inpaint-family run (a healthy in-filler)."""
+    if not gan:
+        return None
+    from tasks.common import generator
+
+    return gan if getattr(generator(gan)[0], "family", None) == "inpaint" else None

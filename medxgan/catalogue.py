@@ -44,12 +44,17 @@ class Method:
             explanation must beat).
         verdict_role: ``gradient_baseline`` (judged first by the verdict), ``baseline``,
             ``generator`` or ``floor``.
+        generator_families: the generator families (``gan.model.family``) that offer it;
+            empty: every family. ``latent_ig`` needs a latent code (``published``): with an
+            image-conditioned family (``inpaint``, ``residual``) the generator path and the
+            straight line coincide and it would repeat ``counterfactual_ig``'s map.
     """
 
     name: str
     label: str
     family: MethodFamily
     verdict_role: Literal["gradient_baseline", "baseline", "generator", "floor"]
+    generator_families: tuple[str, ...] = ()
 
     @property
     def floor(self) -> bool:
@@ -100,8 +105,8 @@ METHOD_CATALOGUE: tuple[Method, ...] = (
     Method("smoothgrad", "SmoothGrad", "gradient", "baseline"),
     Method("occlusion", "occlusion", "perturbation", "baseline"),
     Method("medxgan", "medXGAN difference map", "generator", "generator"),
-    Method("latent_ig", "latent IG (medXGAN + IG)", "generator", "generator"),
-    Method("counterfactual_ig", "counterfactual IG (medXGAN baseline)", "generator", "generator"),
+    Method("latent_ig", "latent IG (medXGAN + IG)", "generator", "generator", ("published",)),
+    Method("counterfactual_ig", "counterfactual IG", "generator", "generator"),
     Method("random", "random map", "floor", "floor"),
     Method("box_prior", "average-box prior", "floor", "floor"),
 )
@@ -154,6 +159,10 @@ INTERVENTION_METRICS: tuple[str, ...] = tuple(
 SOURCES: tuple[str, ...] = tuple(s.name for s in SOURCE_CATALOGUE)
 PHANTOM_SOURCES: tuple[str, ...] = tuple(s.name for s in SOURCE_CATALOGUE if s.kind == "phantom")
 FILE_SOURCES: tuple[str, ...] = tuple(s.name for s in SOURCE_CATALOGUE if s.kind == "file")
+PHANTOM_SHORTCUTS: tuple[str, ...] = ("tag", "band", "marker", "text", "line", "noise", "exposure",
+                                      "border")
+"""Shortcut kinds a phantom cohort can carry (``cohort.shortcut``; drawn by
+``medxgan.phantoms.shortcuts``)."""
 
 _METHOD_BY_NAME = {m.name: m for m in METHOD_CATALOGUE}
 _METRIC_BY_NAME = {m.name: m for m in METRIC_CATALOGUE}
@@ -195,6 +204,22 @@ def method_label(name: str) -> str:
         return INTERVENTION_LABEL
     m = _METHOD_BY_NAME.get(name)
     return m.label if m else name
+
+
+def offered(name: str, generator_family: str | None) -> bool:
+    """Does a generator of ``generator_family`` offer method ``name``? (Non-generator methods:
+    always; an unknown family: every generator method.)"""
+    m = _METHOD_BY_NAME.get(name)
+    if m is None or not m.generator_families or generator_family is None:
+        return True
+    return generator_family in m.generator_families
+
+
+def not_offered(methods, generator_family: str | None) -> dict[str, str]:
+    """The methods of ``methods`` that ``generator_family`` does not offer, with the reason."""
+    return {m: f"the {generator_family} generator family has no latent code: {m} would repeat "
+               "counterfactual_ig's map (the straight line from x_neg to x)"
+            for m in methods if not offered(m, generator_family)}
 
 
 def metric_label(name: str) -> str:

@@ -8,11 +8,13 @@ temporary name and are renamed; an S3 PUT is atomic), and a dataset is complete 
 manifest exists (:meth:`Store.write_manifest` / :meth:`Store.require_manifest`). Transient
 errors (connection refused, timeouts, 5xx) are retried with exponential backoff; errors that
 retrying cannot fix (missing key, access denied) are raised at once as :class:`StorageError`
-with a one-line message that names the URL and never the credentials.
+with a one-line message that names the URL and never the credentials. S3 credentials come
+from the environment, a named Prefect block or the AWS default chain (:func:`s3_credentials`).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -75,13 +77,14 @@ def make_fs(protocol: str, settings: Settings | None = None) -> fsspec.AbstractF
     if protocol != "s3":
         raise StorageError(f"unsupported store protocol {protocol!r} (use a path or s3://)")
     s = settings or get_settings()
-    client_kwargs: dict[str, Any] = {"region_name": s.s3_region}
-    if s.s3_endpoint:
-        client_kwargs["endpoint_url"] = s.s3_endpoint
+    cred = s3_credentials(s)
+    client_kwargs: dict[str, Any] = {"region_name": cred.pop("region")}
+    endpoint = cred.pop("endpoint")
+    if endpoint:
+        client_kwargs["endpoint_url"] = endpoint
     return fsspec.filesystem(
         "s3",
-        key=s.s3_key,
-        secret=s.s3_secret.get_secret_value() if s.s3_secret else None,
+        **cred,
         client_kwargs=client_kwargs,
         # Non-AWS servers reject the newer default checksum behaviour of botocore.
         config_kwargs={
@@ -94,6 +97,82 @@ def make_fs(protocol: str, settings: Settings | None = None) -> fsspec.AbstractF
         use_listings_cache=False,
         skip_instance_cache=True,
     )
+
+
+def s3_credentials(s: Settings) -> dict[str, Any]:
+    """How s3fs authenticates, first match wins (``docs/deployment.md``, "Credentials"):
+
+    1. ``MEDXGAN_S3_KEY`` / ``MEDXGAN_S3_SECRET``;
+    2. the Prefect block named by ``MEDXGAN_S3_BLOCK`` (:func:`block_credentials`);
+    3. the AWS default chain: ``MEDXGAN_S3_PROFILE`` or ``AWS_PROFILE``, ``AWS_*`` variables,
+       the shared credentials file, the container / instance role (s3fs with no key).
+
+    Returns s3fs keyword arguments (``key``, ``secret``, ``token``, ``profile``) plus
+    ``endpoint`` and ``region`` (the environment's, else the block's). Never logged.
+    """
+    block: dict[str, Any] = {}
+    if not (s.s3_key or s.s3_secret) and s.s3_block:
+        block = block_credentials(s.s3_block)
+    region = s.s3_region if "s3_region" in s.model_fields_set or not block.get("region") \
+        else block["region"]
+    secret = s.s3_secret.get_secret_value() if s.s3_secret else block.get("secret")
+    return {"key": s.s3_key or block.get("key"), "secret": secret,
+            "token": block.get("token"), "profile": s.s3_profile or block.get("profile"),
+            "endpoint": s.s3_endpoint or block.get("endpoint"), "region": region}
+
+
+#: field names accepted in a block, by what s3fs takes (AwsCredentials' names first)
+_BLOCK_FIELDS = {
+    "key": ("aws_access_key_id", "key", "access_key_id"),
+    "secret": ("aws_secret_access_key", "secret", "secret_access_key"),
+    "token": ("aws_session_token", "token", "session_token"),
+    "profile": ("profile_name", "profile"),
+    "region": ("region_name", "region"),
+    "endpoint": ("endpoint_url", "endpoint"),
+}
+
+
+@functools.lru_cache(maxsize=8)
+def block_credentials(ref: str) -> dict[str, Any]:
+    """The S3 credentials in the Prefect block ``ref`` (``aws-credentials/<name>``, the
+    prefect-aws ``AwsCredentials`` block, read without needing prefect-aws installed; or
+    ``secret/<name>``, a core ``Secret`` whose value is a JSON mapping with the same field
+    names: ``aws_access_key_id``, ``aws_secret_access_key``, optional ``aws_session_token``,
+    ``region_name``, ``endpoint_url``). Read once per process from the Prefect API of the
+    current profile (``PREFECT_API_URL``); Prefect is imported only here, only when a block is
+    named. A missing or malformed block is one line without any value in it."""
+    slug, _, name = ref.partition("/")
+    if not name or slug not in ("aws-credentials", "secret"):
+        raise StorageError(f"MEDXGAN_S3_BLOCK={ref!r}: expected aws-credentials/<name> or "
+                           "secret/<name>")
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            doc = client.read_block_document_by_name(name=name, block_type_slug=slug,
+                                                     include_secrets=True)
+    except Exception as exc:  # noqa: BLE001 - ObjectNotFound, no API, ...; no values in it
+        raise StorageError(f"MEDXGAN_S3_BLOCK={ref!r}: the Prefect block could not be read "
+                           f"({type(exc).__name__})") from None
+    data = dict(doc.data or {})
+    if slug == "secret":
+        value = data.get("value")
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = None
+        if not isinstance(value, dict):
+            raise StorageError(f"MEDXGAN_S3_BLOCK={ref!r}: the secret must hold a JSON mapping "
+                               "with aws_access_key_id and aws_secret_access_key")
+        data = value
+    data = {**data, **(data.get("aws_client_parameters") or {})}
+    out = {k: next((str(data[n]) for n in names if data.get(n)), None)
+           for k, names in _BLOCK_FIELDS.items()}
+    if bool(out["key"]) != bool(out["secret"]):
+        raise StorageError(f"MEDXGAN_S3_BLOCK={ref!r}: holds only one of the access key id and "
+                           "the secret access key")
+    return out
 
 
 class Store:

@@ -3,7 +3,8 @@
 Each (method, shard) is written as ``<run>/explanations/method=<m>/part-<shard>.parquet``; a
 part that exists is skipped, so a rerun continues where a killed run stopped (idempotent).
 Before the shards, ``tune_method`` chooses a method's options on another split's boxes
-(``medxgan.explain.sweep``); the flow writes its result to ``<run>/tuning.json``.
+(``medxgan.explain.sweep``); the flow writes its result to ``<run>/tuning.json``. Both tasks
+default to ``MEDXGAN_TASK_TIMEOUT_S`` (the flow passes its own limit).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from medxgan.catalogue import GAN_METHODS
+from medxgan.settings import get_settings
 from medxgan.storage import Store
 
 
@@ -55,7 +57,7 @@ def _box_prior(cohort_url: str, size: tuple[int, int]):
 
 
 @task(name="explain-shard", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
-      tags=["GPU"])
+      tags=["GPU"], timeout_seconds=get_settings().task_timeout_s)
 def explain_shard(run_url: str, cohort_url: str, spec: str, gan_url: str | None,
                   methods: list[str], shard: int, ids: list[str],
                   options: dict[str, dict[str, Any]]) -> dict:
@@ -110,7 +112,7 @@ def plan_tune_ids(cohort_url: str, split: str, max_images: int | None) -> list[s
 
 
 @task(name="tune-method", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
-      tags=["GPU"])
+      tags=["GPU"], timeout_seconds=get_settings().task_timeout_s)
 def tune_method(cohort_url: str, spec: str, method: str, split: str, max_images: int,
                 options: dict[str, Any] | None) -> dict:
     """Sweep ``method``'s declared candidates on ``split``'s positives with boxes.

@@ -1,6 +1,7 @@
 """Prefect tasks of the ingest stage: thin wrappers around ``medxgan.ingest`` and ``medxgan.cohort``.
 
-Tasks exchange URLs, small records and summaries, never pixels or modules.
+Tasks exchange URLs, small records and summaries, never pixels or modules. Each is limited to
+``MEDXGAN_TASK_TIMEOUT_S`` (the ingest flow passes its own limit to the chunks).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from medxgan.catalogue import FILE_SOURCES, PHANTOM_SOURCES, SOURCES  # noqa: F401  (re-exported)
 from medxgan.cohort.writer import PartSummary, finalize_cohort, quarantine_row, write_part
 from medxgan.config import CohortSection, field_default
+from medxgan.settings import get_settings
 from medxgan.storage import Store
 
 PSEUDONYMISE_ENV = "MEDXGAN_PSEUDONYMISE_KEY"
@@ -50,7 +52,8 @@ def source_input_root(source: str, input_path: str) -> str:
     return ADAPTERS[source].input_root(input_path)
 
 
-@task(name="ingest-chunk", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(name="ingest-chunk", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE,
+      timeout_seconds=get_settings().task_timeout_s)
 def ingest_chunk(out_url: str, part_index: int, source: str, *, records: list | None = None,
                  indices: tuple[int, int] | None = None, input_root: str | None = None,
                  size: int = field_default(CohortSection, "size"), bits: int | None = None,
@@ -76,7 +79,8 @@ def ingest_chunk(out_url: str, part_index: int, source: str, *, records: list | 
     return dataclasses.asdict(write_part(store, part_index, images, source, quarantine))
 
 
-@task(name="finalize-cohort", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(name="finalize-cohort", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE,
+      timeout_seconds=get_settings().task_timeout_s)
 def finalize(out_url: str, parts: list[dict], source: str, quarantine: list[dict],
              extra: dict) -> dict:
     """Write boxes, quarantine and the manifest (last); returns the manifest."""

@@ -10,18 +10,63 @@ and its end, e.g.::
     [explain (shards)] 40/128 images (31 %) elapsed 12 s, eta 27 s
     [explain (shards)] done 128/128 images (100 %) in 39 s
 
-Inside a Prefect flow or task run a progress artifact is also kept up to date, whatever
-stderr is. Progress never raises because of its outputs.
+Inside a Prefect flow or task run a progress artifact is also kept up to date, and the plain
+lines (start, each tenth, end) also go to the run's logs in the UI (logger ``medxgan.progress``,
+INFO, to Prefect's API only, never twice on a console), whatever stderr is. Progress never
+raises because of its outputs.
+
+:func:`route_library_logs` sends the library's own loggers (``medxgan.*``: storage retries,
+training notes) to the run's logs too, what ``PREFECT_LOGGING_EXTRA_LOGGERS=medxgan`` does,
+at ``MEDXGAN_LOG_LEVEL``; the flows call it when a run starts (``flows/runtime.py``).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 import uuid
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.context import FlowRunContext, TaskRunContext
+from prefect.logging.handlers import APILogHandler
+
+LIBRARY_LOGGER = "medxgan"
+"""The library's loggers all live under this name."""
+
+_progress_log = logging.getLogger("medxgan.progress")
+_progress_log.propagate = False  # the lines are printed to stderr already: API only
+
+
+def _in_run() -> bool:
+    return bool(FlowRunContext.get() or TaskRunContext.get())
+
+
+class RunLogHandler(APILogHandler):
+    """Prefect's API log handler that ignores records outside a flow or task run (a library
+    call in a plain script, ``medxgan check-classifier``) instead of warning about them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _in_run():
+            super().emit(record)
+
+
+def _has_api_handler(logger: logging.Logger) -> bool:
+    return any(isinstance(h, APILogHandler) for h in logger.handlers)
+
+
+def route_library_logs(level: str | None = None) -> None:
+    """Send the ``medxgan.*`` loggers to the current run's logs (idempotent): an API handler on
+    ``medxgan`` unless ``PREFECT_LOGGING_EXTRA_LOGGERS`` put one there, and its level set to
+    ``level`` (default ``MEDXGAN_LOG_LEVEL``, INFO) where it has none. Console output is not
+    changed: the CLI keeps its terminal quiet, a worker prints what its logging config says."""
+    from medxgan.settings import get_settings
+
+    lib = logging.getLogger(LIBRARY_LOGGER)
+    if not _has_api_handler(lib):
+        lib.addHandler(RunLogHandler())
+    if lib.level == logging.NOTSET:
+        lib.setLevel((level or get_settings().log_level).upper())
 
 LOG_STEPS = 10
 """Plain-log mode prints about every ``1 / LOG_STEPS`` of the total."""
@@ -56,13 +101,16 @@ class Progress:
         self._stream = sys.stderr
         self._plain = not _is_terminal(self._stream)
         self._next_step = 1  # the next tenth of total that triggers a plain line
-        if self._plain:
-            self._log(f"start 0/{self.total}{self.unit}")
-        else:
+        self._to_run = _in_run()
+        if self._to_run and not _has_api_handler(_progress_log):
+            _progress_log.addHandler(RunLogHandler())
+            _progress_log.setLevel(logging.INFO)
+        if not self._plain:
             from tqdm import tqdm
 
             self._bar = tqdm(total=self.total, desc=description, file=self._stream, leave=False)
-        if FlowRunContext.get() or TaskRunContext.get():
+        self._log(f"start 0/{self.total}{self.unit}")
+        if _in_run():
             try:
                 self._artifact = create_progress_artifact(0.0, description=description)
             except Exception:  # noqa: BLE001 - progress must never break a run
@@ -74,10 +122,17 @@ class Progress:
         return time.monotonic() - self._start
 
     def _log(self, text: str) -> None:
-        try:
-            print(f"[{self.description}] {text}", file=self._stream, flush=True)
-        except Exception:  # noqa: BLE001 - a closed or broken stream must not fail the stage
-            pass
+        line = f"[{self.description}] {text}"
+        if self._plain:
+            try:
+                print(line, file=self._stream, flush=True)
+            except Exception:  # noqa: BLE001 - a closed or broken stream must not fail the stage
+                pass
+        if self._to_run:
+            try:
+                _progress_log.info(line)
+            except Exception:  # noqa: BLE001
+                pass
 
     def _percent(self) -> int:
         return int(100 * self.done / self.total)
@@ -90,7 +145,7 @@ class Progress:
         if self._bar is not None:
             self._bar.update(n)
         crossed = self.done * LOG_STEPS >= self._next_step * self.total
-        if self._plain and crossed and self.done < self.total:
+        if (self._plain or self._to_run) and crossed and self.done < self.total:
             self._next_step = self.done * LOG_STEPS // self.total + 1  # skip tenths crossed at once
             elapsed = self.elapsed
             eta = elapsed / self.done * (self.total - self.done)
@@ -109,7 +164,7 @@ class Progress:
         self._closed = True
         if self._bar is not None:
             self._bar.close()
-        if self._plain:
+        if self._plain or self._to_run:
             word = "done" if self.done >= self.total else "stopped at"
             self._log(f"{word} {self.done}/{self.total}{self.unit} ({self._percent()} %) "
                       f"in {self.elapsed:.0f} s")

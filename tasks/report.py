@@ -142,26 +142,40 @@ def _twin_pngs(cohort, ids: list[str]) -> dict[str, bytes]:
 
 
 def _shortcut_gallery(cohort_url: str, shortcut: dict | None, k: int = SHORTCUT_GALLERY) -> list[dict]:
-    """Gallery items of the images where the shortcut region matters most: the image with its
-    boxes and the region as an overlay."""
+    """Gallery items of the shortcut search: the cohort heatmap of what had to change outside
+    the findings, then the images where the found region matters most, each with its boxes
+    and its own region as an overlay."""
     from medxgan.cohort.png import encode_png, from_unit
     from medxgan.cohort.reader import Cohort
 
-    if not shortcut or shortcut.get("box") is None or not shortcut.get("top_image_ids"):
+    if not shortcut or not shortcut.get("top_image_ids"):
         return []
     ids = list(shortcut["top_image_ids"])[:k]
+    boxes = list(shortcut.get("top_boxes") or [])
     batch = Cohort(cohort_url).load(ids)
-    x0, y0, x1, y1 = (int(v) for v in shortcut["box"])
+    H, W = batch.images.shape[-2:]
     items = []
+    heat = np.asarray(shortcut.get("heatmap") or [], np.float32)
+    if heat.ndim == 2 and heat.size and heat.max() > 0:
+        ry, rx = -(-H // heat.shape[0]), -(-W // heat.shape[1])
+        big = np.kron(heat / heat.max(), np.ones((ry, rx), np.float32))[:H, :W]
+        items.append({"image_id": "cohort heatmap", "image_png": encode_png(from_unit(big)),
+                      "boxes": [], "overlays": {},
+                      "note": f"shortcut search: share of the {shortcut.get('located', {}).get('searched')} "
+                              "searched positives whose region outside the findings covers each pixel "
+                              f"(white: {float(heat.max()):.0%})"})
     for j, i in enumerate(ids):
         img = batch.images[j, 0].numpy()
         region = np.zeros(img.shape, np.float32)
-        region[y0:y1, x0:x1] = 1.0
+        if j < len(boxes):
+            x0, y0, x1, y1 = (int(v) for v in boxes[j])
+            region[y0:y1, x0:x1] = 1.0
         items.append({"image_id": i, "label": int(batch.labels[j]),
                       "image_png": encode_png(from_unit(img)),
                       "boxes": [tuple(map(float, b)) for b in batch.boxes[j]],
                       "overlays": {"shortcut region": region},
-                      "note": "shortcut search: the region outside the boxes matters most here"})
+                      "note": "shortcut search: in-filling this region outside the findings makes "
+                              "f call the image negative"})
     return items
 
 
@@ -194,6 +208,12 @@ def headline_metrics(summary: pd.DataFrame, comparisons: pd.DataFrame,
     for k in ("ablation_flip", "retention"):
         if (INTERVENTION, k) in by:
             add(INTERVENTION, k, by[(INTERVENTION, k)])
+    if shortcut and "residual" in shortcut:
+        g = shortcut.get
+        for k, n in (("effect", "effect_n"), ("residual_effect", "residual_n"),
+                     ("transplant_effect", "transplant_n"), ("wide_effect", "wide_n")):
+            if g(k) is not None:
+                add("shortcut", k, (g(k), g(k + "_ci_low"), g(k + "_ci_high"), g(n)))
     if shortcut and shortcut.get("box") is not None:
         g = shortcut.get
         add("shortcut", "drop", (g("drop"), g("drop_ci_low"), g("drop_ci_high"), g("n")))
@@ -259,8 +279,11 @@ def build_report(run_url: str, store_url: str, audit: str, run_id: str, cohort_u
     gallery, strips = _gallery(run, cohort_url, scores, expl["methods"], shard_of)
     gallery = gallery + _shortcut_gallery(cohort_url, shortcut)
     gan_best = ((provenance.get("stages") or {}).get("gan") or {}).get("best") or {}
+    health = gan_best.get("health")
+    if "medxgan" in expl["methods"]:  # rules 6 and 7 vs a located shortcut
+        health = {**(health or {}), **_change_on_shortcut(run, expl, shortcut)} or None
     verdict = audit_verdict(summary, comparisons, scores, shortcut=shortcut,
-                            generator_health=gan_best.get("health"))
+                            generator_health=health, generator_family=_family(info.get("gan")))
     criteria = evaluate_criteria((provenance.get("config") or {}).get("criteria") or [], summary,
                                  shortcut=shortcut, comparisons=comparisons, scores=scores)
     inputs = ReportInputs(
@@ -289,6 +312,41 @@ def build_report(run_url: str, store_url: str, audit: str, run_id: str, cohort_u
             "regressions": len(regressed), "regressed": regressed, "previous_run_id": prev,
             "headline_metrics": headline_metrics(summary, comparisons, shortcut),
             "methods": info["methods"]}
+
+
+def _change_on_shortcut(run: Store, expl: dict, shortcut: dict | None) -> dict:
+    """For rule 7: the change similarity of the run's medxgan explanations with and without the
+    shortcut search's region (heatmap >= a quarter of its maximum, grown by 2 px):
+    ``run_change_similarity``, ``change_similarity_outside_shortcut``; {} without a located
+    region."""
+    import torch
+
+    from medxgan.explain.serialize import read_changes
+    from medxgan.metrics.counterfactual import similarity_outside
+    from medxgan.metrics.shortcut import dilate_masks
+
+    heat = np.asarray((shortcut or {}).get("heatmap") or [], np.float64)
+    if heat.ndim != 2 or not heat.size or heat.max() <= 0 or (shortcut or {}).get("box") is None:
+        return {}
+    changes = torch.cat([read_changes(run.read_parquet(part_key("explanations", "medxgan", s)))[1]
+                         for s in range(expl["n_shards"])])
+    if changes.dim() == 4:
+        changes = changes[:, 0]
+    H, W = changes.shape[-2:]
+    reg = torch.from_numpy(heat >= 0.25 * heat.max())[None, None].float()
+    reg = torch.nn.functional.interpolate(reg, size=(H, W), mode="nearest")[:, 0] > 0
+    reg = dilate_masks(reg, 2)[0]
+    whole, outside = similarity_outside(changes, reg)
+    return {"run_change_similarity": whole, "change_similarity_outside_shortcut": outside}
+
+
+def _family(gan: str | None) -> str | None:
+    """The generator family of the run's generator (None without one)."""
+    if not gan:
+        return None
+    from tasks.common import generator
+
+    return getattr(generator(gan)[0], "family", "published")
 
 
 def _read_or_none(store: Store, key: str) -> Any:

@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-import pyarrow.compute as pc
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from medxgan.settings import get_settings
 from medxgan.storage import Store
 from tasks.explain import part_key
 
@@ -31,7 +31,8 @@ def shuffle_partners(cohort_url: str, ids: list[str], seed: int) -> dict[str, st
     return partners_of(ids, Cohort(cohort_url).boxes_by_id(), seed)
 
 
-@task(name="score-part", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="score-part", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
+      timeout_seconds=get_settings().task_timeout_s)
 def score_part(run_url: str, cohort_url: str, spec: str, method: str, shard: int,
                partners: dict[str, str], options: dict[str, Any]) -> str:
     """Score one explanation part; returns the scores part key.
@@ -94,13 +95,34 @@ def _true_changes(cohort, ids: list[str], partners: dict[str, str], images, tabl
     return {"changes": changes, "true_changes": true, "partner_true_changes": partner_true}
 
 
-@task(name="intervention-part", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def infiller(infill: str, infill_gan: str | None):
+    """The healthy in-filler of a run (the inpaint family's generator at ``infill_gan``) when
+    ``infill`` is ``inpaint``, else None."""
+    if infill != "inpaint":
+        return None
+    if not infill_gan:
+        raise ValueError("score.ablation_infill 'inpaint' needs the run's healthy in-filler "
+                         "(an inpaint-family GAN run); set ablation_infill to blur, mean or "
+                         "noisy_linear to score without one")
+    from tasks.common import generator
+
+    G = generator(infill_gan)[0]
+    if getattr(G, "family", None) != "inpaint":
+        raise ValueError(f"{infill_gan} is a {getattr(G, 'family', 'published')!r} generator "
+                         "run, not a healthy in-filler (family: inpaint)")
+    return G
+
+
+@task(name="intervention-part", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
+      timeout_seconds=get_settings().task_timeout_s)
 def intervention_part(run_url: str, cohort_url: str, spec: str, shard: int, ids: list[str],
-                      partners: dict[str, str], infill: str, seed: int) -> str:
+                      partners: dict[str, str], infill: str, seed: int,
+                      infill_gan: str | None = None) -> str:
     """Intervention evidence of one shard's explained images; returns the scores part key.
 
     Store I/O around one ``medxgan.metrics.ablation.ablation_scores`` call (boxes infilled at
-    the stored images' resolution, on the classifier's device): ``ablation_drop``,
+    the stored images' resolution by ``infill``: ``inpaint`` with the healthy in-filler at
+    ``infill_gan``, or a fixed infill; on the classifier's device): ``ablation_drop``,
     ``ablation_drop_shuffled`` (the partner's boxes: the same derangement as the localisation
     controls), ``ablation_flip``, ``retention``, as rows of method ``intervention``.
     """
@@ -122,79 +144,66 @@ def intervention_part(run_url: str, cohort_url: str, spec: str, shard: int, ids:
     masks = boxes_to_masks(batch.boxes, H, W)
     others = partner_masks(ids, partners, cohort.boxes_by_id(), H, W)
     values = ablation_scores(classifier(spec), batch.images, masks, others, method=infill,
-                             seed=seed)
+                             seed=seed, inpainter=infiller(infill, infill_gan))
     store.write_parquet(out, to_table(long_scores(ids, INTERVENTION, values), SCORES))
     return out
 
 
 def shortcut_ids(cohort_url: str, split: str | None, cap: int) -> list[str]:
-    """The images of the shortcut search: positives with boxes and negatives of ``split``
-    (every split when empty), about half each, at most ``cap``; each class in the order of a
-    hash of the id (stable, not biased by id order), positives first."""
+    """The images of the shortcut search (``medxgan.metrics.shortcut_run.shortcut_sample``)."""
     from medxgan.cohort.reader import Cohort
-    from medxgan.cohort.splits import unit_hash
+    from medxgan.metrics.shortcut_run import shortcut_sample
 
-    c = Cohort(cohort_url)
-    t = c.index()
-    if split:
-        t = t.filter(pc.equal(t["split"], split))
-    boxed = c.boxes_by_id()
-    ids, labels = t["image_id"].to_pylist(), t["label"].to_pylist()
-    key = lambda i: unit_hash(i, "shortcut")  # noqa: E731
-    pos = sorted((i for i, y in zip(ids, labels) if y == 1 and i in boxed), key=key)
-    neg = sorted((i for i, y in zip(ids, labels) if y == 0), key=key)
-    n_pos = min(len(pos), cap // 2)
-    n_neg = min(len(neg), cap - n_pos)
-    n_pos = min(len(pos), cap - n_neg)
-    return pos[:n_pos] + neg[:n_neg]
+    return shortcut_sample(Cohort(cohort_url), split, cap)
 
 
-@task(name="shortcut-search", cache_policy=NO_CACHE)
+@task(name="shortcut-search", cache_policy=NO_CACHE,
+      timeout_seconds=get_settings().task_timeout_s)
 def shortcut_search(run_url: str, cohort_url: str, spec: str, split: str | None, cap: int,
-                    infill: str, n_boot: int, seed: int) -> dict:
+                    infill: str, n_boot: int, seed: int, infill_gan: str | None = None,
+                    gan: str | None = None, methods: list[str] | None = None,
+                    options: dict[str, dict] | None = None) -> dict:
     """The run-level shortcut search: ``shortcut.json`` (skipped when it exists).
 
-    Store I/O around one ``medxgan.metrics.shortcut.find_shortcut`` call on
-    :func:`shortcut_ids` (findings infilled first, occlusion outside the boxes, the strongest
-    region, its transplant check). ``shortcut.json`` is ``ShortcutFinding.summary()`` plus
-    ``top_image_ids`` (the gallery: the images where the region matters most, largest drop
-    first), ``split``, ``n_images``, ``n_positives``, ``n_negatives``.
+    Store I/O around one ``medxgan.metrics.shortcut_run.cohort_shortcut`` call (the three
+    kinds of evidence: location-free, located with its transplant, image-wide; the healthy
+    in-filler at ``infill_gan`` when ``infill`` is ``inpaint``) and, where a region was found,
+    ``maps_on_shortcut`` for the run's ``methods`` (with the run's generator ``gan``).
+    ``shortcut.json`` is ``medxgan.metrics.shortcut_run.shortcut_json`` plus ``maps``.
     """
     from medxgan.cohort.reader import Cohort
-    from medxgan.metrics.masks import boxes_to_masks
-    from medxgan.metrics.shortcut import find_shortcut
-    from tasks.common import classifier
+    from medxgan.metrics.shortcut_run import (cohort_shortcut, finite, maps_on_shortcut,
+                                              shortcut_json)
+    from tasks.common import classifier, generator
     from tasks.progress import Progress
 
     store = Store(run_url)
     if store.exists("shortcut.json"):
         return store.read_json("shortcut.json")
-    ids = shortcut_ids(cohort_url, split, cap)
-    if not ids:
-        raise ValueError(f"cohort {cohort_url} has no images in split {split!r} for the "
-                         "shortcut search")
-    bar = Progress(len(ids), "shortcut search", "images")
-    batch = Cohort(cohort_url).load(ids)
-    H, W = batch.images.shape[-2:]
-    masks = boxes_to_masks(batch.boxes, H, W)
-    found = find_shortcut(classifier(spec), batch.images, masks, batch.labels, method=infill,
-                          seed=seed, n_boot=n_boot)
-    bar.update(len(ids))
-    bar.close()
-    n_pos = int((batch.labels == 1).sum())
-    out = {**_finite(found.summary()), "top_image_ids": [ids[i] for i in found.top_images],
-           "split": split or None, "n_images": len(ids), "n_positives": n_pos,
-           "n_negatives": len(ids) - n_pos}
+    cohort = Cohort(cohort_url)
+    bar = Progress(3, "shortcut search (stages)")
+    f = classifier(spec)
+    G_fill = infiller(infill, infill_gan)
+    found, ids, batch = cohort_shortcut(cohort, f, split=split, cap=cap, inpainter=G_fill,
+                                        method=infill if G_fill is None else "blur", seed=seed,
+                                        n_boot=n_boot)
+    bar.update()
+    out = shortcut_json(found, ids, batch.labels, split)
+    maps = {}
+    if methods and len(found.top_images):
+        G = generator(gan)[0] if gan else None
+        maps = maps_on_shortcut(found, batch.images, f, G, list(methods), options, ids=ids,
+                                n_boot=n_boot, seed=seed)
+    bar.update()
+    out["maps"] = finite(maps)
     store.write_json("shortcut.json", out)
+    bar.update()
+    bar.close()
     return out
 
 
-def _finite(d: dict) -> dict:
-    """NaN floats as None (standard JSON)."""
-    return {k: None if isinstance(v, float) and v != v else v for k, v in d.items()}
-
-
-@task(name="aggregate-scores", cache_policy=NO_CACHE)
+@task(name="aggregate-scores", cache_policy=NO_CACHE,
+      timeout_seconds=get_settings().task_timeout_s)
 def aggregate(run_url: str, methods: list[str], n_shards: int, n_boot: int, seed: int) -> dict:
     """Concatenate score parts, add counterfactual_similarity, write scores/summary/comparisons."""
     import torch
@@ -228,7 +237,8 @@ def aggregate(run_url: str, methods: list[str], n_shards: int, n_boot: int, seed
             "methods": sorted(set(scores["method"]))}
 
 
-@task(name="sanity-check", cache_policy=NO_CACHE)
+@task(name="sanity-check", cache_policy=NO_CACHE,
+      timeout_seconds=get_settings().task_timeout_s)
 def sanity(run_url: str, cohort_url: str, spec: str, ids: list[str], methods: list[str],
            options: dict[str, dict], seed: int) -> dict:
     """Model-randomisation check of the gradient baselines on up to 16 explained images."""

@@ -1,5 +1,9 @@
 """Prefect tasks of the training stages. Outputs are content-addressed folders in the store:
-a folder whose ``manifest.json`` exists is complete and is reused as it is."""
+a folder whose ``manifest.json`` exists is complete and is reused as it is.
+
+Each task's default time limit is ``MEDXGAN_TRAIN_TIMEOUT_S`` (read when the module is
+imported); the flows call them through ``flows.runtime.locked_stage``, which also applies an
+audit's ``runtime.train_timeout_s`` and the stage folder's lease."""
 
 from __future__ import annotations
 
@@ -9,13 +13,15 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from medxgan.settings import get_settings
 from medxgan.storage import Store
 from tasks.progress import Progress
 
 log = logging.getLogger("medxgan.train")
 
 
-@task(name="train-classifier", cache_policy=NO_CACHE, tags=["GPU"])
+@task(name="train-classifier", cache_policy=NO_CACHE, tags=["GPU"],
+      timeout_seconds=get_settings().train_timeout_s)
 def train_classifier_task(cohort_url: str, out_url: str, config: dict[str, Any]) -> dict:
     """Train the baseline classifier into ``out_url`` (reused when already complete).
 
@@ -37,7 +43,8 @@ def train_classifier_task(cohort_url: str, out_url: str, config: dict[str, Any])
     return {**record, "reused": False}
 
 
-@task(name="train-gan", cache_policy=NO_CACHE, tags=["GPU"])
+@task(name="train-gan", cache_policy=NO_CACHE, tags=["GPU"],
+      timeout_seconds=get_settings().train_timeout_s)
 def train_gan_task(cohort_url: str, spec: str, out_url: str, gan_config: dict[str, Any],
                    train_config: dict[str, Any]) -> dict:
     """Train (or resume) the medXGAN generator for the classifier of ``spec`` (the family of

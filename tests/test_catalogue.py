@@ -124,3 +124,13 @@ def test_the_aggregate_gap_covers_the_intervention_drop():
     r = gaps[gaps["metric"] == "ablation_drop" + cat.GAP_SUFFIX]
     assert len(r) == 1 and r.iloc[0]["method_a"] == r.iloc[0]["method_b"] == cat.INTERVENTION
     assert r.iloc[0]["ci_low"] > 0
+
+
+def test_one_name_per_map_latent_ig_needs_a_latent_code():
+    from medxgan.catalogue import not_offered, offered
+
+    assert offered("latent_ig", "published") and offered("latent_ig", None)
+    for fam in ("inpaint", "residual"):
+        assert not offered("latent_ig", fam)
+        assert set(not_offered(["medxgan", "latent_ig", "counterfactual_ig", "ig"], fam)) == {"latent_ig"}
+    assert offered("counterfactual_ig", "inpaint") and offered("gradcam", "inpaint")

@@ -49,8 +49,8 @@ def test_nightly_config_prespecifies_acceptance_criteria():
     by_source = {(c.evidence or c.method, c.metric): c for c in cfg.criteria}
     gap = by_source[("intervention", "ablation_drop-shuffled_gap")]
     assert (gap.comparison, gap.threshold, gap.on) == (">", 0.0, "ci_low")
-    tr = by_source[("shortcut", "transplant_rate")]
-    assert (tr.comparison, tr.threshold, tr.on) == ("<=", 0.2, "ci_high")
+    sc = by_source[("shortcut", "effect")]
+    assert (sc.comparison, sc.threshold, sc.on) == ("<", 0.1, "ci_high")
     assert by_source[("counterfactual_ig", "pointing_game")].on == "ci_low"
     example = AuditConfig.from_yaml(str(ROOT / "configs" / "audit-example.yaml"))
     assert example.criteria == []  # optional

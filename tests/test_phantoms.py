@@ -262,3 +262,53 @@ def test_healthy_twin_differs_from_the_image_only_inside_its_boxes(kind):
             seen_neg += 1
             assert np.array_equal(twin, img.pixels)
     assert seen_pos and seen_neg
+
+
+# --- shortcut kinds (issue #20) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shortcut", ["tag", "band", "marker", "text", "line", "noise", "exposure", "border"])
+def test_every_shortcut_kind_is_drawn_on_the_same_subject_and_kept_by_its_twin(shortcut):
+    from medxgan.phantoms import IMAGE_WIDE_KINDS, shortcut_region
+
+    kw = dict(size=64, seed=2, prevalence=1.0, shortcut_rate=1.0, shortcut=shortcut, lesion_scale=0.5)
+    on = phantom_image("phantom-cxr", 3, force_shortcut=True, **kw)
+    off = phantom_image("phantom-cxr", 3, force_shortcut=False, **kw)
+    assert on.source_ref.endswith(":tag=1") and not off.source_ref.endswith(":tag=1")
+    region = shortcut_region("phantom-cxr", 3, **{k: v for k, v in kw.items() if k != "shortcut_rate"})
+    assert np.array_equal(on.pixels != off.pixels, region)
+    if shortcut in IMAGE_WIDE_KINDS:
+        assert region.mean() > 0.9
+    else:
+        assert 0 < region.mean() < 0.35
+    # the healthy twin carries the same shortcut: image and twin differ inside the boxes only
+    twin = healthy_twin("phantom-cxr", 3, force_shortcut=True, **kw)
+    diff = on.pixels != twin
+    assert diff.any() and not (diff & ~_box_mask(on.boxes, 64)).any()
+
+
+def test_a_moving_marker_visits_every_corner_and_faint_lesions_are_fainter():
+    from medxgan.phantoms import shortcut_region
+
+    corners = set()
+    for i in range(24):
+        r = shortcut_region("phantom-cxr", i, size=64, shortcut="marker")
+        ys, xs = np.nonzero(r)
+        corners.add((ys.mean() < 32, xs.mean() < 32))
+    assert len(corners) == 4
+    full, faint = (_pair("phantom-cxr", 5, 64, lesion_scale=s) for s in (1.0, 0.5))
+    d_full = np.abs(full[0].pixels.astype(int) - full[1].pixels).sum()
+    d_faint = np.abs(faint[0].pixels.astype(int) - faint[1].pixels).sum()
+    assert 0 < d_faint < 0.7 * d_full
+
+
+def test_negative_shortcut_rate_and_bad_options():
+    imgs = list(generate("phantom-cxr", 200, size=32, seed=1, shortcut_rate=0.3, shortcut="marker",
+                         shortcut_negative_rate=0.3))
+    neg = [i for i in imgs if i.label == 0]
+    share = sum(i.source_ref.endswith(":tag=1") for i in neg) / len(neg)
+    assert 0.15 < share < 0.45  # label-independent: about as often as on positives
+    with pytest.raises(ValueError):
+        phantom_image("phantom-cxr", 0, shortcut="sticker")
+    with pytest.raises(ValueError):
+        phantom_image("phantom-cxr", 0, lesion_scale=0.0)

@@ -26,6 +26,7 @@ from medxgan.config.explain import (METHOD_CONFIGS, RECIPES, CounterfactualIGCon
                                     RandomConfig, SmoothGradConfig)
 from medxgan.config.inpaint import InpaintConfig
 from medxgan.config.residual import ResidualConfig
+from medxgan.config.runtime import RuntimeConfig
 from medxgan.config.models import (ClassifierTrainConfig, EncoderConfig, GanConfig,
                                    GanTrainConfig)
 
@@ -36,7 +37,7 @@ __all__ = [
     "METHOD_CONFIGS", "RECIPES", "CounterfactualIGConfig", "ExplainerConfig", "GradCAMConfig",
     "IGConfig", "InversionConfig", "LatentIGConfig", "MedXGANConfig", "MethodOptions",
     "OcclusionConfig", "RandomConfig", "SmoothGradConfig",
-    "ClassifierTrainConfig", "EncoderConfig", "GanConfig", "GanTrainConfig",
+    "ClassifierTrainConfig", "EncoderConfig", "GanConfig", "GanTrainConfig", "RuntimeConfig",
     "IMAGENET_MEAN", "IMAGENET_STD", "PRESETS", "ClassifierLoadError", "ClassifierSpec",
     "MeanStd", "InpaintConfig", "ResidualConfig",
 ]

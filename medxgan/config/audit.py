@@ -29,12 +29,14 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
                       field_validator, model_validator)
 
 from medxgan.catalogue import (FILE_SOURCES, GAP_SUFFIX, INTERVENTION_METRICS, METRICS,
-                               SHUFFLED_METRICS, SHUFFLED_SUFFIX, SOURCES)
+                               PHANTOM_SHORTCUTS, SHUFFLED_METRICS, SHUFFLED_SUFFIX, SOURCES)
 from medxgan.catalogue import METHODS as ALL_METHODS
 from medxgan.config.explain import InversionConfig, MethodOptions
 from medxgan.config.models import ClassifierTrainConfig, GanConfig, GanTrainConfig
+from medxgan.config.runtime import RuntimeConfig
 
 CohortSource = Literal[("existing", *SOURCES)]  # type: ignore[valid-type]
+ShortcutKind = Literal[PHANTOM_SHORTCUTS]  # type: ignore[valid-type]
 
 #: images per part / task of the ingest flow (not part of a cohort's identity, so not a field)
 INGEST_CHUNK_SIZE = 256
@@ -54,7 +56,15 @@ class CohortSection(_Strict):
     n: int = 1000
     seed: int = 0
     prevalence: float = 0.5
-    shortcut_rate: float = 0.0
+    shortcut_rate: float = Field(0.0, ge=0, le=1, description="phantom: share of positives "
+                                 "carrying the shortcut")
+    shortcut: ShortcutKind = Field("tag", description="phantom: which shortcut "
+                                   "(medxgan.phantoms.shortcuts)")
+    shortcut_negative_rate: float | None = Field(
+        None, ge=0, le=1, description="phantom: share of negatives carrying it (default "
+        "min(shortcut_rate, 0.02))")
+    lesion_scale: float = Field(1.0, gt=0, le=4, description="phantom: lesion intensity factor "
+                                "(faint findings below 1)")
     finding: str | None = None
     pseudonymise: bool = Field(False, description="DICOM-derived image ids become keyed hashes "
                                "(HMAC-SHA256); the key comes from env MEDXGAN_PSEUDONYMISE_KEY")
@@ -138,7 +148,12 @@ class ScoreSection(_Strict):
             ``ablation_drop`` (+ ``_shuffled``), ``ablation_flip``, ``retention``;
             ``medxgan.metrics.ablation``), the shuffled boxes from the same partners as the
             localisation controls.
-        ablation_infill: how boxes are infilled (``blur``, ``mean``, ``noisy_linear``: ROAD).
+        ablation_infill: how boxes are infilled for the intervention evidence and the shortcut
+            search: ``inpaint`` (default since issue #20: the run's healthy-anatomy in-filler,
+            trained by the GAN stage with ``family: inpaint`` even when no generator method is
+            explained), ``blur``, ``mean``, ``noisy_linear`` (ROAD). On the shortcut panel a
+            blurred opacity was still an opacity and ROAD's noise read as a finding
+            (docs/benchmarks.md, "Shortcut panel").
         shortcut: the run-level shortcut search (``shortcut.json``,
             ``medxgan.metrics.shortcut.find_shortcut``) on the explained split.
         shortcut_images: most images the shortcut search uses (positives with boxes and
@@ -150,13 +165,14 @@ class ScoreSection(_Strict):
     robustness: bool = False
     seed: int = 0
     intervention: bool = True
-    ablation_infill: Literal["blur", "mean", "noisy_linear"] = "blur"
+    ablation_infill: Literal["inpaint", "blur", "mean", "noisy_linear"] = "inpaint"
     shortcut: bool = True
     shortcut_images: int = Field(128, ge=4)
 
 
 #: metrics of a ``shortcut`` criterion: keys of ``shortcut.json`` (``ShortcutFinding.summary()``)
-SHORTCUT_CRITERION_METRICS: tuple[str, ...] = ("transplant_rate", "drop")
+SHORTCUT_CRITERION_METRICS: tuple[str, ...] = ("effect", "residual_effect", "transplant_effect",
+                                                "wide_effect", "transplant_rate", "drop")
 
 
 def _metric_names(base: tuple[str, ...]) -> set[str]:
@@ -180,7 +196,8 @@ class Criterion(_Strict):
         name: shown in the report (default: built from the other fields, :attr:`label`).
         evidence: ``intervention`` (rows of method ``intervention``: ``ablation_drop``,
             ``ablation_drop_shuffled``, ``ablation_drop-shuffled_gap``, ``ablation_flip``,
-            ``retention``) or ``shortcut`` (``shortcut.json``: ``transplant_rate``, ``drop``).
+            ``retention``) or ``shortcut`` (``shortcut.json``: ``effect``, ``residual_effect``,
+            ``transplant_effect``, ``wide_effect``, ``transplant_rate``, ``drop``).
         method: an explanation method of the catalogue (exactly one of evidence / method).
         metric: a catalogue metric, its ``<metric>_shuffled`` control or
             ``<metric>-shuffled_gap`` (own - shuffled, from the comparisons table).
@@ -253,6 +270,10 @@ class AuditConfig(_Strict):
         default_factory=list,
         description="pre-specified acceptance criteria, judged by the report "
                     "(medxgan.report.criteria.evaluate_criteria)")
+    runtime: RuntimeConfig = Field(
+        default_factory=RuntimeConfig,
+        description="time limits of this audit's runs (s): flow_timeout_s, train_timeout_s, "
+                    "task_timeout_s; not part of any stage hash or run id")
 
     @classmethod
     def from_yaml(cls, path_or_text: str | Path) -> "AuditConfig":

@@ -3,7 +3,7 @@
 :class:`InpaintConfig` is read by :func:`medxgan.models.inpaint.train_inpainter` and saved in
 its stats; exported from :mod:`medxgan.config` with the other model configs.
 
-The recipe is the prototype's (README "Generator variants"; issue #14): a U-Net with
+The recipe is the prototype's (docs/generator-families.md; issue #14): a U-Net with
 ``base`` channels, trained with L1 on images the classifier calls negative, holes of 1-3
 ellipses / rectangles whose sides span the finding's size range. The generative in-filling
 idea is FIDO's (Chang et al., "Explaining image classifiers by counterfactual generation",
@@ -34,7 +34,7 @@ class SearchConfig(BaseModel):
         crop: side in pixels at 64 px of the window the in-filler sees while single coarse
             patches are ranked (None: the whole image). Scaled with the image side and rounded
             to the in-filler's multiple (``2**depth``). 48 ranks as well as the whole image at
-            2.3x less cost (README "Generator variants": pointing 0.84 vs 0.83, NCC 0.70 vs
+            2.3x less cost (docs/generator-families.md: pointing 0.84 vs 0.83, NCC 0.70 vs
             0.69, 0.61 vs 1.40 s/image on one thread; one 64 px phantom-cxr inpainter).
     """
 

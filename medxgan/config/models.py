@@ -24,10 +24,10 @@ class GanConfig(BaseModel):
         family: the generator family (docs/design.md, "The medXGAN method"): ``inpaint``
             (default since issue #14: a healthy-anatomy in-filler trained on images f calls
             negative, configured by ``GanTrainConfig.inpaint``; of the fields here only
-            ``image_size`` applies; README "Generator families" has the measurements that made
+            ``image_size`` applies; docs/generator-families.md has the measurements that made
             it the default), ``residual`` (VA-GAN style: x_neg = x + M(x), a WGAN-GP critic
             between real negatives and x_neg, configured by ``GanTrainConfig.residual``; a
-            research option, measured in README "Generator families") or ``published`` (the
+            research option, measured in docs/generator-families.md) or ``published`` (the
             paper's class-conditioned GAN, every other field here; kept for reproduction).
         image_size: side of generated images: 32, 64, 128 or 256 px.
         d_a / d_p: sizes of the anatomy / pathology codes (published 100 / 10 at 128 px,

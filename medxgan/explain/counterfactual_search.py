@@ -4,7 +4,7 @@ For a positive image x, the counterfactual x_neg is the inpainting (by a healthy
 :class:`medxgan.models.inpaint.Inpainter`) of a binary mask M found by a batched, coarse-to-fine
 occlusion search with an area cap. This is FIDO (Chang et al., "Explaining image classifiers by
 counterfactual generation", ICLR 2019) with a discrete search instead of an optimised soft mask:
-a soft mask leaks the lesion into the in-filler, which copies it back (``FINDINGS.md``,
+a soft mask leaks the lesion into the in-filler, which copies it back (``docs/findings.md``,
 "Image-conditioned prototypes"), so masks here are binary at every step.
 
 Algorithm (every step batched over images and candidates, ``batch`` inpaintings at a time):
@@ -95,10 +95,11 @@ class _Scorer:
     """f's probability of in-filled images, ``batch`` at a time, no gradients."""
 
     def __init__(self, images: torch.Tensor, classifier: nn.Module, inpainter: nn.Module,
-                 batch: int):
+                 batch: int, allowed: torch.Tensor | None = None):
         self.dev = next(iter(inpainter.parameters())).device
         self.x = images
         self.f, self.g, self.batch = classifier, inpainter, batch
+        self.allowed = allowed  # (B, 1, H, W) bool or None: where masks may lie
 
     def prob(self, x: torch.Tensor) -> torch.Tensor:
         return probabilities(self.f, x, self.batch, self.dev)
@@ -128,7 +129,8 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
                           threshold: float | None = None, patch_sizes: Sequence[int] = (12, 8),
                           stride: int | None = None, area_cap: float = 0.15, batch: int = 256,
                           max_patches: int = 32, crop: int | None = None,
-                          margin: float = 0.0) -> SearchResult:
+                          margin: float = 0.0, allowed: torch.Tensor | None = None
+                          ) -> SearchResult:
     """Smallest in-filled region that makes f call each image negative (see module docstring).
 
     Args:
@@ -151,6 +153,9 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
             and trimming); 0 stops just below the threshold, a larger margin keeps more of what
             makes f positive (recall) at the price of area. ``flipped`` still uses
             ``threshold``.
+        allowed: (B, 1, H, W) or (B, H, W) bool, where each image's mask may lie (None:
+            everywhere); every patch is cut to it, so the mask never leaves it (the shortcut
+            search: outside the findings).
 
     Returns: :class:`SearchResult` on the CPU.
     """
@@ -164,7 +169,9 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
     x = images.detach().to(torch.float32).cpu()
     B, _, H, W = x.shape
     cap = area_cap * H * W  # pixels
-    sc = _Scorer(x, classifier, inpainter, batch)
+    if allowed is not None:
+        allowed = allowed.detach().to(torch.bool).cpu().reshape(B, 1, H, W)
+    sc = _Scorer(x, classifier, inpainter, batch, allowed)
     p_x = sc.prob(x)                                                  # (B,)
     mask = torch.zeros(B, 1, H, W, dtype=torch.bool)
     todo = (p_x >= thr).nonzero()[:, 0]                               # (n,)
@@ -211,7 +218,11 @@ def _single_patch_probs(sc: _Scorer, idx: torch.Tensor, side: int, stride: int,
             m = torch.zeros(len(ks), 1, 1, ch, cw)
             for j, (y, x, wy, wx) in enumerate(ks):
                 m[j, ..., y - wy:y - wy + side, x - wx:x - wx + side] = 1.0
-            m = m.expand(len(ks), n, 1, ch, cw).reshape(-1, 1, ch, cw)  # (k n, 1, ch, cw)
+            m = m.expand(len(ks), n, 1, ch, cw)                       # (k, n, 1, ch, cw)
+            if sc.allowed is not None:
+                al = sc.allowed[idx[s0:s0 + sc.batch]]                # (n, 1, H, W)
+                m = m * torch.stack([al[..., wy:wy + ch, wx:wx + cw] for _, _, wy, wx in ks])
+            m = m.reshape(-1, 1, ch, cw)                              # (k n, 1, ch, cw)
             filled = sc.g(crops.to(sc.dev), m.to(sc.dev)).cpu()       # (k n, 1, ch, cw)
             full = xi.repeat(len(ks), 1, 1, 1)                        # (k n, 1, H, W)
             for j, (_, _, wy, wx) in enumerate(ks):
@@ -231,6 +242,9 @@ def _coarse(sc: _Scorer, idx: torch.Tensor, thr: float, cap: float, side: int, s
     ok = patches.flatten(1).sum(1) <= cap                             # (K,) fits the cap alone
     p_single = _single_patch_probs(sc, idx, side, stride, crop)       # (n, K)
     p_single[:, ~ok] = float("inf")
+    if sc.allowed is not None:  # a patch wholly outside an image's allowed region is no patch
+        inside = sc.allowed[idx].flatten(1).float() @ patches.flatten(1).float().T  # (n, K)
+        p_single[inside == 0] = float("inf")
     order = p_single.argsort(1)[:, :max_patches]                      # (n, T) best first
     cur = torch.zeros(n, 1, H, W, dtype=torch.bool)
     best = cur.clone()
@@ -238,6 +252,8 @@ def _coarse(sc: _Scorer, idx: torch.Tensor, thr: float, cap: float, side: int, s
     done = torch.zeros(n, dtype=torch.bool)
     for t in range(order.shape[1]):
         cand = cur | patches[order[:, t]]                             # (n, 1, H, W)
+        if sc.allowed is not None:
+            cand &= sc.allowed[idx]
         area = cand.flatten(1).sum(1)
         grows = area > cur.flatten(1).sum(1)
         fits = torch.isfinite(p_single.gather(1, order[:, t:t + 1])[:, 0])

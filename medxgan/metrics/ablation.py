@@ -21,8 +21,11 @@ Per image (all (B,) float64, probabilities in [0, 1], drops in [-1, 1]):
 Infill methods (:func:`infill`): ``blur`` (default: the image blurred with
 ``medxgan.metrics.faithfulness.gaussian_blur``, sigma 5 px, the baseline of the deletion
 curves), ``mean`` (each image's mean intensity), ``noisy_linear`` (ROAD's noisy linear
-imputation) and ``twin`` (a given counterfactual image, e.g. the healthy twin of a phantom or
-a generator's x_neg, inside the mask).
+imputation), ``twin`` (a given counterfactual image, e.g. the healthy twin of a phantom or
+a generator's x_neg, inside the mask) and ``inpaint`` (a healthy-anatomy in-filler
+``inpainter(x, m)``, the run's: ``medxgan.models.inpaint``; the audit's default since issue #20,
+measured on the shortcut panel: a blurred opacity is still an opacity, ROAD's noise is texture
+that classifiers of faint findings read as positive).
 
 The classifier contract is ``medxgan.models.classifier``: images (B, 1, H, W) float in [0, 1]
 -> positive-class logit (B,) (or (B, 1)), decision ``threshold`` attribute on the probability
@@ -45,8 +48,8 @@ import torch.nn.functional as F
 
 from medxgan.metrics.faithfulness import gaussian_blur
 
-InfillMethod = Literal["blur", "mean", "noisy_linear", "twin"]
-INFILL_METHODS: tuple[str, ...] = ("blur", "mean", "noisy_linear", "twin")
+InfillMethod = Literal["blur", "mean", "noisy_linear", "twin", "inpaint"]
+INFILL_METHODS: tuple[str, ...] = ("blur", "mean", "noisy_linear", "twin", "inpaint")
 ABLATION_METRICS: tuple[str, ...] = ("ablation_drop", "ablation_drop_shuffled", "ablation_flip",
                                      "retention")
 """Metric names as in ``scores.parquet`` (design: planned contracts)."""
@@ -194,7 +197,8 @@ def noisy_linear_infill(images: torch.Tensor, masks: torch.Tensor, *, seed: int 
 
 def infill(images: torch.Tensor, masks: torch.Tensor, method: InfillMethod = "blur", *,
            seed: int = 0, twin: torch.Tensor | None = None,
-           blur_sigma: float = BLUR_SIGMA) -> torch.Tensor:
+           blur_sigma: float = BLUR_SIGMA, inpainter: Callable | None = None,
+           batch_size: int = 256) -> torch.Tensor:
     """Replace the masked pixels of each image.
 
     Args:
@@ -202,7 +206,9 @@ def infill(images: torch.Tensor, masks: torch.Tensor, method: InfillMethod = "bl
         masks: (B, H, W) bool at image resolution, True = replace.
         method: ``blur`` (Gaussian blur of the image, ``blur_sigma`` px, reflect padding),
             ``mean`` (the image's mean intensity), ``noisy_linear`` (ROAD,
-            :func:`noisy_linear_infill`) or ``twin`` (the pixels of ``twin``).
+            :func:`noisy_linear_infill`), ``twin`` (the pixels of ``twin``) or ``inpaint``
+            (``inpainter(x, m)``, m (N, 1, H, W) float in {0, 1}, on its own device,
+            ``batch_size`` images at a time).
         seed: seed of ``noisy_linear``'s noise (unused by the other methods).
         twin: (B, 1, H, W) counterfactual images in [0, 1], for ``twin``.
         blur_sigma: Gaussian sigma of ``blur``, pixels.
@@ -213,6 +219,15 @@ def infill(images: torch.Tensor, masks: torch.Tensor, method: InfillMethod = "bl
     m = masks.to(images.device, torch.bool)
     if method == "noisy_linear":
         return noisy_linear_infill(images, m, seed=seed)
+    if method == "inpaint":
+        if inpainter is None:
+            raise ValueError("infill 'inpaint' needs an inpainter (the run's healthy in-filler)")
+        dev = next(iter(inpainter.parameters())).device
+        with torch.no_grad():
+            out = [inpainter(images[s:s + batch_size].to(dev),
+                             m[s:s + batch_size, None].to(dev, images.dtype)).to(images.device)
+                   for s in range(0, len(images), batch_size)]
+        return torch.where(m[:, None], torch.cat(out).to(images.dtype), images) if out else images
     src = fill_source(images, method, twin=twin, blur_sigma=blur_sigma)
     return torch.where(m[:, None], src, images)
 
@@ -253,7 +268,7 @@ def threshold_of(classifier: Classifier) -> float:
 
 def ablation_scores(classifier: Classifier, images: torch.Tensor, masks: torch.Tensor,
                     partner_masks: torch.Tensor, *, method: InfillMethod = "blur", seed: int = 0,
-                    twin: torch.Tensor | None = None,
+                    twin: torch.Tensor | None = None, inpainter: Callable | None = None,
                     batch_size: int = 256) -> dict[str, torch.Tensor]:
     """Intervention evidence of B images (module doc for the definitions).
 
@@ -269,6 +284,7 @@ def ablation_scores(classifier: Classifier, images: torch.Tensor, masks: torch.T
         seed: seed of the ``noisy_linear`` noise (own, shuffled and retention variants use
             seed, seed + 1, seed + 2).
         twin: (B, 1, H, W) counterfactual images, for ``method="twin"``.
+        inpainter: the healthy in-filler, for ``method="inpaint"``.
         batch_size: most images per forward pass.
 
     Returns: ``ablation_drop``, ``ablation_drop_shuffled``, ``ablation_flip``, ``retention``
@@ -282,11 +298,12 @@ def ablation_scores(classifier: Classifier, images: torch.Tensor, masks: torch.T
     partner = partner_masks.to(dev, torch.bool)
     tw = twin.to(dev, torch.float32) if twin is not None else None
     B = len(x)
+    kw = {"twin": tw, "inpainter": inpainter, "batch_size": batch_size}
     variants = torch.cat([
         x,
-        infill(x, own, method, seed=seed, twin=tw),
-        infill(x, partner, method, seed=seed + 1, twin=tw),
-        infill(x, ~own, method, seed=seed + 2, twin=tw),
+        infill(x, own, method, seed=seed, **kw),
+        infill(x, partner, method, seed=seed + 1, **kw),
+        infill(x, ~own, method, seed=seed + 2, **kw),
     ])  # (4B, 1, H, W)
     p = positive_probability(classifier, variants, batch_size).view(4, B).cpu()  # (4, B)
     p0, p_own, p_partner, p_kept = p

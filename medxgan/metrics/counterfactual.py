@@ -65,6 +65,25 @@ def counterfactual_similarity(changes: torch.Tensor, *, sample: int = 32, seed: 
     return torch.where(ok, s, nan)
 
 
+def similarity_outside(changes: torch.Tensor, region: torch.Tensor, *, sample: int = 32,
+                       seed: int = 0) -> tuple[float, float]:
+    """Mean change similarity of images with and without a region: does a change that is one
+    pattern for every image lie on that region (a shortcut found elsewhere), or elsewhere too?
+
+    Args:
+        changes: (B, H, W) x_pos - x_neg.
+        region: (H, W) bool, the region left out of the second figure.
+
+    Returns: (mean :func:`counterfactual_similarity` of the whole changes, the same with the
+    region's pixels zeroed); NaN where it is undefined (fewer than two non-zero changes).
+    """
+    whole = counterfactual_similarity(changes, sample=sample, seed=seed)
+    out = counterfactual_similarity(changes * (~region.to(torch.bool)).to(changes.dtype),
+                                    sample=sample, seed=seed)
+    mean = lambda t: float(t[~t.isnan()].mean()) if bool((~t.isnan()).any()) else float("nan")  # noqa: E731
+    return mean(whole), mean(out)
+
+
 def counterfactual_ncc(change: torch.Tensor, true_change: torch.Tensor) -> torch.Tensor:
     """Normalised cross-correlation of each image's change with its true change.
 
@@ -96,7 +115,7 @@ def universal_flip(mean_change: torch.Tensor, negatives: torch.Tensor, classifie
     """Share of real negatives that f calls positive after adding a mean change.
 
     A counterfactual method that found f's universal adversarial pattern, not the pathology,
-    has a mean change that turns most negatives positive (``FINDINGS.md``); image-specific
+    has a mean change that turns most negatives positive (``docs/findings.md``); image-specific
     changes average out to little.
 
     Args:

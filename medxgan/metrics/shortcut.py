@@ -1,179 +1,248 @@
-"""The shortcut finder: what outside the findings drives f? (issue #15, question 2)
+"""The shortcut finder: does anything outside the findings drive f? (issue #20, question 2)
 
-Occlusion sensitivity of f **outside the annotated boxes**, one map per cohort.
+A classifier can rely on the findings, on a shortcut, or on both; the regulator's question is
+whether anything **outside** the findings drives f, whatever the findings' own effect. Three
+kinds of evidence, each an effect with its own control (``p = sigmoid(f(x))``, f's decision
+threshold ``t``):
 
-1. Every image's own findings are first removed (:func:`medxgan.metrics.ablation.infill` of its
-   boxes; negatives have none), so what is left to drive f is not the findings.
-2. A square patch (side ``patch`` px, default H/8) slides over the image with step ``stride``
-   (default H/16); at each position the patch is infilled (blur by default) and the drop
-   ``p(x') - p(x' with the patch infilled)`` recorded, ``p = sigmoid(f)``, ``x'`` the image with
-   its findings removed. Patches that overlap the image's own boxes are skipped (they are the
-   findings' business: ``ablation_drop``).
-3. Per position the drops are averaged over the images that were scored there: the cohort map
-   (Hp, Wp) with per-position counts.
-4. The **strongest region** is the position with the largest mean drop among those scored on
-   at least ``min_count`` images: its box in pixel coordinates, the mean drop with a 95 %
-   percentile bootstrap CI over images (``aggregate.bootstrap_ci``), n, and the images where
-   it matters most (largest drop: a gallery). The CI describes the images at that position; it
-   does not account for the choice of the position among Hp x Wp (the transplant check below
-   is the causal test).
-5. **Transplant check**: the region is pasted (pixel copy) from a random positive (findings
-   removed as in 1) into each negative that f calls negative; the share that f then calls
-   positive, with a bootstrap CI. **Control**: the same donors, a random region of the same
-   size that does not overlap the found one. A shortcut gives transplant >> control.
+1. **Location-free** (:attr:`ShortcutFinding.residual`). Every positive's findings (its boxes,
+   dilated by ``dilate`` px) are removed by the infill (the run's healthy-anatomy in-filler by
+   default: it leaves neither a blurred opacity nor noise texture behind). The *residual rate*
+   is the share of the positives that f calls positive without their findings (all positives
+   with boxes: conditioning on "f called it positive" would select subjects that f scores high
+   for reasons other than the findings, and the negatives cannot be selected alike). Its
+   control:
+   every negative gets the dilated boxes of a random positive in-filled the same way (same
+   in-filler, same amount of in-filling, no finding to remove), and the *control rate* is the
+   share f then calls positive. A classifier that relies on the findings alone calls the
+   finding-free positives (which, but for the findings, are drawn like the negatives) no more
+   often positive than the negatives; the effect is the
+   difference of the two rates (percentile bootstrap of each group). This needs no place: it
+   answers "something outside the findings drives f" even where the search below cannot
+   point at it. ``residual_auroc`` is f's AUROC between the two finding-free groups.
+2. **Located** (:attr:`ShortcutFinding.located`). On each image f still calls positive with
+   its findings removed (positives, and negatives with their borrowed boxes in-filled: both
+   classes are searched alike; at most ``max_search`` each), the smallest region **outside**
+   the dilated boxes whose in-filling makes f call it negative: the counterfactual search of
+   the inpaint family (:func:`medxgan.explain.counterfactual_search.search_counterfactual`)
+   restricted to that area, coarse-to-fine from patches of side H/4 (stride H/8) trimmed by
+   H/8 and H/16, area cap 0.3; a band wider than any patch is a union of patches. Per image:
+   the mask, or none within the cap. The positives' masks give the cohort **heatmap** (share of
+   the searched positives whose region covers a pixel) and the **clusters**
+   (:func:`medxgan.metrics.shortcut_regions.cluster_regions`: by appearance, then by place).
+   **Transplant**, with donors that are not selected by f: each negative f calls negative
+   (findings-free as in 1) receives the found region of a random positive, copied at the
+   donor's place (nothing when that positive has none); control: the same with a random other
+   negative as the donor. A region that decides f only because the search selected it (any
+   classifier has such regions in its few false positives) is found as often in negatives,
+   so only a driver that positives carry more often than negatives transplants more from
+   them. The effect is the paired difference of "f calls it positive" (bootstrap CI); it
+   grows with the share of positives that carry the driver. Its **strength** is the rate among
+   the recipients whose donor had a region, minus the control rate: how surely the driver alone
+   makes an image positive, whatever its prevalence (what grades a shortcut strong or weak).
+   Before any of this, each found region is **completed** (:func:`complete_regions`, with a
+   healthy in-filler only): the search stops at the smallest region that flips f, a part of a
+   band, of a tube, of a frame; the ring around it joins while the image differs from the
+   in-filler's healthy prediction there. The *drop* is p(x') - p(x' with its region in-filled)
+   over the positives with a region (descriptive: the search stops once f flips).
+3. **Image-wide** (:attr:`ShortcutFinding.image_wide`,
+   :mod:`medxgan.metrics.shortcut_wide`): noise level, intensity histogram and border of each
+   negative moved to a positive donor's vs to a negative donor's (findings removed in both).
 
-Everything runs on the classifier's device, batched over (image, patch position) pairs in
-chunks of ``batch_size`` forward passes (no Python loop over images).
+:attr:`ShortcutFinding.effect` is the evidence with the largest lower CI bound; the verdict
+(``medxgan.report.answers.shortcut_answer``) decides on the three. Everything is batched on the
+classifier's device; the search runs on the in-filler's.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from medxgan.metrics.ablation import (
-    InfillMethod,
-    classifier_device,
-    fill_source,
-    infill,
-    noisy_linear_infill,
-    positive_probability,
-    threshold_of,
-)
+from medxgan.metrics.ablation import (classifier_device, infill, positive_probability,
+                                      threshold_of)
 from medxgan.metrics.aggregate import bootstrap_ci
+from medxgan.metrics.shortcut_regions import cluster_regions
+from medxgan.metrics.shortcut_wide import wide_transplants
+
+EVIDENCE_KINDS: tuple[str, ...] = ("location_free", "located", "image_wide")
+nan = float("nan")
 
 
 @dataclass(frozen=True)
 class ShortcutFinding:
-    """What the shortcut finder found in one cohort.
+    """What the shortcut finder found in one cohort (module docstring for the definitions).
 
     Attributes:
-        drop_map: (Hp, Wp) float64, mean drop of p (probability units, [-1, 1]) when the patch
-            at that position is infilled; NaN where no image was scored.
-        counts: (Hp, Wp) int64, images scored at each position (patches overlapping an
-            image's boxes are not).
-        patch, stride: patch side and step, pixels. Position (i, j) covers rows
-            ``ys[i] .. ys[i] + patch`` and columns ``xs[j] .. xs[j] + patch``.
-        ys, xs: (Hp,), (Wp,) int64 top / left pixel of each position.
-        box: strongest region ``(x0, y0, x1, y1)``, pixel-edge coordinates (x1, y1 exclusive);
-            None when no position was scored on ``min_count`` images.
-        drop, drop_ci_low, drop_ci_high, n: mean drop at the strongest region, its 95 %
-            bootstrap CI over images and the number of images scored there.
-        region_drops: (B,) float64 per-image drop at the strongest region (NaN: not scored).
-        top_images: (k,) int64 indices into the input batch, largest drop at the region first.
-        transplant_rate, transplant_ci_low, transplant_ci_high, transplant_n: share of the
-            negatives f called negative that it calls positive after the region is pasted in
-            from a positive; its CI and the number of negatives.
-        control_rate, control_ci_low, control_ci_high: the same with a random region of the
-            same size (not overlapping ``box``) from the same donors.
-        method: infill method; threshold: f's decision threshold.
+        residual: location-free evidence: ``rate``, ``ci_low``, ``ci_high``, ``n`` (positives
+            f called positive), ``control_rate`` (+ CI, ``control_n``: negatives), ``effect``
+            (+ CI), ``auroc``.
+        located: ``searched`` (positives still positive without their findings, searched),
+            ``found`` (of them, with a region within the cap), ``found_share`` (found /
+            positives), the same for the negatives (``searched_negatives``,
+            ``found_negatives``, ``found_share_negatives``), ``drop`` (+ CI, ``drop_n``),
+            ``transplant_rate``, ``control_rate``, ``effect`` (+ CI, ``n``: recipients),
+            ``strength`` (+ CI, ``strength_n``: recipients whose donor had a region),
+            ``clusters`` (``cluster_regions``), ``box`` (the main cluster's region at its
+            most frequent place, or None).
+        image_wide: one dict per intervention (``shortcut_wide.wide_transplants``).
+        effect: the strongest evidence: ``kind`` (one of :data:`EVIDENCE_KINDS`), ``name``,
+            ``effect``, ``ci_low``, ``ci_high``, ``n``; ``kind`` None when no evidence could
+            be computed.
+        heatmap: (H, W) float64, share of the searched positives whose region covers each pixel.
+        masks: (S, H, W) bool, the found region of each searched positive (empty: none).
+        searched: (S,) int64 indices into the input batch of the searched positives.
+        flipped: (S,) bool, the search made f call the image negative within the cap.
+        top_images: (k,) int64 indices into the input batch, the images with a region, largest
+            drop first (the gallery); ``top_boxes`` their region's bounding box.
+        dilate: px the boxes were dilated by; infill: ``inpaint`` (an in-filler) or the
+            ``medxgan.metrics.ablation`` method; threshold: f's decision threshold.
     """
 
-    drop_map: np.ndarray
-    counts: np.ndarray
-    patch: int
-    stride: int
-    ys: np.ndarray
-    xs: np.ndarray
-    box: tuple[int, int, int, int] | None
-    drop: float
-    drop_ci_low: float
-    drop_ci_high: float
-    n: int
-    region_drops: np.ndarray = field(repr=False)
-    top_images: np.ndarray
-    transplant_rate: float
-    transplant_ci_low: float
-    transplant_ci_high: float
-    transplant_n: int
-    control_rate: float
-    control_ci_low: float
-    control_ci_high: float
-    method: str
-    threshold: float
+    residual: dict[str, Any]
+    located: dict[str, Any]
+    image_wide: list[dict[str, Any]]
+    effect: dict[str, Any]
+    heatmap: np.ndarray = field(repr=False)
+    masks: np.ndarray = field(repr=False)
+    searched: np.ndarray = field(repr=False)
+    flipped: np.ndarray = field(repr=False)
+    top_images: np.ndarray = field(repr=False)
+    top_boxes: list = field(repr=False)
+    dilate: int = 0
+    infill: str = "inpaint"
+    threshold: float = 0.5
 
-    def summary(self) -> dict:
-        """Scalars and the box as a JSON-friendly dict (no arrays but ``top_images``)."""
-        d = asdict(self)
-        for k in ("drop_map", "counts", "ys", "xs", "region_drops"):
-            d.pop(k)
-        d["top_images"] = [int(i) for i in self.top_images]
-        d["box"] = list(self.box) if self.box is not None else None
-        return d
-
-
-def _positions(n: int, patch: int, stride: int) -> torch.Tensor:
-    """Start pixels 0, stride, ... of a patch along an axis of n pixels; the last one ends at n."""
-    starts = list(range(0, n - patch + 1, stride))
-    if starts[-1] != n - patch:
-        starts.append(n - patch)
-    return torch.tensor(starts, dtype=torch.long)
-
-
-def _box_overlap(masks: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, patch: int) -> torch.Tensor:
-    """Does the patch at each position contain a masked pixel? (B, Hp, Wp) bool.
-
-    Args:
-        masks: (B, H, W) bool. ys, xs: (Hp,), (Wp,) start pixels on the same device.
-    """
-    B, H, W = masks.shape
-    ii = torch.zeros(B, H + 1, W + 1, dtype=torch.float64, device=masks.device)
-    ii[:, 1:, 1:] = masks.to(torch.float64).cumsum(1).cumsum(2)  # integral image
-    y0, y1 = ys[:, None], ys[:, None] + patch  # (Hp, 1)
-    x0, x1 = xs[None, :], xs[None, :] + patch  # (1, Wp)
-    s = ii[:, y1, x1] - ii[:, y0, x1] - ii[:, y1, x0] + ii[:, y0, x0]  # (B, Hp, Wp)
-    return s > 0
+    def summary(self) -> dict[str, Any]:
+        """The JSON of ``shortcut.json`` (design: "Data contracts"): the three kinds of
+        evidence (``residual``, ``located``, ``image_wide``), the ``strongest``, flat keys of
+        each kind's effect for the acceptance criteria (``effect``, ``residual_effect``,
+        ``transplant_effect``, ``wide_effect``, each with ``_ci_low`` / ``_ci_high`` and an
+        ``n``), the heatmap as a list of rows (at most 64 x 64: block means), the gallery, and
+        the keys of the main located region (``box``, ``drop`` (+ CI, ``n``),
+        ``transplant_rate`` (+ CI, ``transplant_n``), ``control_rate`` (+ CI))."""
+        loc = {k: v for k, v in self.located.items() if k != "clusters"}
+        clusters = [{k: v for k, v in c.items() if k not in ("images", "boxes")}
+                    for c in self.located.get("clusters", [])]
+        st, r, lo = self.effect, self.residual, self.located
+        wide = max(self.image_wide, key=lambda w: (w["ci_low"], w["effect"]), default=None)
+        return {
+            "strongest": dict(st), "residual": dict(r),
+            "located": {**loc, "clusters": clusters}, "image_wide": [dict(d) for d in self.image_wide],
+            "effect": st["effect"], "effect_ci_low": st["ci_low"], "effect_ci_high": st["ci_high"],
+            "effect_n": st["n"], "effect_kind": st["kind"],
+            "residual_effect": r["effect"], "residual_effect_ci_low": r["effect_ci_low"],
+            "residual_effect_ci_high": r["effect_ci_high"], "residual_n": r["n"],
+            "transplant_effect": lo.get("effect"), "transplant_effect_ci_low": lo.get("effect_ci_low"),
+            "transplant_effect_ci_high": lo.get("effect_ci_high"),
+            "wide_effect": None if wide is None else wide["effect"],
+            "wide_effect_ci_low": None if wide is None else wide["ci_low"],
+            "wide_effect_ci_high": None if wide is None else wide["ci_high"],
+            "wide_n": 0 if wide is None else wide["n"], "wide_name": None if wide is None else wide["name"],
+            "heatmap": _small(self.heatmap).round(4).tolist(),
+            "top_images": [int(i) for i in self.top_images],
+            "top_boxes": [list(map(int, b)) for b in self.top_boxes],
+            "dilate": self.dilate, "method": self.infill, "threshold": self.threshold,
+            "box": lo.get("box"), "drop": lo.get("drop"), "drop_ci_low": lo.get("drop_ci_low"),
+            "drop_ci_high": lo.get("drop_ci_high"), "n": lo.get("drop_n", 0),
+            "transplant_rate": lo.get("transplant_rate"),
+            "transplant_ci_low": lo.get("transplant_ci_low"),
+            "transplant_ci_high": lo.get("transplant_ci_high"), "transplant_n": lo.get("n", 0),
+            "control_rate": lo.get("control_rate"), "control_ci_low": lo.get("control_ci_low"),
+            "control_ci_high": lo.get("control_ci_high"),
+        }
 
 
-def _patch_masks(rows: torch.Tensor, cols: torch.Tensor, H: int, W: int, patch: int) -> torch.Tensor:
-    """Masks (n, H, W) bool of patches with top-left pixels (rows, cols), each (n,)."""
-    r = torch.arange(H, device=rows.device)
-    c = torch.arange(W, device=cols.device)
-    in_r = (r[None] >= rows[:, None]) & (r[None] < rows[:, None] + patch)  # (n, H)
-    in_c = (c[None] >= cols[:, None]) & (c[None] < cols[:, None] + patch)  # (n, W)
-    return in_r[:, :, None] & in_c[:, None, :]
+def _small(a: np.ndarray, most: int = 64) -> np.ndarray:
+    """Block means of a (H, W) array down to at most ``most`` x ``most``."""
+    H, W = a.shape
+    k = max(1, -(-max(H, W) // most))
+    if k == 1:
+        return a.astype(np.float64)
+    h, w = H // k * k, W // k * k
+    return a[:h, :w].reshape(h // k, k, w // k, k).mean((1, 3))
 
 
-def _occlude(x: torch.Tensor, pm: torch.Tensor, fill: torch.Tensor | None,
-             seed: int) -> torch.Tensor:
-    """``x`` (n, 1, H, W) with the pixels of ``pm`` (n, H, W) infilled: taken from ``fill``
-    (n, 1, H, W) for the mask-independent methods, ROAD's imputation for ``noisy_linear``."""
-    if fill is None:
-        return noisy_linear_infill(x, pm, seed=seed)
-    return torch.where(pm[:, None], fill, x)
+class _Infill(nn.Module):
+    """A fixed infill (``medxgan.metrics.ablation.infill``) as an in-filler ``(x, m) -> x'``."""
+
+    def __init__(self, method: str, seed: int = 0):
+        super().__init__()
+        self.method, self.seed = method, seed
+        self._anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # device marker
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return infill(x, m.reshape(len(x), *x.shape[-2:]).bool(), self.method, seed=self.seed)
 
 
-def _rate(values: torch.Tensor, n_boot: int, seed: int) -> tuple[float, float, float, int]:
-    return bootstrap_ci(values.cpu().numpy().astype(np.float64), n_boot=n_boot, seed=seed)
+def dilate_masks(masks: torch.Tensor, px: int) -> torch.Tensor:
+    """(B, H, W) bool masks grown by ``px`` pixels (a (2 px + 1) square)."""
+    if px <= 0:
+        return masks.clone()
+    m = masks[:, None].float()
+    return F.max_pool2d(m, 2 * px + 1, stride=1, padding=px)[:, 0] > 0
+
+
+def _rate(v: torch.Tensor, n_boot: int, seed: int) -> tuple[float, float, float, int]:
+    return bootstrap_ci(v.double().cpu().numpy(), n_boot=n_boot, seed=seed)
+
+
+def _diff_ci(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float]:
+    """Mean(a) - mean(b) of two independent groups with a percentile bootstrap CI."""
+    if len(a) == 0 or len(b) == 0:
+        return nan, nan, nan
+    rng = np.random.default_rng(seed)
+    ma = a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1)
+    mb = b[rng.integers(0, len(b), (n_boot, len(b)))].mean(1)
+    lo, hi = np.quantile(ma - mb, [0.025, 0.975])
+    return float(a.mean() - b.mean()), float(lo), float(hi)
+
+
+def _auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+    if len(pos) == 0 or len(neg) == 0:
+        return nan
+    from scipy.stats import rankdata
+
+    r = rankdata(np.concatenate([pos, neg]))
+    return float((r[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def driver_search_options(side: int, multiple: int = 8) -> dict[str, Any]:
+    """The located search's options at ``side`` px: patches H/4 (stride H/8), trimmed by H/8 and
+    H/16; area cap 0.3; a crop of 3/4 of the side for ranking."""
+    from medxgan.config.inpaint import SearchConfig
+
+    cfg = SearchConfig(patch_sizes=(16, 8, 4), stride=8, area_cap=0.3, max_patches=32, crop=48)
+    return cfg.for_size(side, multiple)
 
 
 def find_shortcut(classifier, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, *,
-                  patch: int | None = None, stride: int | None = None,
-                  method: InfillMethod = "blur", seed: int = 0, twin: torch.Tensor | None = None,
-                  min_count: int | None = None, top_k: int = 8, n_boot: int = 1000,
+                  inpainter: nn.Module | None = None, method: str = "blur",
+                  dilate: int | None = None, max_search: int = 64, search: dict | None = None,
+                  seed: int = 0, top_k: int = 8, n_boot: int = 1000,
                   batch_size: int = 256) -> ShortcutFinding:
-    """Occlusion sensitivity of f outside the boxes, the strongest region and its transplant.
+    """The three kinds of shortcut evidence of one cohort (module docstring).
 
     Args:
         classifier: images (N, 1, H, W) in [0, 1] -> positive logit (N,); ``threshold``
             attribute on the probability (default 0.5).
         images: (B, 1, H, W) float in [0, 1]: positives and negatives of one cohort.
-        masks: (B, H, W) bool, union of each image's own boxes at image resolution (empty for
-            negatives and for positives without boxes).
-        labels: (B,) int, 1 positive / 0 negative (transplant donors and recipients).
-        patch: patch side, pixels (default ``max(2, round(H / 8))``).
-        stride: step between positions, pixels (default ``max(1, round(H / 16))``).
-        method: infill of the findings and of the patches (``blur``, ``mean``,
-            ``noisy_linear``; ``twin`` with ``twin`` images).
-        seed: seeds the noisy_linear noise (drawn per chunk, so with ``noisy_linear`` the map
-            also depends on ``batch_size``), the donors, the control regions and the bootstrap.
-        twin: (B, 1, H, W) counterfactual images for ``method="twin"``.
-        min_count: fewest images a position needs to be the strongest region (default
-            ``max(2, ceil(B / 4))``).
-        top_k: images returned for the gallery.
-        n_boot: bootstrap resamples of the CIs.
+        masks: (B, H, W) bool, the union of each image's own boxes (empty for negatives).
+        labels: (B,) int, 1 positive / 0 negative (others are ignored).
+        inpainter: ``(x, m) -> x_filled`` (B, 1, H, W), m (B, 1, H, W) in {0, 1}: the healthy
+            in-filler (``medxgan.models.inpaint.Inpainter`` or an ``InpaintGenerator``); None:
+            the fixed infill ``method`` (``blur``, ``mean``, ``noisy_linear``).
+        dilate: px the boxes grow by before in-filling (default ``max(1, round(H / 32))``).
+        max_search: most residual positives searched (in input order).
+        search: options of the located search (default :func:`driver_search_options`).
+        seed: partners, donors, bootstrap.
+        top_k: gallery size.
+        n_boot: bootstrap resamples.
         batch_size: most images per forward pass.
 
     Returns: a :class:`ShortcutFinding`.
@@ -184,83 +253,245 @@ def find_shortcut(classifier, images: torch.Tensor, masks: torch.Tensor, labels:
     if tuple(masks.shape) != (B, H, W) or tuple(labels.shape) != (B,):
         raise ValueError(f"masks must be (B, H, W) = {(B, H, W)} and labels (B,), got "
                          f"{tuple(masks.shape)}, {tuple(labels.shape)}")
-    P = int(patch) if patch is not None else max(2, round(H / 8))
-    S = int(stride) if stride is not None else max(1, round(H / 16))
-    if not (1 <= P <= min(H, W)) or S < 1:
-        raise ValueError(f"patch must be in 1..{min(H, W)} and stride >= 1, got {P}, {S}")
-    min_count = max(2, -(-B // 4)) if min_count is None else int(min_count)
+    d = max(1, round(H / 32)) if dilate is None else int(dilate)
     dev = classifier_device(classifier, images.device)
     thr = threshold_of(classifier)
-    own = masks.to(dev, torch.bool)
+    g = torch.Generator().manual_seed(int(seed))
+    filler = inpainter if inpainter is not None else _Infill(method, seed)
+    infill_name = "inpaint" if inpainter is not None else method
+    fdev = next(iter(filler.parameters())).device
+
+    def fill(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:  # (N, 1, H, W), (N, H, W)
+        out = [filler(x[s:s + batch_size].to(fdev), m[s:s + batch_size, None].to(fdev, x.dtype))
+               for s in range(0, len(x), batch_size)]
+        return torch.cat(out).to(dev) if out else x.to(dev)
+
+    x = images.to(dev, torch.float32)
     y = labels.to(dev).long()
-    tw = twin.to(dev, torch.float32) if twin is not None else None
-    base = infill(images.to(dev, torch.float32), own, method, seed=seed, twin=tw)  # findings removed
-    p0 = positive_probability(classifier, base, batch_size)  # (B,)
+    own = dilate_masks(masks.to(dev, torch.bool), d)                    # (B, H, W)
+    has_box = own.flatten(1).any(1)
+    pos = torch.nonzero((y == 1) & has_box).flatten()
+    neg = torch.nonzero(y == 0).flatten()
+    removal = own.clone()
+    if len(pos) and len(neg):  # each negative gets a random positive's dilated boxes
+        removal[neg] = own[pos[torch.randint(len(pos), (len(neg),), generator=g).to(dev)]]
+    with torch.no_grad():
+        base = fill(x, removal)                                         # findings removed
+    p0 = positive_probability(classifier, x, batch_size)
+    pb = positive_probability(classifier, base, batch_size)
 
-    # --- occlusion of every (image, position) pair outside the image's boxes
-    ys, xs = _positions(H, P, S).to(dev), _positions(W, P, S).to(dev)
-    Hp, Wp = len(ys), len(xs)
-    ok = ~_box_overlap(own, ys, xs, P).flatten(1)  # (B, Hp*Wp)
-    # position-major order: a chunk holds few neighbouring positions (noisy_linear solves on
-    # the union bounding box of a chunk's patches)
-    pair_k, pair_b = torch.nonzero(ok.T, as_tuple=True)  # (n_pairs,)
-    fill = None if method == "noisy_linear" else fill_source(base, method, twin=tw)
-    drops = torch.full((B, Hp * Wp), float("nan"), dtype=torch.float64, device=dev)
-    for c, s in enumerate(range(0, len(pair_b), batch_size)):
-        b, k = pair_b[s:s + batch_size], pair_k[s:s + batch_size]
-        pm = _patch_masks(ys[k // Wp], xs[k % Wp], H, W, P)  # (n, H, W)
-        xo = _occlude(base[b], pm, None if fill is None else fill[b], seed + 1 + c)
-        drops[b, k] = p0[b] - positive_probability(classifier, xo, batch_size)
-    counts = (~drops.isnan()).sum(0)  # (Hp*Wp,)
-    mean = torch.nansum(drops, 0) / counts.clamp(min=1)
-    mean = torch.where(counts > 0, mean, torch.full_like(mean, float("nan")))
-    drop_map = mean.view(Hp, Wp).cpu().numpy()
-    counts_np = counts.view(Hp, Wp).cpu().numpy().astype(np.int64)
+    # --- 1. location-free (all positives with boxes: conditioning on "f called it positive"
+    # would select subjects f scores high for reasons other than the findings)
+    called = pos
+    res = (pb[called] >= thr).double().cpu().numpy()
+    ctl = (pb[neg] >= thr).double().cpu().numpy()
+    r_stats = bootstrap_ci(res, n_boot=n_boot, seed=seed)
+    c_stats = bootstrap_ci(ctl, n_boot=n_boot, seed=seed + 1)
+    e = _diff_ci(res, ctl, n_boot, seed + 2)
+    residual = {"rate": r_stats[0], "ci_low": r_stats[1], "ci_high": r_stats[2], "n": r_stats[3],
+                "control_rate": c_stats[0], "control_ci_low": c_stats[1],
+                "control_ci_high": c_stats[2], "control_n": c_stats[3],
+                "effect": e[0], "effect_ci_low": e[1], "effect_ci_high": e[2],
+                "auroc": _auroc(pb[pos].cpu().numpy(), pb[neg].cpu().numpy()),
+                "called_rate": float((p0[pos] >= thr).double().mean()) if len(pos) else nan,
+                "p_positives": float(pb[called].mean()) if len(called) else nan,
+                "p_negatives": float(pb[neg].mean()) if len(neg) else nan}
 
-    nan = float("nan")
-    eligible = counts >= min_count
-    if not bool(eligible.any()):
-        return ShortcutFinding(drop_map, counts_np, P, S, ys.cpu().numpy(), xs.cpu().numpy(),
-                               None, nan, nan, nan, 0, np.full(B, nan), np.zeros(0, np.int64),
-                               nan, nan, nan, 0, nan, nan, nan, method, thr)
-    best = int(torch.where(eligible, mean, torch.full_like(mean, -float("inf"))).argmax())
-    by, bx = int(ys[best // Wp]), int(xs[best % Wp])
-    box = (bx, by, bx + P, by + P)
-    region = drops[:, best].cpu()  # (B,)
-    d_mean, d_lo, d_hi, d_n = bootstrap_ci(region.numpy(), n_boot=n_boot, seed=seed)
-    scored = torch.nonzero(~region.isnan()).flatten()
-    order = scored[torch.argsort(region[scored], descending=True, stable=True)]
-    top = order[:top_k].numpy().astype(np.int64)
+    # --- 2. located: per-image search outside the dilated boxes
+    located, heat, fmasks, searched, flipped, top, top_boxes = _located(
+        classifier, filler, base, removal, pb, pos, neg, thr, max_search,
+        search or driver_search_options(H, 2 ** _depth(filler)), g, seed, n_boot, top_k,
+        batch_size, dev, complete=inpainter is not None)
 
-    # --- transplant: the region from a random positive into each negative f calls negative
-    rec = torch.nonzero((y == 0) & (p0 < thr)).flatten()  # recipients
-    donors = torch.nonzero(y == 1).flatten()
-    t_stats = c_stats = (nan, nan, nan, 0)
-    if len(rec) and len(donors):
-        g = torch.Generator().manual_seed(int(seed))
-        d = donors[torch.randint(len(donors), (len(rec),), generator=g).to(dev)]  # (R,)
-        # control: a random position whose patch does not overlap the found region
-        far = ~((ys[:, None] < by + P) & (ys[:, None] + P > by)
-                & (xs[None, :] < bx + P) & (xs[None, :] + P > bx)).flatten()  # (Hp*Wp,)
-        cand = torch.nonzero(far).flatten()
+    # --- 3. image-wide
+    rec = neg[pb[neg] < thr]
+    wide = wide_transplants(classifier, base[rec], base[pos], base[neg], keep_r=~removal[rec],
+                            keep_p=~removal[pos], keep_n=~removal[neg], recipient_ids=rec.cpu(),
+                            neg_ids=neg.cpu(), threshold=thr, seed=seed, n_boot=n_boot,
+                            batch_size=batch_size) if len(rec) and len(pos) and len(neg) > 1 else []
+
+    cands = [("location_free", "residual", residual["effect"], residual["effect_ci_low"],
+              residual["effect_ci_high"], residual["n"]),
+             ("located", "transplant", located.get("effect", nan), located.get("effect_ci_low", nan),
+              located.get("effect_ci_high", nan), located.get("n", 0))]
+    cands += [("image_wide", w["name"], w["effect"], w["ci_low"], w["ci_high"], w["n"]) for w in wide]
+    cands = [c for c in cands if c[3] == c[3]]  # a NaN lower bound: not computed
+    if cands:
+        k, name, m, lo, hi, n = max(cands, key=lambda c: (c[3], c[2]))
+        effect = {"kind": k, "name": name, "effect": m, "ci_low": lo, "ci_high": hi, "n": n}
+    else:
+        effect = {"kind": None, "name": None, "effect": nan, "ci_low": nan, "ci_high": nan, "n": 0}
+    return ShortcutFinding(residual=residual, located=located, image_wide=wide, effect=effect,
+                           heatmap=heat, masks=fmasks, searched=searched, flipped=flipped,
+                           top_images=top, top_boxes=top_boxes, dilate=d, infill=infill_name,
+                           threshold=thr)
+
+
+def _located(classifier, filler, base, removal, pb, pos, neg, thr, max_search, opts, g, seed,
+             n_boot, top_k, batch_size, dev, complete: bool = True):
+    """Step 2 of the module docstring; returns (located dict, heatmap, masks, searched indices,
+    flipped, top image indices, their boxes); masks / searched / flipped are of the searched
+    positives."""
+    from medxgan.explain.counterfactual_search import search_counterfactual
+
+    B, _, H, W = base.shape
+    sp = pos[pb[pos] >= thr][:max_search]                              # residual positives
+    sn = neg[pb[neg] >= thr][:max_search]                              # negatives f calls positive
+    S = torch.cat([sp, sn])
+    n_pos, n_neg = len(pos), len(neg)
+    out = {"searched": int(len(sp)), "found": 0, "found_share": 0.0 if n_pos else nan,
+           "searched_negatives": int(len(sn)), "found_negatives": 0,
+           "found_share_negatives": 0.0 if n_neg else nan,
+           "drop": nan, "drop_ci_low": nan, "drop_ci_high": nan, "drop_n": 0,
+           "transplant_rate": nan, "transplant_ci_low": nan, "transplant_ci_high": nan,
+           "control_rate": nan, "control_ci_low": nan, "control_ci_high": nan,
+           "effect": nan, "effect_ci_low": nan, "effect_ci_high": nan, "n": 0,
+           "strength": nan, "strength_ci_low": nan, "strength_ci_high": nan, "strength_n": 0,
+           "clusters": [], "box": None}
+    heat = np.zeros((H, W))
+    found = torch.zeros(B, H, W, dtype=torch.bool)                      # every image's region
+    none = (out, heat, np.zeros((0, H, W), bool), np.zeros(0, np.int64), np.zeros(0, bool),
+            np.zeros(0, np.int64), [])
+    if not len(S):
+        return none
+    with torch.no_grad():
+        r = search_counterfactual(base[S].cpu(), classifier, filler, threshold=thr,
+                                  allowed=~removal[S].cpu(), **opts)
+    ok = r.flipped & r.mask[:, 0].flatten(1).any(1)
+    m = r.mask[:, 0] & ok[:, None, None]                                # (s, H, W) bool
+    if complete:  # the minimal region that flipped f, completed to the whole object
+        m = complete_regions(base[S].cpu(), m, filler, allowed=~removal[S].cpu(),
+                             batch_size=batch_size)
+    found[S.cpu()[ok]] = m[ok]
+    k = len(sp)
+    mp, okp = m[:k], ok[:k]
+    fmask = torch.where(okp[:, None, None], mp, torch.zeros_like(mp))   # positives' regions
+    heat = mp.double().mean(0).numpy() if k else heat
+    sp_np = sp.cpu().numpy().astype(np.int64)
+    out.update(found=int(okp.sum()), found_negatives=int(ok[k:].sum()))
+    out["found_share"] = out["found"] / n_pos if n_pos else nan
+    out["found_share_negatives"] = out["found_negatives"] / n_neg if n_neg else nan
+    top, boxes = np.zeros(0, np.int64), []
+    if bool(okp.any()):
+        fi = torch.nonzero(okp).flatten()                               # rows with a region
+        drop = (r.p_x[fi] - r.p_neg[fi]).double().numpy()
+        out["drop"], out["drop_ci_low"], out["drop_ci_high"], out["drop_n"] = bootstrap_ci(
+            drop, n_boot=n_boot, seed=seed + 3)
+        order = fi[np.argsort(-drop, kind="stable")]
+        top = sp_np[order.numpy()][:top_k]
+        boxes = [_bbox(mp[i].numpy()) for i in order[:top_k].tolist()]
+        with torch.no_grad():
+            xf = _fill_batches(filler, base[sp].cpu(), mp, batch_size)  # the whole regions
+        change = (base[sp].cpu() - xf)[:, 0]                            # (k, H, W) removed
+        clusters = cluster_regions(mp[fi].numpy(), change[fi].numpy(), sp_np[fi.numpy()], n_pos)
+        out["clusters"] = clusters
+        out["box"] = clusters[0]["box"] if clusters else None
+
+    # transplant with unselected donors: every negative f calls negative (findings-free)
+    # receives the found region of a random positive and, as the control, of a random other
+    # negative (searched alike); a donor without a region gives nothing
+    rec = neg[pb[neg] < thr]
+    if len(rec) and n_pos and n_neg >= 2 and bool(ok.any()):
         R = len(rec)
-        pm_t = _patch_masks(torch.full((R,), by, device=dev), torch.full((R,), bx, device=dev),
-                            H, W, P)
-        parts = [torch.where(pm_t[:, None], base[d], base[rec])]
-        if len(cand):
-            ck = cand[torch.randint(len(cand), (R,), generator=g).to(dev)]
-            pm_c = _patch_masks(ys[ck // Wp], xs[ck % Wp], H, W, P)
-            parts.append(torch.where(pm_c[:, None], base[d], base[rec]))
-        pos = (positive_probability(classifier, torch.cat(parts), batch_size) >= thr)
-        pos = pos.to(torch.float64).view(len(parts), R)
-        t_stats = _rate(pos[0], n_boot, seed)
-        if len(cand):
-            c_stats = _rate(pos[1], n_boot, seed)
-    return ShortcutFinding(
-        drop_map=drop_map, counts=counts_np, patch=P, stride=S, ys=ys.cpu().numpy(),
-        xs=xs.cpu().numpy(), box=box, drop=d_mean, drop_ci_low=d_lo, drop_ci_high=d_hi, n=d_n,
-        region_drops=region.numpy(), top_images=top,
-        transplant_rate=t_stats[0], transplant_ci_low=t_stats[1],
-        transplant_ci_high=t_stats[2], transplant_n=t_stats[3],
-        control_rate=c_stats[0], control_ci_low=c_stats[1], control_ci_high=c_stats[2],
-        method=method, threshold=thr)
+        cyc = torch.arange(R)  # donors in a shuffled cycle: each as often as the others
+        dp = pos[torch.randperm(n_pos, generator=g)[cyc % n_pos].to(dev)]
+        dn = neg[torch.randperm(n_neg, generator=g)[cyc % n_neg].to(dev)]
+        dn = torch.where(dn == rec, neg[(torch.searchsorted(neg, rec) + 1) % n_neg], dn)
+        fd = found.to(dev)
+        t_img = torch.where(fd[dp][:, None], base[dp], base[rec])
+        c_img = torch.where(fd[dn][:, None], base[dn], base[rec])
+        p = positive_probability(classifier, torch.cat([t_img, c_img]), batch_size).view(2, R).cpu()
+        tr, ct = (p[0] >= thr).double(), (p[1] >= thr).double()
+        t_stats, c_stats = _rate(tr, n_boot, seed + 4), _rate(ct, n_boot, seed + 5)
+        e = bootstrap_ci((tr - ct).numpy(), n_boot=n_boot, seed=seed + 6)
+        # per-image strength: among the recipients whose positive donor had a region
+        got = fd[dp].flatten(1).any(1).cpu()
+        st = bootstrap_ci(tr[got].numpy() - c_stats[0], n_boot=n_boot, seed=seed + 7) \
+            if bool(got.any()) else (nan, nan, nan, 0)
+        out.update(transplant_rate=t_stats[0], transplant_ci_low=t_stats[1],
+                   transplant_ci_high=t_stats[2], control_rate=c_stats[0],
+                   control_ci_low=c_stats[1], control_ci_high=c_stats[2],
+                   effect=e[0], effect_ci_low=e[1], effect_ci_high=e[2], n=e[3],
+                   strength=st[0], strength_ci_low=st[1], strength_ci_high=st[2], strength_n=st[3])
+    return out, heat, fmask.numpy(), sp_np, okp.numpy(), top, boxes
+
+
+def _fill_batches(filler: nn.Module, x: torch.Tensor, m: torch.Tensor, batch_size: int
+                  ) -> torch.Tensor:
+    """``filler(x, m)`` in batches on the filler's device; x (N, 1, H, W), m (N, H, W) bool;
+    the result on the CPU."""
+    dev = next(iter(filler.parameters())).device
+    out = [filler(x[s:s + batch_size].to(dev), m[s:s + batch_size, None].to(dev, x.dtype)).cpu()
+           for s in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else x.clone()
+
+
+@torch.no_grad()
+def complete_regions(x: torch.Tensor, masks: torch.Tensor, filler: nn.Module, *,
+                     allowed: torch.Tensor | None = None, grow_px: int | None = None,
+                     tol_abs: float = 0.1, tol_rel: float = 0.5, max_area: float = 0.3,
+                     max_steps: int = 16, batch_size: int = 256) -> torch.Tensor:
+    """Grow each found region to the whole object it is part of.
+
+    The search stops at the smallest region that flips f: a part of a band, of a tube, of a
+    frame, one letter of a label. The in-filler, which draws healthy anatomy from the context,
+    tells the rest of the object from anatomy: repeatedly, the ring of ``grow_px`` px around the
+    region is in-filled together with it, and a ring pixel joins the region when the image
+    differs from the in-filling by more than ``max(tol_abs, tol_rel * m)``, ``m`` the 90th
+    percentile of the difference inside the region first found: the object's own contrast
+    (what the in-filler cannot draw from context is not anatomy it knows). Growth stops when no pixel joins, after ``max_steps`` steps, or, for
+    an image, when its region would exceed ``max_area`` of the image (that image keeps its last
+    region).
+
+    Args:
+        x: (N, 1, H, W) in [0, 1], the images the regions were found in.
+        masks: (N, H, W) bool, the found regions (empty: left as they are).
+        filler: ``(x, m) -> x_filled``.
+        allowed: (N, H, W) bool, where a region may grow (outside the findings).
+        grow_px: ring width, px (default ``max(1, round(H / 32))``).
+
+    Returns: (N, H, W) bool, each region a superset of the given one.
+    """
+    from medxgan.metrics.shortcut import dilate_masks
+
+    N, _, H, W = x.shape
+    m = masks.clone()
+    has = m.flatten(1).any(1)
+    if not bool(has.any()):
+        return m
+    idx = torch.nonzero(has).flatten()
+    xs, cur = x[idx], m[idx]
+    al = allowed[idx] if allowed is not None else torch.ones_like(cur)
+    g = max(1, round(H / 32)) if grow_px is None else int(grow_px)
+    d0 = (xs - _fill_batches(filler, xs, cur, batch_size)).abs()[:, 0]          # (n, H, W)
+    ref = torch.stack([d0[i][cur[i]].quantile(0.9) for i in range(len(idx))])  # (n,)
+    tol = torch.clamp(tol_rel * ref, min=tol_abs)[:, None, None]
+    live = torch.ones(len(idx), dtype=torch.bool)
+    for _ in range(max_steps):
+        ring = dilate_masks(cur, g) & ~cur & al & live[:, None, None]
+        if not bool(ring.any()):
+            break
+        d = (xs - _fill_batches(filler, xs, cur | ring, batch_size)).abs()[:, 0]
+        grown = cur | (ring & (d > tol))
+        too_big = grown.flatten(1).float().mean(1) > max_area
+        changed = (grown != cur).flatten(1).any(1) & ~too_big
+        live &= changed
+        cur = torch.where(changed[:, None, None], grown, cur)
+        if not bool(live.any()):
+            break
+    m[idx] = cur
+    return m
+
+
+def _depth(filler: nn.Module) -> int:
+    """The in-filler's number of down-samplings (its crops must be multiples of 2**depth)."""
+    return int(getattr(getattr(filler, "inpainter", filler), "depth", 0) or 0)
+
+
+def _bbox(m: np.ndarray) -> list[int]:
+    rows, cols = np.nonzero(m)
+    return [int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1]
+
+
+__all__ = ["EVIDENCE_KINDS", "ShortcutFinding", "dilate_masks", "driver_search_options",
+           "find_shortcut"]

@@ -12,7 +12,7 @@ in-filling of a binary mask by the same in-filler, and f's decision is checked o
 family's contract is unchanged; what changes is which mask is found (a learned guess of where
 the search would look, not the smallest one).
 
-Off by default (``InpaintConfig.amortise.images`` = 0); README "Generator families" has its
+Off by default (``InpaintConfig.amortise.images`` = 0); docs/generator-families.md has its
 measurements.
 """
 

@@ -67,7 +67,8 @@ def check_classifier(spec: ClassifierSpec | str | AuditedClassifier, cohort_url:
         ``n``, ``n_labelled``, ``positives``, ``threshold``, ``auroc``, ``sensitivity``,
         ``specificity``, ``ece``, ``logit_min``, ``logit_max``, ``images_per_s``,
         ``seconds``, ``device``, ``threads``, ``target_layer`` (None where Grad-CAM cannot
-        run), ``gradcam_unsupported`` (why not, one line, or None).
+        run), ``gradcam_unsupported`` (why not, one line, or None), ``onnx_opset`` (ONNX:
+        ``{"file": opset, "converted_to": opset or None}``; None for other kinds).
 
     Raises:
         ClassifierLoadError: the classifier cannot be loaded, a finding not among its output
@@ -133,6 +134,7 @@ def check_classifier(spec: ClassifierSpec | str | AuditedClassifier, cohort_url:
         "seconds": float(seconds), "device": str(device), "threads": torch.get_num_threads(),
         "target_layer": None if no_cam else _layer_name(f),
         "gradcam_unsupported": no_cam,
+        "onnx_opset": getattr(f.model, "onnx_opset", None),
     }
 
 
@@ -160,8 +162,13 @@ def format_check(r: dict[str, Any]) -> list[str]:
     norm_s = norm if isinstance(norm, str) else f"mean {norm['mean']} std {norm['std']}"
     cohort = f"cohort {i['cohort_size'][0]} px -> " if i.get("cohort_size") else ""
     split = r["split"] or "all"
+    opset = r.get("onnx_opset") or {}
+    onnx = [] if not opset else [
+        f"ONNX: opset {opset['file']}" + (
+            f", converted to opset {opset['converted_to']} for onnx2torch" if
+            opset.get("converted_to") else "") + "; onnxruntime agrees on the original file"]
     return [
-        f"classifier: {model} ({r['path']}, sha256 {r['sha256'][:12]})",
+        f"classifier: {model} ({r['path']}, sha256 {r['sha256'][:12]})", *onnx,
         f"audited output: {chosen}, activation {r['activation']}",
         f"input: {cohort}{i['size']} px ({i['resize']}), {i['channels']} channel(s), "
         f"normalisation {norm_s}" + (f", preset {i['preset']}" if i.get("preset") else ""),

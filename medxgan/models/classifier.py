@@ -78,7 +78,7 @@ def default_target_layer(model: nn.Module) -> nn.Module | None:
       right after it in definition order (the last of them), or the Conv2d itself.
 
     A raw Conv2d output (before BatchNorm and ReLU) is signed and was measured to localise
-    worse on our phantoms (bench/quality.py, README "Explanation quality"). None when the model
+    worse on our phantoms (bench/quality.py, docs/benchmarks.md). None when the model
     has no Conv2d.
     """
     layer4 = getattr(model, "layer4", None)

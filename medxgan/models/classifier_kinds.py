@@ -3,8 +3,11 @@
 - :func:`_load_torchscript`: a ``torch.jit`` file (+ the output names it carries);
 - :func:`_load_state_dict_model`: ``torchvision`` / ``small_cnn`` (an architecture + a
   ``state_dict``; the stem's channels from the first conv weight);
-- :func:`_load_onnx`: an ONNX file converted with ``onnx2torch`` (gradients flow), and
-  :func:`_compare_onnxruntime`, its check against ``onnxruntime`` after wrapping;
+- :func:`_load_onnx`: an ONNX file converted with ``onnx2torch`` (gradients flow; a file of
+  an opset whose operators onnx2torch lacks is first converted down to
+  :data:`ONNX2TORCH_OPSET` with ``onnx.version_converter``), and
+  :func:`_compare_onnxruntime`, its check against ``onnxruntime`` (on the original file)
+  after wrapping;
 - :func:`_load_torchxrayvision`: a TorchXRayVision DenseNet from a local ``state_dict`` or the
   package's cache file (never a download).
 
@@ -105,7 +108,9 @@ def _missing(package: str, extra: str, kind: str) -> ClassifierLoadError:
 
 def _load_onnx(data: bytes, spec: ClassifierSpec) -> nn.Module:
     """An ONNX file as a differentiable torch module (onnx2torch); a fixed batch of 1 is
-    served image by image."""
+    served image by image. Any opset onnxruntime runs: where onnx2torch lacks an operator
+    version of the file's opset, the model is converted down to :data:`ONNX2TORCH_OPSET`
+    first. The module's ``onnx_opset`` records ``{"file": opset, "converted_to": 17 | None}``."""
     try:
         import onnx
     except ImportError:
@@ -132,17 +137,57 @@ def _load_onnx(data: bytes, spec: ClassifierSpec) -> nn.Module:
                                           f"{what}={w} (in_channels={want[0]}, "
                                           f"input_size={want[1]})")
     _inline_identity_initializers(proto)
+    opset = _default_opset(proto)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = convert(proto)
-    except Exception as exc:  # noqa: BLE001 - an operator onnx2torch lacks, ...
-        raise ClassifierLoadError(f"{spec.path}: onnx2torch cannot convert it "
-                                  f"({type(exc).__name__}: {one_line(exc)[:200]}); export it "
-                                  "as TorchScript instead") from None
+        model = _convert(convert, proto)
+        converted_to = None
+    except Exception as exc:  # noqa: BLE001 - an operator (version) onnx2torch lacks, ...
+        first = f"{type(exc).__name__}: {one_line(exc)[:200]}"
+        if opset is None or opset <= ONNX2TORCH_OPSET:
+            raise ClassifierLoadError(f"{spec.path}: onnx2torch cannot convert it ({first}); "
+                                      "export it as TorchScript instead") from None
+        model = _convert_down(convert, proto, opset, spec, first)
+        converted_to = ONNX2TORCH_OPSET
     if dims and dims[0] == 1:
         model = _PerImage(model)
+    model.onnx_opset = {"file": opset, "converted_to": converted_to}  # check-classifier
     return model
+
+
+ONNX2TORCH_OPSET = 17
+"""The opset a file is converted down to (``onnx.version_converter``) when onnx2torch lacks
+a converter for an operator version of its own opset (torch 2.14's ``torch.onnx.export``
+writes opset 20, whose ``Constant``/``Identity``/``ReduceMean`` onnx2torch 1.5 does not
+take). The onnxruntime agreement check always runs on the original file."""
+
+
+def _default_opset(proto) -> int | None:
+    """The version of the default ONNX domain the model imports (None: not declared)."""
+    return next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+                None)
+
+
+def _convert(convert, proto) -> nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return convert(proto)
+
+
+def _convert_down(convert, proto, opset: int, spec: ClassifierSpec, first: str) -> nn.Module:
+    """onnx2torch of ``proto`` converted from ``opset`` down to :data:`ONNX2TORCH_OPSET`; one
+    line naming both failures when that does not convert either."""
+    from onnx import version_converter
+
+    try:
+        down = version_converter.convert_version(proto, ONNX2TORCH_OPSET)
+        _inline_identity_initializers(down)
+        return _convert(convert, down)
+    except Exception as exc:  # noqa: BLE001 - an operator the version converter lacks, ...
+        raise ClassifierLoadError(
+            f"{spec.path}: onnx2torch cannot convert it at opset {opset} ({first}) nor after "
+            f"onnx.version_converter to opset {ONNX2TORCH_OPSET} ({type(exc).__name__}: "
+            f"{one_line(exc)[:160]}); export it with torch.onnx.export(..., opset_version="
+            f"{ONNX2TORCH_OPSET}) or as TorchScript instead") from None
 
 
 def _inline_identity_initializers(proto) -> None:

@@ -1,6 +1,6 @@
 """Health metrics of a medXGAN generator G against its classifier f (one checkpoint).
 
-Class agreement alone is not a health check (FINDINGS.md: generators that flip f with one
+Class agreement alone is not a health check (docs/findings.md: generators that flip f with one
 universal pattern score high on it), so a checkpoint is judged by four numbers:
 
   - ``agree_neg`` / ``agree_pos``: over ``n`` samples, the share of G(z_a, 0) that f calls

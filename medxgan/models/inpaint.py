@@ -5,7 +5,7 @@ in-filling makes the classifier call it negative (:mod:`medxgan.explain.counterf
 This is FIDO's generative in-filling (Chang et al., "Explaining image classifiers by
 counterfactual generation", ICLR 2019) with an in-filler trained only on images the audited
 classifier calls negative, so that what it draws is healthy anatomy, and it is the measured lead
-of the prototype in ``FINDINGS.md`` ("Image-conditioned prototypes": base 8, L1 in the hole +
+of the prototype in ``docs/findings.md`` ("Image-conditioned prototypes": base 8, L1 in the hole +
 0.1 L1 outside, holes of 1-3 ellipses / rectangles of 4-20 px at 64 px).
 
 Public surface:

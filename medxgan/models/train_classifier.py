@@ -2,7 +2,7 @@
 
 The train split (labelled images only) is held in memory (64 px cohorts of a few thousand
 images are tens of MB); val and test are streamed. Adam + OneCycle (a constant lr made the
-prototype's accuracy swing between epochs: FINDINGS.md), random horizontal/vertical flips,
+prototype's accuracy swing between epochs: docs/findings.md), random horizontal/vertical flips,
 BCE on one logit. Outputs in the out store:
 
   - ``classifier.pt``: the state_dict (load with ``weights_only=True``),

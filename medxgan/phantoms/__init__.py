@@ -25,7 +25,10 @@ the pixels whose stored uint8 value differs from the lesion-free rendering of th
 
 Shortcut tag: a bright square (about 6 % of the side) in the top-right corner
 (:func:`tag_box`), placed on a fraction ``shortcut_rate`` of positives and on
-``min(shortcut_rate, 0.02)`` of negatives. It is not a finding and gets no box; the image's
+``min(shortcut_rate, 0.02)`` of negatives (``shortcut_negative_rate`` sets another share).
+Other shortcut kinds (``shortcut``: a band, a moving marker, text, a tube, a second scanner,
+another exposure, a collimation border) are drawn the same way (:mod:`.shortcuts`); faint
+findings with ``lesion_scale`` < 1; :func:`shortcut_region` is where a subject's shortcut lies. It is not a finding and gets no box; the image's
 ``source_ref`` ends in ``:tag=1``. :func:`remove_tag` overwrites the tag region of a batch with
 the mirrored background just below it (apply it to every image, tagged or not, to train a
 "clean" classifier on the same cohort).
@@ -78,16 +81,20 @@ from medxgan.phantoms.rendering import (
     _render,
     _streams,
 )
+from medxgan.phantoms.shortcuts import IMAGE_WIDE_KINDS, SHORTCUT_KINDS, corner_box
 from medxgan.phantoms.tag import _TAG_MARGIN, _TAG_SIDE, NEGATIVE_TAG_RATE, remove_tag, tag_box
 
 from medxgan.phantoms.twins import parse_source_ref, true_twins  # noqa: E402
 
-__all__ = ["KINDS", "MAX_SIZE", "MIN_SIZE", "NEGATIVE_TAG_RATE", "generate", "healthy_twin",
-           "parse_source_ref", "phantom_image", "remove_tag", "tag_box", "true_twins"]
+__all__ = ["IMAGE_WIDE_KINDS", "KINDS", "MAX_SIZE", "MIN_SIZE", "NEGATIVE_TAG_RATE", "SHORTCUT_KINDS",
+           "corner_box", "generate", "healthy_twin", "parse_source_ref", "phantom_image", "remove_tag",
+           "shortcut_region", "tag_box", "true_twins"]
 
 
 def phantom_image(kind: str, index: int, *, size: int = 64, seed: int = 0,
-                  prevalence: float = 0.5, shortcut_rate: float = 0.0) -> CohortImage:
+                  prevalence: float = 0.5, shortcut_rate: float = 0.0, shortcut: str = "tag",
+                  shortcut_negative_rate: float | None = None, lesion_scale: float = 1.0,
+                  force_shortcut: bool | None = None) -> CohortImage:
     """Render phantom number ``index`` of a ``kind`` cohort.
 
     Args:
@@ -96,39 +103,65 @@ def phantom_image(kind: str, index: int, *, size: int = 64, seed: int = 0,
         size: side in pixels (32..1024); anatomy scales with it.
         seed: cohort seed (>= 0).
         prevalence: probability that the image is positive.
-        shortcut_rate: probability that a positive carries the tag (negatives:
-            ``min(shortcut_rate, 0.02)``).
+        shortcut_rate: probability that a positive carries the shortcut.
+        shortcut: which shortcut (:data:`SHORTCUT_KINDS`; default the demo's ``tag``).
+        shortcut_negative_rate: probability that a negative carries it (default
+            ``min(shortcut_rate, 0.02)``; equal to ``shortcut_rate``: label-independent).
+        lesion_scale: lesion intensities times this (faint findings below 1).
+        force_shortcut: True / False: the same subject with / without the shortcut, whatever
+            its draw (None: as drawn).
 
     Returns:
         A :class:`CohortImage` with id ``f"{kind}-{seed}-{index:06d}"``, (size, size) uint8
-        pixels, ``source_ref`` ``f"{kind}:seed={seed}:index={index}"`` (+ ``":tag=1"``) and one
-        box per visible lesion (``finding`` "opacity" or "tumour").
+        pixels, ``source_ref`` ``f"{kind}:seed={seed}:index={index}"`` (+ ``":tag=1"`` when it
+        carries the shortcut) and one box per visible lesion (``finding`` "opacity" or
+        "tumour").
     """
     p = _render(kind, index, size=size, seed=seed, prevalence=prevalence,
-                shortcut_rate=shortcut_rate)
+                shortcut_rate=shortcut_rate, shortcut=shortcut,
+                shortcut_negative_rate=shortcut_negative_rate, lesion_scale=lesion_scale,
+                force_shortcut=force_shortcut)
     ref = f"{kind}:seed={seed}:index={index}" + (":tag=1" if p.tagged else "")
     return CohortImage(image_id=f"{kind}-{seed}-{index:06d}", label=p.label, pixels=p.pixels,
                        source_ref=ref, boxes=p.boxes)
 
 
 def healthy_twin(kind: str, index: int, *, size: int = 64, seed: int = 0,
-                 prevalence: float = 0.5, shortcut_rate: float = 0.0) -> np.ndarray:
+                 prevalence: float = 0.5, shortcut_rate: float = 0.0, shortcut: str = "tag",
+                 shortcut_negative_rate: float | None = None, lesion_scale: float = 1.0,
+                 force_shortcut: bool | None = None) -> np.ndarray:
     """The same subject as :func:`phantom_image` with the same arguments, without its lesions.
 
-    Ground truth for counterfactuals: same label draw, anatomy, exposure, noise and tag, so the
-    twin is byte-identical to the image everywhere except at the lesions' pixels (all inside
+    Ground truth for counterfactuals: same label draw, anatomy, exposure, noise and shortcut, so
+    the twin is byte-identical to the image everywhere except at the lesions' pixels (all inside
     the image's boxes); ``image - twin`` is the true change. For a negative it is the image.
 
     Returns: (size, size) uint8 pixels.
     """
     return _render(kind, index, size=size, seed=seed, prevalence=prevalence,
-                   shortcut_rate=shortcut_rate, lesions=False).pixels
+                   shortcut_rate=shortcut_rate, lesions=False, shortcut=shortcut,
+                   shortcut_negative_rate=shortcut_negative_rate, lesion_scale=lesion_scale,
+                   force_shortcut=force_shortcut).pixels
+
+
+def shortcut_region(kind: str, index: int, *, size: int = 64, seed: int = 0,
+                    prevalence: float = 0.5, shortcut: str = "tag",
+                    lesion_scale: float = 1.0) -> np.ndarray:
+    """Where the shortcut lies when this subject carries it: (size, size) bool, the pixels that
+    differ between the subject rendered with and without it (lesions included, so a shortcut
+    drawn over a lesion counts where it changes a pixel). Nearly every pixel for the image-wide
+    kinds (``noise``, ``exposure``)."""
+    opts = dict(size=size, seed=seed, prevalence=prevalence, shortcut_rate=1.0,
+                shortcut=shortcut, lesion_scale=lesion_scale)
+    on = _render(kind, index, force_shortcut=True, **opts).pixels
+    off = _render(kind, index, force_shortcut=False, **opts).pixels
+    return on != off
 
 
 def generate(kind: str, n: int, *, size: int = 64, seed: int = 0, prevalence: float = 0.5,
-             shortcut_rate: float = 0.0) -> Iterator[CohortImage]:
-    """Yield :func:`phantom_image` for indices ``0 .. n-1``."""
+             shortcut_rate: float = 0.0, **options) -> Iterator[CohortImage]:
+    """Yield :func:`phantom_image` for indices ``0 .. n-1`` (``options``: its other keyword
+    arguments: ``shortcut``, ``shortcut_negative_rate``, ``lesion_scale``)."""
     for i in range(n):
         yield phantom_image(kind, i, size=size, seed=seed, prevalence=prevalence,
-                            shortcut_rate=shortcut_rate)
-
+                            shortcut_rate=shortcut_rate, **options)

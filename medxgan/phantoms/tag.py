@@ -9,20 +9,9 @@ from __future__ import annotations
 
 import torch
 
+from medxgan.phantoms.shortcuts import _TAG_MARGIN, _TAG_SIDE, tag_box  # noqa: F401
+
 NEGATIVE_TAG_RATE = 0.02  # share of negatives tagged (capped by shortcut_rate)
-_TAG_SIDE, _TAG_MARGIN = 0.06, 0.03  # fractions of the image side
-
-
-def tag_box(size: int) -> tuple[int, int, int, int]:
-    """The shortcut tag's region ``(x0, y0, x1, y1)`` in pixel-edge coordinates (x1/y1 exclusive).
-
-    A square of side ``max(2, round(0.06 * size))`` at ``max(1, round(0.03 * size))`` pixels from
-    the top and right edges of a ``size`` x ``size`` image.
-    """
-    side = max(2, round(_TAG_SIDE * size))
-    margin = max(1, round(_TAG_MARGIN * size))
-    x1, y0 = size - margin, margin
-    return x1 - side, y0, x1, y0 + side
 
 
 def remove_tag(images: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
 A phantom image's ``source_ref`` is ``f"{kind}:seed={seed}:index={index}"`` (+ ``":tag=1"``;
 :func:`medxgan.phantoms.phantom_image`); the cohort manifest's ``phantom`` record (written by
-the ingest flow) holds ``prevalence`` and ``shortcut_rate`` (defaults 0.5 and 0.0, those of
-:func:`medxgan.phantoms.generate`, when absent, as in the benches' cohorts), and its
+the ingest flow) holds ``prevalence``, ``shortcut_rate``, ``shortcut``,
+``shortcut_negative_rate`` and ``lesion_scale`` (the defaults of
+:func:`medxgan.phantoms.phantom_image` when absent, as in older cohorts and the benches'), and its
 ``image_size`` the rendered side. :func:`medxgan.phantoms.healthy_twin` with those arguments is
 the same subject without its lesions, so ``image - twin`` is the true change that
 ``counterfactual_ncc`` compares a generator's change with.
@@ -51,7 +52,10 @@ def true_twins(cohort, ids: Sequence[str]) -> torch.Tensor | None:
     refs = dict(zip(idx["image_id"].to_pylist(), idx["source_ref"].to_pylist()))
     ph = cohort.manifest.get("phantom") or {}
     opts = {"prevalence": float(ph.get("prevalence", 0.5)),
-            "shortcut_rate": float(ph.get("shortcut_rate", 0.0))}
+            "shortcut_rate": float(ph.get("shortcut_rate", 0.0)),
+            "shortcut": str(ph.get("shortcut") or "tag"),
+            "shortcut_negative_rate": ph.get("shortcut_negative_rate"),
+            "lesion_scale": float(ph.get("lesion_scale", 1.0))}
     out = []
     for i in ids:
         rec = parse_source_ref(refs.get(i, ""))

@@ -95,23 +95,52 @@ def overview_section(summary: pd.DataFrame | None, metrics: Sequence[str] = VERD
 
 
 def shortcut_rows(shortcut: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(label, value) rows of ``shortcut.json`` (HTML and PDF)."""
-    def g(k: str) -> Any:
-        return shortcut.get(k)
+    """(label, value) rows of ``shortcut.json`` (HTML and PDF): the three kinds of shortcut
+    evidence, the clusters of the located search and whether each map marks the regions."""
+    if "residual" not in shortcut:
+        return [("shortcut.json", "from an earlier version (single-patch search): score the run again")]
 
-    def ci(a: str, lo: str, hi: str, pct: bool = False) -> str:
-        v = g(a)
-        return "—" if v is None else ci_text(float(v), g(lo), g(hi), 3, percent=pct)
+    def pct(d: Mapping[str, Any], a: str, lo: str | None = None, hi: str | None = None) -> str:
+        v = d.get(a)
+        return "—" if v is None else ci_text(float(v), d.get(lo) if lo else None, d.get(hi) if hi else None, 3, percent=True)
 
-    return [
-        ("strongest region outside the boxes (x0,y0)–(x1,y1)", box_text(g("box"))),
-        ("drop of p when it is infilled", ci("drop", "drop_ci_low", "drop_ci_high") + f" (n={g('n')})"),
-        ("transplant rate (pasted into negatives)", ci("transplant_rate", "transplant_ci_low", "transplant_ci_high", True)
-         + f" (n={g('transplant_n')})"),
-        ("control rate (random region, same size)", ci("control_rate", "control_ci_low", "control_ci_high", True)),
-        ("patch / stride (px)", f"{g('patch')} / {g('stride')}"),
-        ("infill", str(g("method"))),
+    def eff(d: Mapping[str, Any], a: str, lo: str, hi: str) -> str:
+        v = d.get(a)
+        return "—" if v is None else ci_text(float(v), d.get(lo), d.get(hi), 3)
+
+    r, lo = shortcut.get("residual") or {}, shortcut.get("located") or {}
+    rows = [
+        ("infill of the findings; boxes grown by", f"{shortcut.get('method')}; {shortcut.get('dilate')} px"),
+        ("1. still positive without the findings: positives / negatives (same in-filling)",
+         f"{pct(r, 'rate', 'ci_low', 'ci_high')} (n={r.get('n')}) / "
+         f"{pct(r, 'control_rate', 'control_ci_low', 'control_ci_high')} (n={r.get('control_n')})"),
+        ("   difference (location-free effect)", eff(r, "effect", "effect_ci_low", "effect_ci_high")),
+        ("   f's AUROC, finding-free positives vs negatives", "—" if r.get("auroc") is None else f"{float(r['auroc']):.3f}"),
+        ("2. located search: positives searched / with a region outside the findings",
+         f"{lo.get('searched')} / {lo.get('found')}"),
+        ("   main region (x0,y0)–(x1,y1)", box_text(lo.get("box"))),
+        ("   drop of p when the found region is in-filled", eff(lo, "drop", "drop_ci_low", "drop_ci_high")
+         + f" (n={lo.get('drop_n')})"),
+        ("   transplant: region from a positive / from another negative",
+         f"{pct(lo, 'transplant_rate', 'transplant_ci_low', 'transplant_ci_high')} / "
+         f"{pct(lo, 'control_rate', 'control_ci_low', 'control_ci_high')} (n={lo.get('n')})"),
+        ("   difference (located effect)", eff(lo, "effect", "effect_ci_low", "effect_ci_high")),
     ]
+    for c in (lo.get("clusters") or [])[:4]:
+        share = c.get("share")
+        rows.append((f"   cluster: {c.get('appearance')}",
+                     f"{c.get('place_text')}; {c.get('n_images')} images"
+                     + ("" if share is None else f" ({100 * float(share):.0f} % of the positives)")))
+    for w in shortcut.get("image_wide") or []:
+        rows.append((f"3. image-wide, {w.get('name')}: positive donor / negative donor",
+                     f"{pct(w, 'rate')} / {pct(w, 'control_rate')}; difference "
+                     f"{eff(w, 'effect', 'ci_low', 'ci_high')} (n={w.get('n')})"))
+    for m, mk in (shortcut.get("maps") or {}).items():
+        rows.append((f"map on the found regions: {m}",
+                     f"relevance mass {eff(mk, 'mass', 'ci_low', 'ci_high')} (regions: "
+                     f"{100 * float(mk.get('area') or 0):.1f} % of the image); "
+                     + ("marks the shortcut" if mk.get("marks") else "does not mark it")))
+    return rows
 
 
 def evidence_section(v: Verdict | None, shortcut: Mapping[str, Any] | None) -> str:
@@ -128,7 +157,8 @@ def evidence_section(v: Verdict | None, shortcut: Mapping[str, Any] | None) -> s
                          + table(rows, ["<th>number</th>", "<th>mean [95 % CI]</th>", "<th>n</th>"]))
     if shortcut is not None:
         rows = [f"<tr><th>{esc(k)}</th><td>{esc(val)}</td></tr>" for k, val in shortcut_rows(shortcut)]
-        parts.append("<h3>Shortcut search (occlusion outside the boxes)</h3>" + table(rows, cls="kv"))
+        parts.append("<h3>Shortcut search (outside the findings: location-free, located, image-wide)</h3>"
+                     + table(rows, cls="kv"))
     if v.findings:
         parts.append("<h3>Every rule, with its numbers</h3><ul>" + "".join(f"<li>{esc(s)}</li>" for s in v.findings) + "</ul>")
     return section("evidence", title, "".join(parts))

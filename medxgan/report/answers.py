@@ -84,7 +84,11 @@ class Answer:
         sentence: one sentence with the deciding numbers.
         numbers: the deciding numbers with their CIs.
         methods: trustworthy explanations: the methods that pass (catalogue order).
-        region: shortcut: the strongest region ``(x0, y0, x1, y1)`` (None when none).
+        region: shortcut: the main located region ``(x0, y0, x1, y1)`` (None when none).
+        grade: shortcut: ``strong``, ``weak`` (outcome yes) or ``none`` (no).
+        kind: shortcut: ``located``, ``image_wide`` or ``place_unknown`` (outcome yes).
+        description: shortcut: what and where, e.g. ``a small bright object in the top-right
+            corner, found in 85 % of the positives``.
     """
 
     key: str
@@ -93,6 +97,9 @@ class Answer:
     numbers: list[Number] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     region: tuple[int, int, int, int] | None = None
+    grade: str | None = None
+    kind: str | None = None
+    description: str | None = None
 
     @property
     def question(self) -> str:
@@ -101,7 +108,8 @@ class Answer:
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "question": self.question, "outcome": self.outcome, "sentence": self.sentence,
                 "numbers": [x.to_dict() for x in self.numbers], "methods": list(self.methods),
-                "region": list(self.region) if self.region is not None else None}
+                "region": list(self.region) if self.region is not None else None,
+                "grade": self.grade, "kind": self.kind, "description": self.description}
 
 
 def ci_text(mean: float | None, lo: float | None, hi: float | None, digits: int = 2, percent: bool = False) -> str:
@@ -177,67 +185,204 @@ def relies_answer(ev: Evidence, min_effect: float = 0.05) -> Answer:
     return a
 
 
-def _f(d: Mapping[str, Any], k: str) -> float:
-    v = d.get(k)
+def _f(d: Mapping[str, Any] | None, k: str) -> float:
+    v = (d or {}).get(k)
     return float("nan") if v is None or _nan(v) else float(v)
 
 
-def shortcut_answer(shortcut: Mapping[str, Any] | None, ev: Evidence, min_effect: float = 0.05) -> Answer:
-    """Question 2 (module docstring)."""
+MIN_SHORTCUT_EFFECT = 0.1
+"""Smallest effect (a difference of shares of images f calls positive) that counts as shortcut
+evidence, its 95 % CI above 0 as well (calibrated on the shortcut panel, docs/benchmarks.md)."""
+STRONG_SHORTCUT_EFFECT = 0.5
+"""A shortcut is graded strong when an effect's 95 % CI lies at or above this: it is shown to
+decide f alone for at least half of the images it is given to (else weak). For the located evidence the per-image ``strength`` is
+read (the transplant rate among negatives that received a region, minus the control), so that
+a driver that most images carry rarely and a driver that every image carries are graded by
+how surely they decide f, not by how common they are (which the answer reports apart)."""
+
+
+@dataclass(frozen=True)
+class _Ev:
+    kind: str          # location_free | located | image_wide
+    name: str
+    mean: float
+    lo: float
+    hi: float
+    n: int
+    rate: float
+    control: float
+
+    def shown(self, min_effect: float) -> bool:
+        return self.mean >= min_effect and self.lo > 0
+
+
+def _evidence(sc: Mapping[str, Any]) -> list[_Ev]:
+    """The shortcut search's effects, each with its control (``ShortcutFinding.summary()``)."""
+    r, lo = sc.get("residual") or {}, sc.get("located") or {}
+    out = [_Ev("location_free", "residual", _f(r, "effect"), _f(r, "effect_ci_low"),
+               _f(r, "effect_ci_high"), int(r.get("n") or 0), _f(r, "rate"), _f(r, "control_rate")),
+           _Ev("located", "transplant", _f(lo, "effect"), _f(lo, "effect_ci_low"),
+               _f(lo, "effect_ci_high"), int(lo.get("n") or 0), _f(lo, "transplant_rate"),
+               _f(lo, "control_rate"))]
+    for w in sc.get("image_wide") or []:
+        out.append(_Ev("image_wide", str(w.get("name")), _f(w, "effect"), _f(w, "ci_low"),
+                       _f(w, "ci_high"), int(w.get("n") or 0), _f(w, "rate"), _f(w, "control_rate")))
+    return out
+
+
+def located_text(sc: Mapping[str, Any]) -> str | None:
+    """``a small bright object in the top-right corner, found in 85 % of the positives`` (the
+    main cluster of the located search), None without one."""
+    cl = ((sc.get("located") or {}).get("clusters") or [None])[0]
+    if not cl:
+        return None
+    share = _f(cl, "share")
+    found = "" if _nan(share) else f", found in {100 * share:.0f} % of the positives"
+    return f"a {cl.get('appearance')} {cl.get('place_text')}{found}"
+
+
+def _wide_text(e: _Ev) -> str:
+    from medxgan.metrics.shortcut_wide import describe
+
+    return (f"giving negatives {describe(e.name)} of a positive makes f call "
+            f"{ci_text(e.rate, None, None, percent=True)} of them positive (of another negative: "
+            f"{ci_text(e.control, None, None, percent=True)}; difference {ci_text(e.mean, e.lo, e.hi)}, n={e.n})")
+
+
+def _residual_text(e: _Ev) -> str:
+    return (f"with their findings removed, f still calls {ci_text(e.rate, None, None, percent=True)} of the "
+            f"positives positive (negatives with the same in-filling: {ci_text(e.control, None, None, percent=True)}; "
+            f"difference {ci_text(e.mean, e.lo, e.hi)}, n={e.n})")
+
+
+def _transplant_text(e: _Ev, sc: Mapping[str, Any]) -> str:
+    what = located_text(sc) or "the region found"
+    lo = sc.get("located") or {}
+    st = _f(lo, "strength")
+    strength = "" if _nan(st) else (
+        f"; a negative that receives one turns positive {ci_text(st, _f(lo, 'strength_ci_low'), _f(lo, 'strength_ci_high'))}"
+        " more often than the control")
+    return (f"{what}: the regions found in positives, pasted into negatives, make f call "
+            f"{ci_text(e.rate, None, None, percent=True)} of them positive (those found in negatives: "
+            f"{ci_text(e.control, None, None, percent=True)}; difference {ci_text(e.mean, e.lo, e.hi)}, n={e.n}"
+            f"{strength})")
+
+
+def shortcut_answer(shortcut: Mapping[str, Any] | None, ev: Evidence | None = None,
+                    min_effect: float = MIN_SHORTCUT_EFFECT,
+                    strong: float = STRONG_SHORTCUT_EFFECT) -> Answer:
+    """Question 2 (module docstring): yes when any kind of evidence shows an effect of at least
+    ``min_effect`` with its CI above 0, whatever the findings' own effect; graded ``strong``
+    when one's CI lies at or above ``strong`` (the located evidence: its per-image strength's),
+    else ``weak``. ``ev`` is unused (kept for the signature)."""
     a = Answer("shortcut_suspected")
     if shortcut is None:
         a.sentence = "Undecided: no shortcut search ran in this run (no shortcut.json)."
         return a
-    box = shortcut.get("box")
-    if box is None:
-        a.sentence = "Undecided: the shortcut search scored no region outside the boxes on enough images."
+    if "residual" not in shortcut:
+        a.sentence = ("Undecided: this run's shortcut.json comes from the single-patch search of earlier "
+                      "versions; score the run again for the three kinds of shortcut evidence.")
         return a
-    a.region = tuple(int(round(float(v))) for v in box)  # type: ignore[assignment]
-    d, dlo, dhi = _f(shortcut, "drop"), _f(shortcut, "drop_ci_low"), _f(shortcut, "drop_ci_high")
-    t, tlo, thi = _f(shortcut, "transplant_rate"), _f(shortcut, "transplant_ci_low"), _f(shortcut, "transplant_ci_high")
-    c, clo, chi = _f(shortcut, "control_rate"), _f(shortcut, "control_ci_low"), _f(shortcut, "control_ci_high")
-    n = int(shortcut.get("n") or 0)
-    tn = int(shortcut.get("transplant_n") or 0)
-    own = ev.stat(INTERVENTION, "ablation_drop")
-    ref = max(own[0], min_effect) if own is not None else min_effect
-    a.numbers = [Number(f"drop when the region {box_text(a.region)} is infilled", d, dlo, dhi, n)]
-    if own is not None:
-        a.numbers.append(Number("ablation drop, own boxes infilled", *own))
-    a.numbers += [Number("transplant rate (region pasted into negatives)", t, tlo, thi, tn),
-                  Number("control rate (random region of the same size)", c, clo, chi, tn)]
-    stronger = None if _nan(dlo) else dlo > ref
-    transplants = None if _nan(tlo) or _nan(chi) else tlo > chi
-    where = f"the region {box_text(a.region)} outside the findings"
-    drop_txt = f"lowers p by {ci_text(d, dlo, dhi)} when infilled (n={n})"
-    ref_txt = (f"the findings' own boxes: {ci_text(*own[:3])}" if own is not None else "no intervention evidence")
-    ref_txt += f"; minimum effect {fmt(min_effect, 2)}"
-    tr_txt = (f"pasted into negatives it makes f call {ci_text(t, tlo, thi, percent=True)} of them positive "
-              f"vs {ci_text(c, clo, chi, percent=True)} for a random region of the same size (n={tn})")
-    if stronger and transplants:
-        a.outcome = "yes"
-        a.sentence = f"Yes: {where} {drop_txt}, more than the findings ({ref_txt}); {tr_txt}."
-    elif stronger is False or transplants is False:
-        a.outcome = "no"
-        why = []
-        if stronger is False:
-            why.append(f"{where} {drop_txt}, not more than the findings ({ref_txt})")
-        if transplants is False:
-            why.append(f"{tr_txt}: no better than chance")
-        elif transplants:
-            why.append(f"though {tr_txt}")
-        a.sentence = "No: " + "; ".join(why) + "."
-    else:
-        a.sentence = f"Undecided: {where} {drop_txt} ({ref_txt}); {tr_txt}."
+    evs = _evidence(shortcut)
+    for e in evs:
+        if not _nan(e.mean):
+            lab = {"location_free": "still positive without the findings (positives - negatives)",
+                   "located": "region pasted into negatives (positive donor - negative donor)"}.get(
+                       e.kind, f"image-wide: {e.name} (positive donor - negative donor)")
+            a.numbers.append(Number(lab, e.mean, e.lo, e.hi, e.n))
+            if e.kind == "located" and not _nan(_f(shortcut.get("located"), "strength")):
+                lo = shortcut["located"]
+                a.numbers.append(Number("strength: rate of recipients of a region - control", _f(lo, "strength"),
+                                        _f(lo, "strength_ci_low"), _f(lo, "strength_ci_high"),
+                                        int(lo.get("strength_n") or 0)))
+    box = shortcut.get("box")
+    shown = [e for e in evs if not _nan(e.lo) and e.shown(min_effect)]
+    if not shown:
+        if all(_nan(e.lo) for e in evs):
+            a.sentence = "Undecided: no shortcut evidence could be computed (no positives with boxes or no negatives)."
+            return a
+        a.outcome, a.grade = "no", "none"
+        parts = [t for t in (
+            _residual_text(evs[0]) if not _nan(evs[0].mean) else None,
+            (f"no region outside the findings transplants ({ci_text(evs[1].mean, evs[1].lo, evs[1].hi)})"
+             if not _nan(evs[1].mean) else "the search found no region outside the findings that decides f"),
+            ("no image-wide property does (largest difference "
+             + ci_text(*max(((e.mean, e.lo, e.hi) for e in evs[2:]), key=lambda t: t[1]))
+             + ")") if len(evs) > 2 else None) if t]
+        a.sentence = ("No: nothing outside the findings moves f by the minimum effect "
+                      f"{fmt(min_effect, 2)} or more: " + "; ".join(parts) + ".")
+        return a
+    a.outcome = "yes"
+    loc_strength = _f(shortcut.get("located"), "strength_ci_low")
+    a.grade = "strong" if any(e.lo >= strong for e in shown) or (
+        any(e.kind == "located" for e in shown) and not _nan(loc_strength)
+        and loc_strength >= strong) else "weak"
+    loc = next((e for e in shown if e.kind == "located"), None)
+    wide = max((e for e in shown if e.kind == "image_wide"), key=lambda e: e.lo, default=None)
+    res = next((e for e in shown if e.kind == "location_free"), None)
+    texts = []
+    if loc is not None:
+        a.kind = "located"
+        a.region = tuple(int(round(float(v))) for v in box) if box is not None else None  # type: ignore[assignment]
+        a.description = located_text(shortcut)
+        texts.append(_transplant_text(loc, shortcut))
+    if wide is not None:
+        a.kind = a.kind or "image_wide"
+        a.description = a.description or f"the {_wide_name(wide.name)}"
+        texts.append(_wide_text(wide))
+    if res is not None:
+        a.kind = a.kind or "place_unknown"
+        texts.append(_residual_text(res))
+    lead = "Yes" if a.grade == "strong" else "Yes, weak"
+    a.sentence = f"{lead}: " + "; ".join(texts) + "."
     return a
 
 
+def _wide_name(name: str) -> str:
+    return {"noise": "noise level", "histogram": "intensity distribution", "border": "image border"}.get(name, name)
+
+
+def shortcut_untrusted(short: Answer, shortcut: Mapping[str, Any] | None,
+                       candidates: Sequence[str]) -> dict[str, str]:
+    """Methods among ``candidates`` (those that localise the findings) that are still not to be
+    trusted because f's decision rests on a strong shortcut their maps do not show (question 3
+    follows question 2): a located shortcut that the method's map does not mark on the images
+    that carry it (``shortcut.json``'s ``maps``: ``medxgan.metrics.shortcut_run
+    .maps_on_shortcut``), or an image-wide / unplaced shortcut, which no map can show.
+    Returns method -> reason."""
+    if short.outcome != "yes" or short.grade == "weak" or not candidates:
+        return {}
+    if short.kind == "image_wide":
+        why = (f"f relies on an image-wide property ({short.description or 'outside the findings'}), "
+               "which no map can show")
+        return {m: why for m in candidates}
+    if short.kind != "located":
+        why = ("f relies on something outside the findings that the search could not place; "
+               "a map that marks the findings does not show it")
+        return {m: why for m in candidates}
+    maps = (shortcut or {}).get("maps") or {}
+    out = {}
+    for m in candidates:
+        mk = maps.get(m)
+        if not mk:
+            out[m] = "its maps were not checked against the shortcut's regions"
+        elif not mk.get("marks"):
+            out[m] = (f"its maps do not mark the shortcut f relies on (relevance mass "
+                      f"{ci_text(_f(mk, 'mass'), _f(mk, 'ci_low'), _f(mk, 'ci_high'))} in the found regions, "
+                      f"which cover {100 * _f(mk, 'area'):.1f} % of the image; n={mk.get('n')})")
+    return out
+
+
 def trust_answer(status: Mapping[str, bool | None], metrics: Sequence[str], ev: Evidence, *,
-                 excluded: Mapping[str, str] | None = None, have_floors: bool = True) -> Answer:
+                 excluded: Mapping[str, str] | None = None, have_floors: bool = True,
+                 untrusted: Mapping[str, str] | None = None) -> Answer:
     """Question 3 from rule 1's result per method (``status``: method -> localises?, in report
-    order); ``excluded``: methods not judged, with the reason."""
+    order); ``excluded``: methods not judged, with the reason; ``untrusted``: methods that
+    localise the findings but are not trusted (:func:`shortcut_untrusted`), with the reason."""
     a = Answer("trustworthy_explanations")
     mets = " and ".join(metric_label(k) for k in metrics)
-    good = [m for m, v in status.items() if v is True]
+    untrusted = dict(untrusted or {})
+    good = [m for m, v in status.items() if v is True and m not in untrusted]
     bad = [m for m, v in status.items() if v is False]
     a.methods = good
     for m in good:
@@ -247,6 +392,11 @@ def trust_answer(status: Mapping[str, bool | None], metrics: Sequence[str], ev: 
     for m, why in (excluded or {}).items():
         by_reason.setdefault(why, []).append(m)
     not_judged = "".join(f" {names(ms)} not judged: {why}." for why, ms in by_reason.items())
+    by_why: dict[str, list[str]] = {}
+    for m, why in untrusted.items():
+        by_why.setdefault(why, []).append(m)
+    not_judged += "".join(f" {names(ms)} mark the findings but are not trusted: {why}."
+                          for why, ms in by_why.items())
     if not have_floors or not status:
         a.sentence = ("Undecided: " + ("no floor map (random, box prior) to compare with." if not have_floors
                                       else "no explanation method was scored.") + not_judged)
@@ -256,6 +406,10 @@ def trust_answer(status: Mapping[str, bool | None], metrics: Sequence[str], ev: 
         a.sentence = (f"{names(good)}: the maps beat every floor on {mets} and mark each image's own boxes"
                       + (f"; {names(bad)} do not (a finding about those methods, not about the classifier)" if bad else "")
                       + "." + not_judged)
+    elif untrusted and not any(v is None for m, v in status.items() if m not in untrusted):
+        a.outcome = "no"
+        a.sentence = ("None: no explanation map shows what f's decision rests on." + not_judged
+                      + (f" {names(bad)} fail a localisation rule." if bad else ""))
     elif bad and all(v is not None for v in status.values()):
         a.outcome = "no"
         a.sentence = (f"None: no explanation map beats every floor on {mets} while marking each image's own boxes "
@@ -267,5 +421,5 @@ def trust_answer(status: Mapping[str, bool | None], metrics: Sequence[str], ev: 
     return a
 
 
-__all__ = ["QUESTIONS", "Answer", "Number", "Outcome", "box_text", "ci_text", "relies_answer", "shortcut_answer",
-           "trust_answer"]
+__all__ = ["MIN_SHORTCUT_EFFECT", "QUESTIONS", "STRONG_SHORTCUT_EFFECT", "Answer", "Number", "Outcome", "box_text",
+           "ci_text", "located_text", "relies_answer", "shortcut_answer", "shortcut_untrusted", "trust_answer"]

@@ -9,9 +9,11 @@ Each criterion (``medxgan.config.Criterion``) names one number of the run's evid
   summary (``<metric>``, ``<metric>_shuffled``: ``mean``, ``ci_low``, ``ci_high``, ``n``) or the
   own - shuffled gap ``<metric>-shuffled_gap`` (the comparisons row with ``method_a ==
   method_b``; bootstrapped from ``scores`` when that row is missing, as the verdict does);
-- ``evidence: shortcut`` with ``transplant_rate`` or ``drop`` of ``shortcut.json``
-  (``ShortcutFinding.summary()``: ``<metric>``, ``<prefix>_ci_low``, ``<prefix>_ci_high``;
-  n is ``transplant_n`` / ``n``).
+- ``evidence: shortcut`` with a number of ``shortcut.json`` (``ShortcutFinding.summary()``):
+  ``effect`` (the strongest of the three kinds of shortcut evidence), ``residual_effect``
+  (location-free), ``transplant_effect`` (located), ``wide_effect`` (image-wide), each with
+  ``<metric>_ci_low`` / ``_ci_high``, or the located region's ``transplant_rate`` / ``drop``;
+  a located number is undecided when no region was found.
 
 The deciding number is the criterion's ``on`` (``ci_low`` / ``mean`` / ``ci_high``; default
 ``ci_low`` for ``>=`` / ``>``, ``ci_high`` for ``<=`` / ``<``): **PASS** when
@@ -38,9 +40,16 @@ CriterionOutcome = Literal["PASS", "FAIL", "UNDECIDED"]
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 _SHORTCUT_KEYS = {  # metric -> (mean, ci_low, ci_high, n) keys of shortcut.json
+    "effect": ("effect", "effect_ci_low", "effect_ci_high", "effect_n"),
+    "residual_effect": ("residual_effect", "residual_effect_ci_low", "residual_effect_ci_high",
+                        "residual_n"),
+    "transplant_effect": ("transplant_effect", "transplant_effect_ci_low",
+                          "transplant_effect_ci_high", "transplant_n"),
+    "wide_effect": ("wide_effect", "wide_effect_ci_low", "wide_effect_ci_high", "wide_n"),
     "transplant_rate": ("transplant_rate", "transplant_ci_low", "transplant_ci_high", "transplant_n"),
     "drop": ("drop", "drop_ci_low", "drop_ci_high", "n"),
 }
+_LOCATED = ("transplant_rate", "drop", "transplant_effect")  # need a located region
 
 
 @dataclass(frozen=True)
@@ -94,8 +103,8 @@ def _stat_of(c: Criterion, ev: Evidence, shortcut: Mapping[str, Any] | None) -> 
     if c.evidence == "shortcut":
         if shortcut is None:
             return None, "no shortcut search in this run (no shortcut.json)"
-        if shortcut.get("box") is None:
-            return None, "the shortcut search found no region scored on enough images"
+        if c.metric in _LOCATED and shortcut.get("box") is None:
+            return None, "the shortcut search found no region outside the findings"
         keys = _SHORTCUT_KEYS[c.metric]
         vals = [shortcut.get(k) for k in keys[:3]]
         if vals[0] is None or _bad(vals[0]):

@@ -298,6 +298,13 @@ def bar_svg(summary: pd.DataFrame, *, title: str = "", width: int = 520, row_hei
     return "".join(out)
 
 
+def label_width(labels: Sequence[str], font_px: float = 11.0, least: int = 170) -> int:
+    """Pixels a column of right-aligned labels needs at ``font_px`` (a sans-serif glyph is at
+    most ~0.62 em wide on average: an upper bound for the report's fonts), plus a margin."""
+    longest = max((len(t) for t in labels), default=0)
+    return max(least, int(0.62 * font_px * longest + 12))
+
+
 def summary_svg(
     summary: pd.DataFrame | None,
     metrics: Sequence[str] = ("pointing_game", "relevance_mass"),
@@ -324,7 +331,8 @@ def summary_svg(
     methods = [m for m in order_methods({m for m, k in idx if k in panels}) if m != INTERVENTION]
     inter = [(lab, idx[(INTERVENTION, k)]) for lab, k in (("own boxes infilled", "ablation_drop"),
              ("another image's boxes infilled", "ablation_drop_shuffled")) if (INTERVENTION, k) in idx]
-    L, gap, T = 170, 14, 34
+    labels = [method_label(m) for m in methods] + [lab for lab, _ in inter]
+    L, gap, T = label_width(labels), 14, 34  # every label fits left of the panels
     top_h = T + row_height * len(methods) + 18 if panels else 0
     inter_h = 26 + row_height * len(inter) + 18 if inter else 0
     height = max(top_h + inter_h, 40)

@@ -202,7 +202,7 @@ def _evidence(doc: _Doc, inp: ReportInputs) -> None:
                          [[x.label, ci_text(x.mean, x.ci_low, x.ci_high, 3), "-" if x.n is None else x.n] for x in a.numbers],
                          widths=(100, 60, doc.epw - 160))
     if inp.shortcut is not None:
-        doc.h3("Shortcut search (occlusion outside the boxes)")
+        doc.h3("Shortcut search (outside the findings: location-free, located, image-wide)")
         doc.grid(["shortcut search", "value"], shortcut_rows(inp.shortcut), widths=(90, doc.epw - 90))
     _method_tables(doc, inp)
     if v is not None and v.findings:

@@ -86,7 +86,10 @@ from medxgan.catalogue import (
 )
 from medxgan.report._evidence import Evidence, Stat, beats, judge
 from medxgan.report._text import fmt, fmt_ci
-from medxgan.report.answers import Answer, box_text, relies_answer, shortcut_answer, trust_answer
+from medxgan.report._health import generator_health_rule as _generator_health
+from medxgan.report._health import shortcut_explains_change
+from medxgan.report.answers import (MIN_SHORTCUT_EFFECT, STRONG_SHORTCUT_EFFECT, Answer, box_text,
+                                     relies_answer, shortcut_answer, shortcut_untrusted, trust_answer)
 
 # Method roles come from the catalogue (``Method.verdict_role``); re-exported here by name.
 MEDXGAN_METHODS = GAN_METHODS
@@ -137,7 +140,8 @@ class Verdict:
         is (shortcut or no reliance is bad, reliance good), else ``localises``."""
         if self.headline_about != "classifier":
             return self.localises
-        if self.shortcut_suspected.outcome == "yes" or self.relies_on_findings.outcome == "no":
+        sc = self.shortcut_suspected
+        if (sc.outcome == "yes" and sc.grade != "weak") or self.relies_on_findings.outcome == "no":
             return False
         return True if self.relies_on_findings.outcome == "yes" else None
 
@@ -166,6 +170,9 @@ def audit_verdict(
     generator_health: Mapping[str, Any] | None = None,
     health_similarity_threshold: float = 0.5,
     health_universal_flip: float = 0.5,
+    shortcut_min_effect: float = MIN_SHORTCUT_EFFECT,
+    shortcut_strong: float = STRONG_SHORTCUT_EFFECT,
+    generator_family: str | None = None,
 ) -> Verdict:
     """Apply the rules of the module docstring to one audit's tables.
 
@@ -183,7 +190,12 @@ def audit_verdict(
             counts as one universal pattern.
         min_flip_rate: flip rate below which counterfactuals are called weak.
         min_effect: smallest mean drop of f's positive probability that counts as reliance
-            (intervention) or as a shortcut region.
+            (intervention).
+        shortcut_min_effect, shortcut_strong: the shortcut answer's minimum effect and the
+            effect from which a shortcut is strong (``medxgan.report.answers``).
+        generator_family: the audit generator's family (``gan.model.family``), so that the
+            sentences describe it (an image-conditioned family has no latent code and no
+            inversion); None: unknown, the published family's wording.
         seed: seed of the fallback bootstrap.
         generator_health: the kept generator checkpoint's held-out health (``best.json``'s
             ``health``), None when unknown (rule 7).
@@ -273,8 +285,9 @@ def audit_verdict(
             findings.append("Some maps beat the random floor, but not their shuffled-box control: they mark a prior location.")
 
     # medXGAN
+    short = shortcut_answer(shortcut, ev, shortcut_min_effect, shortcut_strong)
     universal_gen = _generator_health(generator_health, health_similarity_threshold,
-                                      health_universal_flip, findings)
+                                      health_universal_flip, findings, short)
     if universal_gen is not None:
         flags.append("universal_generator")
         headline += " The generator's held-out changes are one universal pattern: medXGAN maps are not evidence of localisation."
@@ -283,7 +296,8 @@ def audit_verdict(
         for m in medxgan_methods:
             if m in ev.methods:
                 excluded[m] = universal_gen
-    elif cs is not None and cs[0] >= similarity_threshold:
+    elif cs is not None and cs[0] >= similarity_threshold and not shortcut_explains_change(
+            short, generator_health, similarity_threshold):
         flags.append("universal_counterfactual")
         sentence = (
             f"medXGAN's counterfactual changes are one pattern for every image (mean counterfactual similarity "
@@ -296,7 +310,12 @@ def audit_verdict(
             if m in ev.methods:
                 excluded[m] = f"medXGAN's counterfactual change is one pattern for every image (similarity {fmt(cs[0], 2)})"
     else:
-        if cs is not None:
+        if cs is not None and cs[0] >= similarity_threshold:
+            findings.append(
+                f"medXGAN's counterfactual changes are alike (mean counterfactual similarity {fmt_ci(*cs[:3])}) "
+                "because they remove the shortcut found by question 2; without its region they differ: "
+                "the maps are judged.")
+        elif cs is not None:
             findings.append(
                 f"medXGAN's counterfactual changes differ between images (mean counterfactual similarity "
                 f"{fmt_ci(*cs[:3])} < {fmt(similarity_threshold, 2)})."
@@ -315,12 +334,17 @@ def audit_verdict(
                 flags.append(f"{m}_does_not_localise")
                 findings.append(f"{method_label(m)}: the maps do not localise the annotated findings.")
     flip = _first_stat(ev, "counterfactual_flip", medxgan_methods)
-    mse = _first_stat(ev, "recon_mse", medxgan_methods)
+    latent = generator_family in (None, "published")  # a latent code and an inversion
+    mse = _first_stat(ev, "recon_mse", medxgan_methods) if latent else None
     if flip is not None or mse is not None:
         parts = []
         if flip is not None:
+            what = ("the negative counterpart G(z_a, 0)" if latent else
+                    f"the counterfactual x_neg ({generator_family} family: x with the smallest region "
+                    "whose healthy in-filling flips f)" if generator_family == "inpaint" else
+                    f"the counterfactual x_neg ({generator_family} family)")
             parts.append(
-                f"the negative counterpart G(z_a, 0) fell below f's decision threshold for "
+                f"{what} fell below f's decision threshold for "
                 f"{100 * flip[0]:.0f} % of explained images ({fmt_ci(*flip[:3])}, n={flip[3]})"
             )
         if mse is not None:
@@ -335,16 +359,17 @@ def audit_verdict(
 
     # --- the three answers; the headline is about the classifier when there is evidence about it
     relies = relies_answer(ev, min_effect)
-    short = shortcut_answer(shortcut, ev, min_effect)
+    untrusted = shortcut_untrusted(short, shortcut, [m for m, v in status.items() if v is True])
     trust = trust_answer({m: status[m] for m in order_methods(status)}, metrics, ev, excluded=excluded,
-                         have_floors=bool(present_floors))
+                         have_floors=bool(present_floors), untrusted=untrusted)
     about = "explanations"
     if relies.outcome == "yes":
         flags.append("relies_on_findings")
     elif relies.outcome == "no":
         flags.append("does_not_rely_on_findings")
     if short.outcome == "yes":
-        flags.append("shortcut_suspected")
+        flags.append("shortcut_suspected" if short.grade != "weak" else "weak_shortcut_sensitivity")
+        flags.append(f"shortcut_{short.kind}" if short.kind else "shortcut")
     if ev.stat(INTERVENTION, "ablation_drop") is not None or shortcut is not None:
         about = "classifier"
         headline = _classifier_headline(relies, short, trust)
@@ -356,45 +381,10 @@ def audit_verdict(
                    headline_about=about)
 
 
-def _generator_health(health: Mapping[str, Any] | None, sim_thr: float, flip_thr: float,
-                      findings: list[str]) -> str | None:
-    """Rule 7: the exclusion reason when the generator's held-out health shows a universal
-    pattern, else None; appends the sentence that reports the health to ``findings``."""
-    if not health:
-        return None
-
-    def num(k: str) -> float | None:
-        v = health.get(k)
-        try:
-            v = float(v)
-        except (TypeError, ValueError):
-            return None
-        return v if math.isfinite(v) else None
-
-    sim, uni = num("change_similarity"), num("universal_flip")
-    if sim is None and uni is None:
-        return None
-    told = ", ".join(t for t in (
-        None if sim is None else f"change similarity {fmt(sim, 2)}"
-        + ("" if num("change_similarity_boxes") is None
-           else f" (box masks: {fmt(num('change_similarity_boxes'), 2)})"),
-        None if uni is None else f"universal flip {fmt(uni, 2)}") if t)
-    if (sim is not None and sim >= sim_thr) or (uni is not None and uni >= flip_thr):
-        findings.append(
-            f"Generator health on held-out images: {told}, at or above {fmt(sim_thr, 2)} / "
-            f"{fmt(flip_thr, 2)}: the generator's change is one pattern for every image (similar "
-            "changes, or a mean change that makes real negatives positive), so the medXGAN maps "
-            "show what the classifier reacts to everywhere, not the image's finding.")
-        return f"the generator's held-out change is one universal pattern ({told})"
-    findings.append(f"Generator health on held-out images: {told}, below {fmt(sim_thr, 2)} / "
-                    f"{fmt(flip_thr, 2)}: the generator's changes are image-specific.")
-    return None
-
-
 def _clause(a: Answer) -> str:
     """An answer's sentence without its "Yes: " / "No: " / "Undecided: " lead and final stop."""
     s = a.sentence
-    for lead in ("Yes: ", "No: ", "Undecided: "):
+    for lead in ("Yes, weak: ", "Yes: ", "No: ", "Undecided: "):
         if s.startswith(lead):
             s = s[len(lead):]
             break
@@ -411,16 +401,12 @@ def _classifier_headline(relies: Answer, short: Answer, trust: Answer) -> str:
         ctrl = next((x.text() for x in d if x.label.startswith("ablation drop, another")), None)
         rel = f"infilling the annotated boxes lowers p by {own}" + (f" vs {ctrl} for another image's boxes" if ctrl else "")
     lead = {"yes": "RELIES ON THE FINDINGS", "no": "DOES NOT RELY ON THE FINDINGS"}.get(relies.outcome, "RELIANCE UNDECIDED")
-    if short.outcome == "yes":
-        sc = short.numbers
-        tr = next((x for x in sc if x.label.startswith("transplant")), None)
-        ctl = next((x for x in sc if x.label.startswith("control")), None)
-        head = (f"SHORTCUT SUSPECTED at {box_text(short.region)}: infilling this region outside the findings lowers p by "
-                f"{sc[0].text()}")
-        if tr is not None and ctl is not None:
-            head += (f", and pasting it into negatives makes f call {tr.text(percent=True)} of them positive "
-                     f"(random region: {ctl.text(percent=True)})")
-        head += f"; {lead.lower()}: {rel}."
+    if short.outcome == "yes" and short.grade != "weak":
+        where = {"located": f" at {box_text(short.region)}" if short.region is not None else "",
+                 "image_wide": ", image-wide", "place_unknown": ", place unknown"}.get(short.kind or "", "")
+        head = f"SHORTCUT SUSPECTED{where}: {_clause(short)}; {lead.lower()}: {rel}."
+    elif short.outcome == "yes":
+        head = f"{lead}: {rel}; weak shortcut sensitivity: {_clause(short)}."
     else:
         sc_txt = {"no": "no shortcut found", "undecided": "no shortcut search ran"
                   if short.sentence.startswith("Undecided: no shortcut search") else "shortcut search inconclusive"}

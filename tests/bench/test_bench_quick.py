@@ -90,3 +90,17 @@ def test_bench_is_a_package_without_path_edits() -> None:
         assert "sys.path" not in text, f.name
         assert "from _common" not in text and "import _common" not in text, f.name
     assert (ROOT / "bench" / "__init__.py").exists()
+
+
+def test_shortcuts_quick(tmp_path: Path) -> None:
+    """bench.shortcuts --quick: a tag classifier (32 px) and a clean one through the product's
+    training, search and rule; the tag classifier relies on its tag and is flagged."""
+    line = _run("shortcuts", tmp_path / "out.json", "--cache", str(tmp_path / "cache"), timeout=400)
+    pairs = dict(kv.split("=", 1) for kv in line.split())
+    assert list(pairs)[:3] == ["n_shortcut", "n_not_relying", "sensitivity"]
+    assert "false_alarm" in pairs and "located_iou_ok" in pairs
+    assert int(pairs["n_shortcut"]) == 1 and float(pairs["sensitivity"]) == 1.0
+    cases = json.loads((tmp_path / "out.json").read_text())["cases"]
+    assert [c["name"] for c in cases] == ["cxr-tag-r0.9-l0.5-s0", "cxr-none-r0-l1-s0"]
+    assert set(cases[0]["infill"]) == {"blur", "noisy_linear", "inpaint"}
+

@@ -12,7 +12,9 @@ TINY: dict[str, Any] = {
     "classifier": {"train": {"epochs": 2, "batch": 32}},
     "gan": {"model": {"family": "published", "g_width": 0.125, "d_width": 0.125, "d_a": 16, "d_p": 4},
             "train": {"steps": 4, "batch": 8, "checkpoint_every": 4, "health_samples": 16,
-                      "health_heldout": 4, "health_inversion_steps": 3}},
+                      "health_heldout": 4, "health_inversion_steps": 3,
+                      # the score stage's healthy in-filler (score.ablation_infill: inpaint)
+                      "inpaint": {"steps": 20, "health": {"negatives": 8}}}},
     "explain": {"methods": ["medxgan", "latent_ig", "counterfactual_ig", "gradcam", "ig",
                             "smoothgrad", "occlusion", "random", "box_prior"],
                 "max_images": 8, "shard_size": 4, "inversion": {"steps": 5},

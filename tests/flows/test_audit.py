@@ -165,3 +165,8 @@ def test_audit_with_an_image_conditioned_family(local_audit, family):
     assert "x_neg + &alpha;(x &minus; x_neg)" in page
     assert '<section id="generator"><h2>Generator health</h2>' in page
     assert f"<code>{family}</code>" in page and "universal_flip" in page
+    # one name per map: latent_ig would repeat counterfactual_ig's map for this family
+    assert "latent_ig" in m["stages"]["explain"]["not_offered"]
+    assert "latent_ig" not in set(scores["method"]) and "counterfactual_ig" in set(scores["method"])
+    assert "G(z_a, 0)" not in page and "reconstruction MSE of the inversion" not in page
+    assert f"the counterfactual x_neg ({family} family" in page

@@ -75,6 +75,7 @@ def two_findings(prefect_harness, tmp_path_factory):
     cfg = {"name": "two", "seed": 0, "store": str(d / "store"),
            "cohort": {"source": "existing", "url": str(d / "cohort")},
            "classifier": {"spec": str(d / "spec.yaml")},
+           "gan": {"train": {"health_heldout": 4, "inpaint": {"steps": 10, "health": {"negatives": 8}}}},
            "explain": {"methods": ["ig", "box_prior"], "split": "", "max_images": 8,
                        "shard_size": 4, "findings": ["Nodule", "Effusion"],
                        "method_options": {"ig": {"n_steps": 8}}},

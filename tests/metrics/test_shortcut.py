@@ -1,5 +1,6 @@
-"""The shortcut finder (medxgan.metrics.shortcut) on phantoms with a tag classifier and on a
-lesion-only classifier."""
+"""The shortcut finder (medxgan.metrics.shortcut): the three kinds of evidence on analytic
+classifiers whose shortcut is known (a fixed tag, a band wider than any patch, a marker that
+moves between corners, an image-wide noise level) and on a lesion-only classifier."""
 
 import math
 
@@ -8,7 +9,8 @@ import pytest
 import torch
 
 from medxgan import phantoms
-from medxgan.metrics.shortcut import ShortcutFinding, find_shortcut
+from medxgan.metrics.shortcut import ShortcutFinding, dilate_masks, find_shortcut
+from medxgan.metrics.shortcut_wide import match_histogram, noise_sigma, set_noise
 from tests.metrics.test_ablation import LesionDetector, TagDetector, lesion_batch, phantom_batch
 
 S = 64
@@ -19,91 +21,182 @@ def _overlaps(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-class FlippedTag(TagDetector):
-    """The tag detector of left-right flipped images: the shortcut sits in the top-left corner."""
+def synthetic(n: int, *, size: int = 32, seed: int = 0, shortcut: str | None = None,
+              rate: float = 0.9):
+    """Background 0.2 + noise 0.02, every positive (first half) a dim 0.35 lesion square in
+    its own cell (box given), and a shortcut on ``rate`` of the positives (and no negative):
+    ``band`` (rows 0-3, full width, 0.9), ``marker`` (a 3 x 3 square of 0.9 in one of the four
+    corners, by index), ``noise`` (noise 0.08 instead of 0.02).
+    Returns images (n, 1, s, s), labels (n,), masks (n, s, s), carries (n,) bool."""
+    g = torch.Generator().manual_seed(seed)
+    x = 0.2 + 0.02 * torch.randn(n, 1, size, size, generator=g)
+    labels = torch.tensor([1] * (n // 2) + [0] * (n - n // 2))
+    masks = torch.zeros(n, size, size, dtype=torch.bool)
+    carries = torch.zeros(n, dtype=torch.bool)
+    cells = [(10, 6), (10, 20), (20, 6), (20, 20), (14, 13)]
+    for i in range(n // 2):
+        r, c = cells[i % len(cells)]
+        x[i, 0, r:r + 5, c:c + 5] = 0.35
+        masks[i, r:r + 5, c:c + 5] = True
+        carries[i] = (i % 10) < round(10 * rate)
+        if not carries[i]:
+            continue
+        if shortcut == "band":
+            x[i, 0, 0:4, :] = 0.9
+        elif shortcut == "marker":
+            k = i % 4
+            rr = 1 if k < 2 else size - 4
+            cc = 1 if k % 2 == 0 else size - 4
+            x[i, 0, rr:rr + 3, cc:cc + 3] = 0.9
+        elif shortcut == "noise":
+            x[i] = 0.2 + 0.08 * torch.randn(1, size, size, generator=g)
+            x[i, 0, r:r + 5, c:c + 5] = 0.35
+    return x.clamp(0, 1), labels, masks, carries
+
+
+class BandDetector(torch.nn.Module):
+    """logit = 30 (mean of the top 4 rows over the whole width - 0.45): every part of the band
+    counts, so no single patch removes enough of it."""
+
+    threshold = 0.5
 
     def forward(self, x):
-        return super().forward(x.flip(-1))
+        return 30.0 * (x[:, 0, :4, :].mean((1, 2)) - 0.45)
+
+
+class MarkerDetector(torch.nn.Module):
+    """logit = 30 (largest mean over the four 3 x 3 corner squares - 0.5)."""
+
+    threshold = 0.5
+
+    def forward(self, x):
+        s = x.shape[-1]
+        corners = [x[:, 0, 1:4, 1:4], x[:, 0, 1:4, s - 4:s - 1], x[:, 0, s - 4:s - 1, 1:4],
+                   x[:, 0, s - 4:s - 1, s - 4:s - 1]]
+        return 30.0 * (torch.stack([c.mean((1, 2)) for c in corners], 1).amax(1) - 0.5)
+
+
+class NoiseDetector(torch.nn.Module):
+    """logit = 100 (robust noise level - 0.05): the second scanner, whatever the place."""
+
+    threshold = 0.5
+
+    def forward(self, x):
+        return 100.0 * (noise_sigma(x) - 0.05)
 
 
 @pytest.fixture(scope="module")
-def cohort():
+def tag_cohort():
     return phantom_batch(48, size=S, shortcut_rate=0.9)
 
 
-@pytest.mark.parametrize("flipped", [False, True])
-def test_the_finder_points_at_the_tag_and_the_transplant_flips_negatives(cohort, flipped):
-    x, labels, masks, tagged = cohort
+def test_a_fixed_tag_is_found_by_all_three_kinds_of_evidence(tag_cohort):
+    x, labels, masks, tagged = tag_cohort
     f = TagDetector(S)
+    r = find_shortcut(f, x, masks, labels, method="mean", seed=0, n_boot=300)
+    assert isinstance(r, ShortcutFinding) and r.infill == "mean" and r.dilate == 2
+    pos = labels == 1
+    # location-free: positives without their findings stay positive as often as they carry the tag
+    assert r.residual["n"] == int((pos & masks.flatten(1).any(1)).sum())
+    assert r.residual["rate"] == pytest.approx(float(tagged[pos & masks.flatten(1).any(1)].double().mean()))
+    assert r.residual["control_rate"] < 0.1 and r.residual["effect_ci_low"] > 0.5
+    # located: every region found is the tag; the cluster says where
     tag = phantoms.tag_box(S)
-    if flipped:  # same cohort mirrored, classifier reads the mirrored corner
-        x, masks, f = x.flip(-1), masks.flip(-1), FlippedTag(S)
-        tag = (S - tag[2], tag[1], S - tag[0], tag[3])
-    r = find_shortcut(f, x, masks, labels, seed=0)
-    assert isinstance(r, ShortcutFinding)
-    assert (r.patch, r.stride) == (8, 4) and r.drop_map.shape == r.counts.shape == (15, 15)
-    assert r.box is not None and _overlaps(r.box, tag)
-    assert r.box[2] - r.box[0] == r.box[3] - r.box[1] == 8
-    assert r.drop_ci_low > 0.2 and r.n == 48
-    # away from the tag nothing moves f
-    far = np.array([[not _overlaps((int(xx), int(yy), int(xx) + 8, int(yy) + 8), tag)
-                     for xx in r.xs] for yy in r.ys])
-    assert np.nanmax(np.abs(r.drop_map[far])) < 0.02
-    # the gallery: tagged positives
-    assert len(r.top_images) == 8 and bool(tagged[r.top_images].all())
-    assert bool((labels[r.top_images] == 1).all())
-    # transplant flips most negatives, a random region of the same size none
-    n_neg_called_neg = int(((labels == 0) & (torch.sigmoid(f(x)) < 0.5)).sum())
-    assert r.transplant_n == n_neg_called_neg >= 15
-    assert r.transplant_rate > 0.6 and r.control_rate < 0.05
-    assert r.transplant_ci_low > r.control_ci_high
+    assert r.located["found"] == r.located["searched"] > 10
+    for m in r.masks[r.flipped]:
+        ys, xs = np.nonzero(m)
+        assert _overlaps((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), tag)
+    c = r.located["clusters"][0]
+    assert c["polarity"] == "bright" and c["size"] == "small" and c["place"] == "top-right corner"
+    assert c["place_text"] == "in the top-right corner" and _overlaps(r.located["box"], tag)
+    # transplant: a random positive's region (the tag, 90 % of them carry it) flips the
+    # negatives; a random negative's (none has a region) does not
+    assert r.located["transplant_rate"] >= 0.85 and r.located["control_rate"] < 0.05
+    assert r.located["found_negatives"] == 0 and r.located["effect_ci_low"] > 0.7
+    assert r.effect["ci_low"] > 0.5  # (the border intervention carries the corner tag along)
     s = r.summary()
-    assert s["box"] == list(r.box) and "drop_map" not in s
+    assert s["box"] == r.located["box"] and s["effect"] == r.effect["effect"]
+    assert len(s["heatmap"]) == S and max(map(max, s["heatmap"])) > 0.5
+
+
+def test_a_band_wider_than_any_patch_is_found_as_a_union_of_patches():
+    x, labels, masks, carries = synthetic(40, shortcut="band")
+    r = find_shortcut(BandDetector(), x, masks, labels, method="mean", seed=0, n_boot=300)
+    assert r.residual["rate"] == pytest.approx(0.9) and r.residual["control_rate"] == 0
+    assert r.located["found"] == r.located["searched"] == 18
+    # a 8 px patch (H/4 at 32 px) covers a quarter of the band: the regions span more than it
+    widths = [np.ptp(np.nonzero(m.any(0))[0]) + 1 for m in r.masks[r.flipped]]
+    assert min(widths) > 8
+    assert all(np.nonzero(m.any(1))[0].max() < 8 for m in r.masks[r.flipped])  # the top rows only
+    c = r.located["clusters"][0]
+    assert c["shape"] == "elongated" and c["polarity"] == "bright"
+    assert r.located["effect_ci_low"] > 0.5
+
+
+def test_a_marker_that_moves_between_corners_is_one_cluster_with_four_places():
+    x, labels, masks, carries = synthetic(80, shortcut="marker")
+    r = find_shortcut(MarkerDetector(), x, masks, labels, method="mean", seed=0, n_boot=300)
+    c = r.located["clusters"][0]
+    assert c["n_images"] == r.located["found"] == 36
+    assert set(c["places"]) == {"top-left corner", "top-right corner", "bottom-left corner",
+                                "bottom-right corner"}
+    assert c["place_text"].startswith("in 4 places")
+    assert c["share"] == pytest.approx(36 / 40)
+    # each donor's own region at its own place: pasted into negatives, it transplants
+    assert r.located["transplant_rate"] >= 0.8 and r.located["control_rate"] == 0  # 90 % carry it
+
+
+def test_an_image_wide_noise_shortcut_is_found_without_a_place():
+    x, labels, masks, carries = synthetic(60, shortcut="noise")
+    r = find_shortcut(NoiseDetector(), x, masks, labels, method="mean", seed=0, n_boot=300)
+    wide = {w["name"]: w for w in r.image_wide}
+    assert set(wide) == {"noise", "histogram", "border"}
+    assert wide["noise"]["rate"] > 0.7 and wide["noise"]["control_rate"] < 0.05
+    assert wide["noise"]["ci_low"] > 0.5
+    assert wide["border"]["effect"] < 0.2  # the border of a noisy image is only a little noisier
+    assert r.residual["effect_ci_low"] > 0.5
 
 
 def test_a_lesion_only_classifier_shows_no_shortcut():
     x, masks, _ = lesion_batch(n_pos=8, n_neg=8)
     labels = torch.tensor([1] * 8 + [0] * 8)
-    r = find_shortcut(LesionDetector(), x, masks, labels, seed=0)
-    assert abs(r.drop) < 0.01 and r.drop_ci_high < 0.01
-    assert np.nanmax(np.abs(r.drop_map)) < 0.01
-    assert r.transplant_n == 8 and r.transplant_rate == 0.0 and r.control_rate == 0.0
+    r = find_shortcut(LesionDetector(), x, masks, labels, method="mean", seed=0, n_boot=300)
+    assert r.residual["rate"] == 0 and r.residual["control_rate"] == 0
+    assert r.located["searched"] == 0 and r.located["box"] is None and not len(r.top_images)
+    assert all(abs(w["effect"]) < 0.05 for w in r.image_wide)
+    assert r.effect["ci_high"] <= 0.05
 
 
-def test_patches_over_the_own_boxes_are_skipped():
-    x, masks, _ = lesion_batch(n_pos=8, n_neg=2)
-    labels = torch.tensor([1] * 8 + [0] * 2)
-    r = find_shortcut(LesionDetector(), x, masks, labels, patch=6, stride=4, seed=0)
-    ys, xs = r.ys.tolist(), r.xs.tolist()
-    assert ys == xs == [0, 4, 8, 12, 16, 20, 24, 26]  # the last start ends at the edge
-    want = np.zeros((len(ys), len(xs)), np.int64)
-    for b in range(len(x)):
-        for i, yy in enumerate(ys):
-            for j, xx in enumerate(xs):
-                want[i, j] += not bool(masks[b, yy:yy + 6, xx:xx + 6].any())
-    assert np.array_equal(r.counts, want)
-    assert (r.counts < len(x)).any()  # some positions were skipped for some images
+def test_an_inpainter_module_is_used_and_named(tag_cohort):
+    x, labels, masks, _ = (t[:24] for t in tag_cohort)
+
+    class Fill(torch.nn.Module):  # a "healthy in-filler": the image's mean in the hole
+        depth = 0
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, m):
+            return x * (1 - m) + x.mean((1, 2, 3), keepdim=True) * m
+
+    r = find_shortcut(TagDetector(S), x, masks, labels, inpainter=Fill(), seed=0, n_boot=100)
+    assert r.infill == "inpaint" and r.located["found"] > 0
 
 
-def test_chunking_and_the_seed_do_not_change_the_map(cohort):
-    x, labels, masks, _ = (t[:24] for t in cohort)
-    a = find_shortcut(TagDetector(S), x, masks, labels, seed=0, batch_size=37)
-    b = find_shortcut(TagDetector(S), x, masks, labels, seed=0)
-    assert np.allclose(a.drop_map, b.drop_map, equal_nan=True)
-    assert a.box == b.box and a.transplant_rate == b.transplant_rate
+def test_the_seed_and_the_batch_size_do_not_change_the_evidence(tag_cohort):
+    x, labels, masks, _ = (t[:24] for t in tag_cohort)
+    a = find_shortcut(TagDetector(S), x, masks, labels, method="mean", seed=0, batch_size=37)
+    b = find_shortcut(TagDetector(S), x, masks, labels, method="mean", seed=0)
+    assert np.array_equal(a.masks, b.masks) and a.residual == b.residual
+    assert a.located["transplant_rate"] == b.located["transplant_rate"]
 
 
-def test_noisy_linear_and_mean_infill_find_the_tag_too(cohort):
-    x, labels, masks, _ = (t[:20] for t in cohort)
-    for method in ("noisy_linear", "mean"):
-        r = find_shortcut(TagDetector(S), x, masks, labels, method=method, seed=0, n_boot=200)
-        assert r.method == method and _overlaps(r.box, phantoms.tag_box(S)) and r.drop > 0.2
-
-
-def test_without_negatives_there_is_no_transplant():
+def test_without_negatives_there_is_no_control():
     x, masks, _ = lesion_batch(n_pos=6, n_neg=0)
-    r = find_shortcut(LesionDetector(), x, masks, torch.ones(6, dtype=torch.long), seed=0)
-    assert r.transplant_n == 0 and math.isnan(r.transplant_rate) and math.isnan(r.control_rate)
+    r = find_shortcut(LesionDetector(), x, masks, torch.ones(6, dtype=torch.long), method="mean")
+    assert math.isnan(r.residual["control_rate"]) and math.isnan(r.residual["effect"])
+    assert r.image_wide == [] and math.isnan(r.located["transplant_rate"])
 
 
 def test_bad_arguments_are_refused():
@@ -111,4 +204,49 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError):
         find_shortcut(LesionDetector(), x, masks, torch.ones(3), seed=0)
     with pytest.raises(ValueError):
-        find_shortcut(LesionDetector(), x, masks, torch.ones(len(x)), patch=64, seed=0)
+        find_shortcut(LesionDetector(), x[:, 0], masks, torch.ones(len(x)), seed=0)
+
+
+def test_dilation_grows_masks_by_a_square():
+    m = torch.zeros(1, 9, 9, dtype=torch.bool)
+    m[0, 4, 4] = True
+    assert int(dilate_masks(m, 2).sum()) == 25 and torch.equal(dilate_masks(m, 0), m)
+
+
+def test_image_wide_interventions():
+    g = torch.Generator().manual_seed(0)
+    x = 0.5 + 0.02 * torch.randn(2, 1, 32, 32, generator=g)
+    s = noise_sigma(x)
+    assert torch.allclose(s, torch.full((2,), 0.02), rtol=0.25)
+    louder = set_noise(x, torch.tensor([3.0, 1.0]))
+    assert noise_sigma(louder)[0] == pytest.approx(3 * float(s[0]), rel=0.1)
+    ref = torch.rand(2, 1, 32, 32, generator=g)
+    out = match_histogram(x, ref)
+    assert torch.equal(out.flatten(1).sort(1).values, ref.flatten(1).sort(1).values)
+    assert torch.equal(out.flatten(1).argsort(1), x.flatten(1).argsort(1))  # ranks kept
+
+
+def test_maps_that_show_the_tag_mark_the_found_regions(tag_cohort):
+    from medxgan.metrics.shortcut_run import maps_on_shortcut
+
+    x, labels, masks, _ = (t[:24] for t in tag_cohort)
+    f = TagDetector(S)
+    r = find_shortcut(f, x, masks, labels, method="mean", seed=0, n_boot=100)
+    ids = [f"img{i}" for i in range(len(x))]
+    out = maps_on_shortcut(r, x, f, None, ["ig", "random", "medxgan"], {"ig": {"n_steps": 8}},
+                           ids=ids, k=6, n_boot=100)
+    assert set(out) == {"ig"}  # floors and generator methods without a generator are skipped
+    assert out["ig"]["marks"] and out["ig"]["mass"] > 0.9 and out["ig"]["n"] == 6
+    assert 0 < out["ig"]["area"] < 0.05
+
+
+def test_similarity_outside_a_region():
+    from medxgan.metrics.counterfactual import similarity_outside
+
+    g = torch.Generator().manual_seed(0)
+    changes = 0.05 * torch.randn(12, 32, 32, generator=g)
+    changes[:, 0:4, 28:32] = 1.0  # every change removes the same tag
+    region = torch.zeros(32, 32, dtype=torch.bool)
+    region[0:4, 28:32] = True
+    whole, outside = similarity_outside(changes, region)
+    assert whole > 0.8 and abs(outside) < 0.1

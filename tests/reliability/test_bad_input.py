@@ -5,7 +5,7 @@ Record-level cases go through one folder-CSV ingest flow (PNG and DICOM files si
 ``source_ref``) with a one-line reason, or, where the input is legal, in the cohort; the run
 goes on and ``images + quarantined == input records``. Table-, config-, classifier- and
 store-level cases go through the ``medxgan`` CLI: one line ``medxgan: error: ...``, exit 1, no
-manifest. The README's Reliability section maps every case of issue 8 to its test.
+manifest. docs/deployment.md's Reliability section maps every case of issue 8 to its test.
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ def _cfg(store: str) -> dict:
         gan={"model": {"family": "published", "g_width": 0.125, "d_width": 0.125, "d_a": 16,
                        "d_p": 4},
              "train": {"steps": 16, "batch": 8, "checkpoint_every": 4, "health_samples": 8,
-                       "health_heldout": 4, "health_inversion_steps": 3}},
+                       "health_heldout": 4, "health_inversion_steps": 3,
+                       "inpaint": {"steps": 12, "health": {"negatives": 8}}}},
         explain={"methods": ["medxgan", "gradcam", "random", "box_prior"], "max_images": 12,
                  "shard_size": 2, "inversion": {"steps": 25}},
         score={"n_boot": 20, "faithfulness": False})

@@ -28,7 +28,8 @@ def _cfg(store: str) -> dict:
                        "d_p": 4},
              "train": {"steps": 4, "batch": 8, "checkpoint_every": 2, "health_samples": 8,
                        "health_heldout": 4, "health_inversion_steps": 3,
-                       "encoder": {"steps": 6, "batch": 8, "compare_steps": 3}}},
+                       "encoder": {"steps": 6, "batch": 8, "compare_steps": 3},
+                       "inpaint": {"steps": 8, "health": {"negatives": 8}}}},
         explain={"methods": ["medxgan", "gradcam", "random"], "max_images": 4,
                  "shard_size": 2, "inversion": {"steps": 4}},
         score={"n_boot": 10})

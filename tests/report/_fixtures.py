@@ -148,17 +148,73 @@ def _with_intervention(kind: str, n: int, seed: int):
     return s, summarise(s), compare(s)
 
 
-def shortcut_json(kind: str = "lesion") -> dict:
-    """A ``shortcut.json`` (``ShortcutFinding.summary()`` keys) for a classifier of that kind."""
-    base = {"patch": 8, "stride": 4, "n": 60, "top_images": [3, 1, 4], "transplant_n": 40,
-            "method": "blur", "threshold": 0.5}
-    if kind == "shortcut":
-        return {**base, "box": [56, 0, 64, 8], "drop": 0.45, "drop_ci_low": 0.40, "drop_ci_high": 0.50,
-                "transplant_rate": 0.9, "transplant_ci_low": 0.8, "transplant_ci_high": 0.97,
-                "control_rate": 0.05, "control_ci_low": 0.0, "control_ci_high": 0.12}
-    return {**base, "box": [8, 40, 16, 48], "drop": 0.03, "drop_ci_low": 0.01, "drop_ci_high": 0.05,
-            "transplant_rate": 0.05, "transplant_ci_low": 0.0, "transplant_ci_high": 0.12,
-            "control_rate": 0.04, "control_ci_low": 0.0, "control_ci_high": 0.1}
+def _effect(rate, control, eff, lo, hi, n):
+    return {"rate": rate, "control_rate": control, "effect": eff, "ci_low": lo, "ci_high": hi, "n": n}
+
+
+def shortcut_json(kind: str = "lesion", maps: dict | None = None) -> dict:
+    """A ``shortcut.json`` (``ShortcutFinding.summary()`` keys) for a classifier of that kind:
+    ``lesion`` (nothing outside the findings), ``shortcut`` (a fixed tag, located, strong),
+    ``weak`` (a tag f is a little sensitive to), ``wide`` (a noise level: image-wide),
+    ``unplaced`` (finding-free positives stay positive, no region or property found)."""
+    res = {"lesion": (0.05, 0.03, 0.02, -0.06, 0.10), "shortcut": (0.9, 0.03, 0.87, 0.78, 0.94),
+           "weak": (0.25, 0.03, 0.22, 0.11, 0.33), "wide": (0.8, 0.05, 0.75, 0.64, 0.85),
+           "unplaced": (0.7, 0.04, 0.66, 0.53, 0.78)}[kind]
+    tr = {"shortcut": (0.9, 0.05, 0.85, 0.75, 0.93), "weak": (0.37, 0.06, 0.31, 0.17, 0.45),
+          "lesion": (0.05, 0.04, 0.01, -0.08, 0.1)}.get(kind)
+    tr_ci = {"shortcut": (0.8, 0.97), "weak": (0.22, 0.52), "lesion": (0.0, 0.12)}.get(kind)
+    wide = [{"name": n, "rate": 0.05, "control_rate": 0.05, "effect": 0.0, "ci_low": -0.06, "ci_high": 0.06,
+             "n": 40, "dp": 0.0, "p_pos": 0.1, "p_neg": 0.1} for n in ("noise", "histogram", "border")]
+    if kind == "wide":
+        wide[0] = {**wide[0], "rate": 0.7, "control_rate": 0.04, "effect": 0.66, "ci_low": 0.52, "ci_high": 0.78}
+    cluster = {"appearance": "small bright object", "polarity": "bright", "size": "small", "shape": "compact",
+               "n_images": 27 if kind == "shortcut" else 8, "share": 0.9 if kind == "shortcut" else 0.27,
+               "places": {"top-right corner": 27}, "place": "top-right corner",
+               "place_text": "in the top-right corner", "box": [56, 0, 64, 8], "area": 0.004, "contrast": 0.6}
+    if kind == "lesion":  # a few positives stay positive; the search finds a region in three
+        cluster = {**cluster, "appearance": "small faint object", "polarity": "faint", "n_images": 3,
+                   "share": 0.1, "places": {"left side": 3}, "place": "left side",
+                   "place_text": "in the left side", "box": [8, 40, 16, 48]}
+    located = {"searched": 27 if tr else 0, "found": {"shortcut": 27, "weak": 8, "lesion": 3}.get(kind, 0),
+               "clusters": [cluster] if tr else [],
+               "box": cluster["box"] if tr else None,
+               "drop": 0.45 if tr else None, "drop_ci_low": 0.40 if tr else None,
+               "drop_ci_high": 0.50 if tr else None, "drop_n": 27 if tr else 0}
+    if tr:
+        located.update(transplant_rate=tr[0], transplant_ci_low=tr_ci[0], transplant_ci_high=tr_ci[1],
+                       control_rate=tr[1], control_ci_low=0.0, control_ci_high=tr[1] + 0.07,
+                       effect=tr[2], effect_ci_low=tr[3], effect_ci_high=tr[4], n=40)
+    else:
+        located.update(transplant_rate=None, control_rate=None, effect=None, effect_ci_low=None,
+                       effect_ci_high=None, n=0)
+    residual = {"rate": res[0], "ci_low": res[0] - 0.05, "ci_high": res[0] + 0.05, "n": 30,
+                "control_rate": res[1], "control_ci_low": 0.0, "control_ci_high": res[1] + 0.05,
+                "control_n": 30, "effect": res[2], "effect_ci_low": res[3], "effect_ci_high": res[4],
+                "auroc": 0.6}
+    cands = [("location_free", "residual", res[2], res[3], res[4], 30)]
+    if tr:
+        cands.append(("located", "transplant", tr[2], tr[3], tr[4], 40))
+    cands += [("image_wide", w["name"], w["effect"], w["ci_low"], w["ci_high"], 40) for w in wide]
+    k, name, m, lo, hi, n = max(cands, key=lambda c: (c[3], c[2]))
+    strongest = {"kind": k, "name": name, "effect": m, "ci_low": lo, "ci_high": hi, "n": n}
+    w = max(wide, key=lambda d: d["ci_low"])
+    return {"strongest": strongest, "residual": residual, "located": located, "image_wide": wide,
+            "effect": m, "effect_ci_low": lo, "effect_ci_high": hi, "effect_n": n, "effect_kind": k,
+            "residual_effect": res[2], "residual_effect_ci_low": res[3], "residual_effect_ci_high": res[4],
+            "residual_n": 30, "transplant_effect": located["effect"],
+            "transplant_effect_ci_low": located["effect_ci_low"],
+            "transplant_effect_ci_high": located["effect_ci_high"],
+            "wide_effect": w["effect"], "wide_effect_ci_low": w["ci_low"], "wide_effect_ci_high": w["ci_high"],
+            "wide_n": 40, "wide_name": w["name"], "heatmap": [[0.0] * 8 for _ in range(8)],
+            "top_images": [3, 1, 4], "top_boxes": [[56, 0, 64, 8]] * 3, "dilate": 2, "method": "inpaint",
+            "threshold": 0.5, "box": located["box"], "drop": located["drop"],
+            "drop_ci_low": located["drop_ci_low"], "drop_ci_high": located["drop_ci_high"],
+            "n": located["drop_n"], "transplant_rate": located["transplant_rate"],
+            "transplant_ci_low": located.get("transplant_ci_low"),
+            "transplant_ci_high": located.get("transplant_ci_high"), "transplant_n": located["n"],
+            "control_rate": located["control_rate"], "control_ci_low": located.get("control_ci_low"),
+            "control_ci_high": located.get("control_ci_high"),
+            "maps": maps if maps is not None else {}}
 
 
 NIGHTLY_CRITERIA = [

@@ -112,3 +112,19 @@ def test_summary_svg_panels_floors_and_intervention():
     assert "own boxes infilled" not in only_loc
     assert "no localisation or intervention values" in summary_svg(None)
     assert "<script" not in summary_svg(summary.assign(method=summary["method"].replace("ig", EVIL)))
+
+
+def test_summary_figure_fits_its_longest_label():
+    import re
+
+    import pandas as pd
+
+    from medxgan.catalogue import method_label
+    from medxgan.report.figures import label_width, summary_svg
+
+    long = "a method with a very long label indeed (forty-eight characters)"
+    rows = [("counterfactual_ig", "pointing_game", 0.8, 0.7, 0.9), (long, "pointing_game", 0.5, 0.4, 0.6)]
+    svg = summary_svg(pd.DataFrame(rows, columns=["method", "metric", "mean", "ci_low", "ci_high"]))
+    x = float(re.search(r'<rect x="([0-9.]+)" y="\d+" width="[0-9.]+" height="\d+" fill="#fafafa"', svg).group(1))
+    assert x >= label_width([long, method_label("counterfactual_ig")]) > 170
+    assert x >= 0.6 * 11 * len(long)  # the label's right edge is left of the panel

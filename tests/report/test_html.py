@@ -274,7 +274,8 @@ def test_shortcut_page_is_red_and_names_the_region(answer_pages):
     assert 'class="answer a-bad" id="answer-shortcut_suspected"' in p
     assert p.count('class="crit fail"') == 3 and "0 of 3 criteria pass, 3 fail" in p
     sec = p[p.index('<section id="evidence">') :]
-    assert "Shortcut search (occlusion outside the boxes)" in sec and "blur" in sec
+    assert "Shortcut search (outside the findings: location-free, located, image-wide)" in sec
+    assert "inpaint; 2 px" in sec and "cluster: small bright object" in sec
 
 
 def test_overview_figure_marks_floors_and_intervention(answer_pages):

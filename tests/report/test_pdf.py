@@ -47,7 +47,7 @@ def test_shortcut_pdf_names_the_region_and_fails_the_criteria(pdfs):
     text = _text(pdfs["shortcut"])
     assert "SHORTCUT SUSPECTED at (56,0)-(64,8)" in text  # the en dash set as '-' in the core font
     assert "0 of 3 criteria pass, 3 fail" in text and text.count("FAIL") >= 3
-    assert "Shortcut search (occlusion outside the boxes)" in text
+    assert "Shortcut search (outside the findings: location-free, located, image-wide)" in text
 
 
 def test_pdf_embeds_the_gallery_images_and_nothing_external(pdfs):

@@ -175,3 +175,47 @@ def test_generator_health_rule_excludes_a_universal_generator():
     nan = audit_verdict(summary, comparisons, generator_health={
         "change_similarity": float("nan"), "universal_flip": None})
     assert nan.findings == base.findings and nan.flags == base.flags
+
+
+def test_a_universal_change_that_is_the_located_shortcut_is_not_a_broken_generator():
+    """Rule 7 vs question 2 (issue #20): a faithful counterfactual of a tag classifier removes
+    the tag from every image, so its changes are alike; when the change outside the located
+    shortcut's region is image-specific the medXGAN maps stay judged."""
+    from tests.report._fixtures import shortcut_json, with_intervention
+
+    _, summary, comparisons = with_intervention("lesion")
+    health = {"change_similarity": 0.86, "universal_flip": 0.59, "run_change_similarity": 0.8}
+    sc = shortcut_json("shortcut", maps={m: {"mass": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 12,
+                                            "area": 0.01, "marks": True}
+                                        for m in ("gradcam", "ig", "medxgan", "latent_ig")})
+    kept = audit_verdict(summary, comparisons, None, sc,
+                         generator_health={**health, "change_similarity_outside_shortcut": 0.12})
+    assert "universal_generator" not in kept.flags
+    assert any("lies on the shortcut found by question 2" in f and "0.12 without it" in f
+               for f in kept.findings)
+    assert "medxgan" in kept.trustworthy_explanations.methods
+    # the same change elsewhere too: a universal generator, excluded
+    out = audit_verdict(summary, comparisons, None, sc,
+                        generator_health={**health, "change_similarity_outside_shortcut": 0.7})
+    assert "universal_generator" in out.flags and "medxgan" not in out.trustworthy_explanations.methods
+    # no shortcut located: rule 7 as before, whatever the outside figure
+    clean = audit_verdict(summary, comparisons, None, shortcut_json("lesion"),
+                          generator_health={**health, "change_similarity_outside_shortcut": 0.1})
+    assert "universal_generator" in clean.flags
+
+
+def test_alike_changes_that_remove_the_located_shortcut_keep_the_maps_judged():
+    """Rule 6 with the same exception as rule 7: the run's own counterfactual similarity is
+    high because every change removes the located shortcut."""
+    from tests.report._fixtures import shortcut_json, with_intervention
+
+    _, summary, comparisons = with_intervention("shortcut")
+    cs = summary[(summary.method == "medxgan") & (summary.metric == "counterfactual_similarity")]
+    assert float(cs["mean"].iloc[0]) >= 0.8  # the fixture's universal pattern
+    sc = shortcut_json("shortcut")
+    plain = audit_verdict(summary, comparisons, None, sc)
+    assert "universal_counterfactual" in plain.flags
+    kept = audit_verdict(summary, comparisons, None, sc,
+                         generator_health={"change_similarity_outside_shortcut": 0.1})
+    assert "universal_counterfactual" not in kept.flags
+    assert any("because they remove the shortcut found by question 2" in f for f in kept.findings)
