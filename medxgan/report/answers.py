@@ -89,6 +89,7 @@ class Answer:
         kind: shortcut: ``located``, ``image_wide`` or ``place_unknown`` (outcome yes).
         description: shortcut: what and where, e.g. ``a small bright object in the top-right
             corner, found in 85 % of the positives``.
+        summary: shortcut: the headline's clause (the deciding evidence only).
     """
 
     key: str
@@ -100,6 +101,7 @@ class Answer:
     grade: str | None = None
     kind: str | None = None
     description: str | None = None
+    summary: str | None = None
 
     @property
     def question(self) -> str:
@@ -109,7 +111,8 @@ class Answer:
         return {"key": self.key, "question": self.question, "outcome": self.outcome, "sentence": self.sentence,
                 "numbers": [x.to_dict() for x in self.numbers], "methods": list(self.methods),
                 "region": list(self.region) if self.region is not None else None,
-                "grade": self.grade, "kind": self.kind, "description": self.description}
+                "grade": self.grade, "kind": self.kind, "description": self.description,
+                "summary": self.summary}
 
 
 def ci_text(mean: float | None, lo: float | None, hi: float | None, digits: int = 2, percent: bool = False) -> str:
@@ -335,7 +338,24 @@ def shortcut_answer(shortcut: Mapping[str, Any] | None, ev: Evidence | None = No
         texts.append(_residual_text(res))
     lead = "Yes" if a.grade == "strong" else "Yes, weak"
     a.sentence = f"{lead}: " + "; ".join(texts) + "."
+    a.summary = _summary(a, loc, wide, res, shortcut)
     return a
+
+
+def _summary(a: Answer, loc: _Ev | None, wide: _Ev | None, res: _Ev | None,
+             sc: Mapping[str, Any]) -> str:
+    """The headline's clause: what and where, and the one number that decides it."""
+    if loc is not None:
+        lo = sc.get("located") or {}
+        st = _f(lo, "strength")
+        num = (f"a negative that receives such a region turns positive "
+               f"{ci_text(st, _f(lo, 'strength_ci_low'), _f(lo, 'strength_ci_high'))} more often than one "
+               "that receives a negative's") if not _nan(st) else \
+            f"pasted into negatives it turns them positive {ci_text(loc.mean, loc.lo, loc.hi)} more often"
+        return f"{a.description or 'a region outside the findings'}; {num}"
+    if wide is not None:
+        return _wide_text(wide)
+    return _residual_text(res) if res is not None else ""
 
 
 def _wide_name(name: str) -> str:

@@ -404,9 +404,9 @@ def _classifier_headline(relies: Answer, short: Answer, trust: Answer) -> str:
     if short.outcome == "yes" and short.grade != "weak":
         where = {"located": f" at {box_text(short.region)}" if short.region is not None else "",
                  "image_wide": ", image-wide", "place_unknown": ", place unknown"}.get(short.kind or "", "")
-        head = f"SHORTCUT SUSPECTED{where}: {_clause(short)}; {lead.lower()}: {rel}."
+        head = f"SHORTCUT SUSPECTED{where}: {short.summary or _clause(short)}; {lead.lower()}: {rel}."
     elif short.outcome == "yes":
-        head = f"{lead}: {rel}; weak shortcut sensitivity: {_clause(short)}."
+        head = f"{lead}: {rel}; weak shortcut sensitivity: {short.summary or _clause(short)}."
     else:
         sc_txt = {"no": "no shortcut found", "undecided": "no shortcut search ran"
                   if short.sentence.startswith("Undecided: no shortcut search") else "shortcut search inconclusive"}
