@@ -4,6 +4,6 @@ Run from the repository root as modules, e.g. ``.venv/bin/python -m bench.qualit
 (``make bench-quick`` runs every benchmark's quick mode). Every benchmark calls the library the
 audit runs: ``medxgan.explain.explain_batch``, ``medxgan.metrics.score_batch`` /
 ``shuffle_partners`` (through :func:`bench._pipeline.explain_and_score`), the product's
-classifier wrapper (``medxgan.models.classifier.AuditedClassifier``, Grad-CAM at
+classifier wrapper (``medxgan.classifiers.wrapper.AuditedClassifier``, Grad-CAM at
 ``default_target_layer``) and the one ``gaussian_blur``. Results go to ``bench/results/``.
 """

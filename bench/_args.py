@@ -13,7 +13,7 @@ def gan_flags(*, variant: bool = True, losses: bool = True) -> argparse.Argument
     ``--g-width``, ``--d-width``, ``--lambda-d-cls``, ``--lambda-min-change`` (with
     ``losses``)."""
     p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("generator (medxgan.models.gan / train_gan)")
+    g = p.add_argument_group("generator (medxgan.generators.published: gan / train)")
     if variant:
         g.add_argument("--generator", default="published", choices=["published", "local"],
                        help="generator architecture")
@@ -36,7 +36,7 @@ def classifier_flags(*, train: bool = True, folder: bool = False,
     """Classifier flags: ``--arch`` and ``--epochs`` (with ``train``; ``--epochs`` defaults to
     None, the benchmark's own default), ``--classifier`` (with ``folder``)."""
     p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("classifier (medxgan.models.train_classifier / classifier)")
+    g = p.add_argument_group("classifier (medxgan.classifiers.train / classifier)")
     if train:
         g.add_argument("--arch", default="small_cnn2", help="classifier architecture")
         g.add_argument("--epochs", type=int, default=None,

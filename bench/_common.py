@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medxgan.models.classifier import AuditedClassifier
+from medxgan.classifiers import AuditedClassifier
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -22,7 +22,7 @@ def as_classifier(net: nn.Module, size: int) -> AuditedClassifier:
     """A one-logit SmallCNN as the audited classifier, exactly as ``load_classifier`` wraps a
     ``small_cnn`` spec (unit normalisation, input ``size`` px, threshold 0.5; Grad-CAM at
     ``default_target_layer``). The wrapper freezes the network and keeps it in eval mode."""
-    from medxgan.models.classifier import ClassifierSpec
+    from medxgan.config.classifier import ClassifierSpec
 
     spec = ClassifierSpec(kind="small_cnn", path="<in memory>", input_size=size)
     return AuditedClassifier(net.eval(), spec)
@@ -30,7 +30,7 @@ def as_classifier(net: nn.Module, size: int) -> AuditedClassifier:
 
 def random_classifier(seed: int = 0, size: int = 64) -> AuditedClassifier:
     """A seeded random-init SmallCNN (speed benchmarks only: its maps mean nothing)."""
-    from medxgan.models.small_cnn import SmallCNN
+    from medxgan.classifiers.small_cnn import SmallCNN
     torch.manual_seed(seed)
     return as_classifier(SmallCNN(), size)
 
@@ -67,7 +67,7 @@ def gan_variant(generator: str = "published", discriminator: str = "unconditiona
     the ``local`` generator resize-conv upsampling and a residual-free border of
     ``local_frame`` px (default 6 at 64 px and above, 0 below); the published generator keeps
     its transposed convolutions and no frame."""
-    from medxgan.models.gan import GanConfig
+    from medxgan.config.models import GanConfig
     local = generator == "local"
     if local_frame is None:
         local_frame = 6 if size >= 64 else 0
@@ -128,7 +128,7 @@ def quick_classifier(x: torch.Tensor, y: torch.Tensor, *, epochs: int = 3,
     For speed benchmarks that need non-trivial maps (a random-init CNN gives all-zero
     Grad-CAM maps for ~30 % of images), not for quality tables.
     """
-    from medxgan.models.small_cnn import SmallCNN
+    from medxgan.classifiers.small_cnn import SmallCNN
     torch.manual_seed(seed)
     net = SmallCNN()
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)

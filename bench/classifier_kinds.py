@@ -18,7 +18,7 @@ preprocessing, speed and Grad-CAM layer are what a trained model of the kind get
     .venv/bin/python -m bench.classifier_kinds --quick    # 64 px cohort, fewer images
 
 Each spec is written to ``--work``/<kind>/spec.yaml and checked with the CLI's own code
-(``medxgan.models.check.check_classifier`` + ``format_check``); writes
+(``medxgan.classifiers.check.check_classifier`` + ``format_check``); writes
 bench/results/classifier_kinds.json, and the last line printed is
 ``<kind>_images_per_s=<x>`` for every kind.
 """
@@ -43,7 +43,7 @@ class MultiLabel(nn.Module):
 
     def __init__(self):
         super().__init__()
-        from medxgan.models.small_cnn import SmallCNN
+        from medxgan.classifiers.small_cnn import SmallCNN
 
         self.net = SmallCNN(1, len(NAMES), widths=(8, 16, 32))
         self.pathologies = list(NAMES)
@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "classifier_kinds.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from medxgan.models.check import check_classifier, format_check
+    from medxgan.classifiers.check import check_classifier, format_check
 
     size, n = (64, 16) if args.quick else (args.size, args.images)
     work = Path(args.work) / f"s{size}"

@@ -2,7 +2,7 @@
 
 Question: does tying G to real images make its change G(z_a, z_p) - G(z_a, 0) the image's
 lesion? Every GAN-only variant in bench.train_gan learned a change at the shuffled-box
-level. Here an encoder E (medxgan.models.encoder.Encoder) is trained jointly with the *local*
+level. Here an encoder E (medxgan.generators.published.encoder.Encoder) is trained jointly with the *local*
 generator G(z_a, z_p) = A(z_a) + M (T - A) (projection D, G 0.25 / D 0.5, d_a 100, d_p 10):
 
   - reconstruction: real negatives x ~ A(E_a(x)); real positives x ~ A + M (T - A) at E(x)
@@ -42,14 +42,16 @@ from bench._common import RESULTS, gan_variant, write_results
 
 def main(argv: list[str] | None = None) -> dict:
     from medxgan.cohort.reader import Cohort
-    from medxgan.explain.inversion import InversionConfig, invert
-    from medxgan.models.classifier import load_classifier
-    from medxgan.models.encoder import Encoder
-    from medxgan.models.gan import from_gan, to_gan
-    from medxgan.models.health import (agreement, change_similarity, inversion_health,
-                                       lesion_fidelity)
-    from medxgan.models.train_gan import (GanTrainConfig, _mix, load_heldout, load_train_data,
-                                          new_state)
+    from medxgan.config.explain import InversionConfig
+    from medxgan.generators.published.inversion import invert
+    from medxgan.classifiers import load_classifier
+    from medxgan.generators.published.encoder import Encoder
+    from medxgan.generators.published.gan import from_gan, to_gan
+    from medxgan.generators.health import lesion_fidelity
+    from medxgan.generators.published.health import agreement, change_similarity, inversion_health
+    from medxgan.cohort.loading import load_heldout, load_train_data
+    from medxgan.config.models import GanTrainConfig
+    from medxgan.generators.published.train import _mix, new_state
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], parents=[classifier_flags(
         train=False, folder=True,

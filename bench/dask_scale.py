@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ def _setup(tmp: str, args: argparse.Namespace) -> tuple[str, str]:
     import torch
 
     from bench._common import phantom_tensors, quick_classifier, write_phantom_cohort
-    from medxgan.models.classifier import ClassifierSpec
+    from medxgan.config.classifier import ClassifierSpec
     cohort = f"{tmp}/cohort"
     write_phantom_cohort(cohort, "phantom-cxr", 2 * args.n + 16, size=args.size, seed=args.seed)
     x, y = phantom_tensors("phantom-cxr", 256, size=args.size, seed=args.seed + 1)

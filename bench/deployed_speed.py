@@ -8,7 +8,7 @@ saved to a file (no download; speed does not depend on the weight values). Image
 phantom-cxr cohort stored at ``--size`` px (default 256: the generator's size differs from the
 classifier's 224, item 6 of the issue). Timed through the product's code:
 
-- ``check``: :func:`medxgan.models.check.check_classifier` (its own images/s line);
+- ``check``: :func:`medxgan.classifiers.check.check_classifier` (its own images/s line);
 - ``gradcam``, ``ig``: :func:`medxgan.explain.explain_batch` with the audit's default options
   (Grad-CAM at the spec's default target layer; IG with its default steps and baseline) on
   ``--n`` test positives in batches of ``--batch``.
@@ -49,8 +49,8 @@ def main() -> None:
 
     from medxgan.cohort.reader import Cohort
     from medxgan.explain import explain_batch
-    from medxgan.models.check import check_classifier, format_check
-    from medxgan.models.classifier import load_classifier
+    from medxgan.classifiers.check import check_classifier, format_check
+    from medxgan.classifiers import load_classifier
 
     size, n = (64, 2) if args.quick else (args.size, args.n)
     work = Path(args.work) / ("quick" if args.quick else f"s{size}")

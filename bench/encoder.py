@@ -1,7 +1,7 @@
 """Inversion encoder vs random-init inversion, side by side, for trained generators.
 
 For each trained medXGAN run (``--gan``, a train_gan output folder), an encoder is trained by
-latent regression on the run's best generator for ``--minutes`` (``medxgan.models.encoder``,
+latent regression on the run's best generator for ``--minutes`` (``medxgan.generators.published.encoder``,
 one torch thread), and the *test* split's held-out set (``--n-test`` positives with boxes and
 half as many negatives, the images bench.train_gan scores) is inverted with the fast recipe
 (``--steps`` Adam steps) from random latents and from E(x). Printed per run: recon MSE (GAN
@@ -30,14 +30,15 @@ from bench._common import RESULTS, random_classifier, write_results
 
 
 def _fidelity(G, z_a, z_p, masks) -> tuple[float, float]:
-    from medxgan.models.health import lesion_fidelity
+    from medxgan.generators.health import lesion_fidelity
     with torch.no_grad():
         d = G(z_a, z_p) - G(z_a, torch.zeros_like(z_p))                # (P, 1, S, S)
     return lesion_fidelity(d[:, 0], masks)
 
 
 def _one(G, f, held, minutes: float, steps: int, seed: int, batch: int) -> dict:
-    from medxgan.models.encoder import EncoderConfig, invert_from_both_starts, train_encoder
+    from medxgan.config.models import EncoderConfig
+    from medxgan.generators.published.encoder import invert_from_both_starts, train_encoder
 
     E, n, secs, lat = train_encoder(G, EncoderConfig(steps=10**7, batch=batch, seed=seed,
                                                      time_limit_s=minutes * 60))
@@ -77,8 +78,9 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out or RESULTS / ("encoder_quick.json" if args.quick else "encoder.json"))
     runs: dict[str, dict] = {}
     if args.quick:
-        from medxgan.models.gan import GanConfig, Generator
-        from medxgan.models.health import HeldOut
+        from medxgan.config.models import GanConfig
+        from medxgan.generators.published.gan import Generator
+        from medxgan.cohort.loading import HeldOut
         torch.manual_seed(0)
         G = Generator(GanConfig(image_size=32, d_a=8, d_p=3, g_width=0.05)).eval()
         g = torch.Generator().manual_seed(1)
@@ -90,8 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
         runs["untrained-32px"] = _one(G, random_classifier(0, 32), held, 0.05, 3, 0, 16)
     else:
         from medxgan.cohort.reader import Cohort
-        from medxgan.models.classifier import load_classifier
-        from medxgan.models.train_gan import load_generator, load_heldout
+        from medxgan.classifiers import load_classifier
+        from medxgan.cohort.loading import load_heldout
+        from medxgan.generators import load_generator
         f = load_classifier(f"{args.classifier}/spec.yaml")
         for url in [u for u in args.gan.split(",") if u]:
             G, meta = load_generator(url, attach_encoder=False)

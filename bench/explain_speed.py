@@ -1,10 +1,10 @@
 """Seconds per image of every explanation method, and medXGAN ``fast`` vs ``published-brain``.
 
 On a 64 px phantom-cxr cohort (medxgan.phantoms), with a small CNN classifier trained here for a
-few seconds (medxgan.models.small_cnn.SmallCNN, OneCycle; bench._common.quick_classifier, wrapped
+few seconds (medxgan.classifiers.small_cnn.SmallCNN, OneCycle; bench._common.quick_classifier, wrapped
 as the audit wraps it) and the published generator
-architecture (medxgan.models.gan.Generator, width ``--g-width``), random-init or trained for
-``--gan-steps`` steps here (medxgan.models.train_gan). Both inversion recipes run on the same
+architecture (medxgan.generators.published.gan.Generator, width ``--g-width``), random-init or trained for
+``--gan-steps`` steps here (medxgan.generators.published.train). Both inversion recipes run on the same
 G, f and test positives:
 
 - ``published-brain`` one image at a time (the published code's way: 1000 Adam steps, lr 1e-3),
@@ -36,7 +36,9 @@ from torch import nn
 from bench._args import gan_flags
 from bench._common import RESULTS, gan_variant, quick_classifier
 from medxgan import phantoms
-from medxgan.explain import METHODS, InversionConfig, explain_batch, invert
+from medxgan.config.explain import InversionConfig
+from medxgan.explain import METHODS, explain_batch
+from medxgan.generators.published.inversion import invert
 from medxgan.explain.floors import box_prior_map
 from medxgan.explain.seeding import content_seeds
 
@@ -53,7 +55,9 @@ def _cohort(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, l
 
 
 def _generator(args, f: nn.Module, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
-    from medxgan.models.train_gan import GanTrainConfig, TrainData, new_state, train_steps
+    from medxgan.cohort.loading import TrainData
+    from medxgan.config.models import GanTrainConfig
+    from medxgan.generators.published.train import new_state, train_steps
     gc = gan_variant("published", size=args.size, g_width=args.g_width, d_width=args.d_width)
     tc = GanTrainConfig(steps=args.gan_steps, batch=32, seed=args.seed, device="cpu")
     state = new_state(gc, tc)

@@ -3,7 +3,7 @@
 Profiling one step of the published medXGAN (G width 0.25, D width 0.5, batch 32, 64 px,
 small_cnn2 classifier, 1 torch thread) with ``torch.profiler`` put ``aten::bernoulli_`` (the
 discriminator's six Dropout(0.5) layers, three D passes per step) at 15 % of CPU time, behind
-the convolutions. :class:`medxgan.models.gan.FastDropout` draws the same inverted-dropout mask
+the convolutions. :class:`medxgan.generators.published.gan.FastDropout` draws the same inverted-dropout mask
 from random bits. This script times ``train_gan._step`` with the discriminator's dropout as
 ``nn.Dropout`` ("before") and as ``FastDropout`` ("after"), alternating rounds so both see
 the same machine load, for the published and the local generator.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ OUT = RESULTS / "gan_step.json"
 
 
 def _swap_dropout(D: nn.Module, fast: bool) -> None:
-    from medxgan.models.gan import FastDropout
+    from medxgan.generators.published.gan import FastDropout
     for name, m in list(D.phi.named_children()):
         if isinstance(m, (nn.Dropout, FastDropout)):
             D.phi._modules[name] = FastDropout(m.p) if fast else nn.Dropout(m.p)
@@ -54,7 +53,9 @@ def main(argv: list[str] | None = None) -> dict:
     size = args.size or (32 if q else 64)
     torch.set_num_threads(args.threads)
 
-    from medxgan.models.train_gan import GanTrainConfig, TrainData, _step, new_state
+    from medxgan.cohort.loading import TrainData
+    from medxgan.config.models import GanTrainConfig
+    from medxgan.generators.published.train import _step, new_state
 
     x, y = phantom_tensors("phantom-cxr", 256 if q else 1024, size=size, seed=0)
     f = quick_classifier(x, y, epochs=1)

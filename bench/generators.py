@@ -19,15 +19,31 @@ negative have no counterfactual, their difference map is empty, and the JSON cou
   the run-wide ``shuffle_partners`` partner's): ``mass_own`` / ``mass_shuffled`` (relevance
   mass), ``pointing_own`` / ``pointing_shuffled``; Grad-CAM and IG on the same images
   (``bench._pipeline.explain_and_score``);
-- ``counterfactual_health`` (medxgan.models.health) of its counterfactuals: change
+- ``counterfactual_health`` (medxgan.generators.health) of its counterfactuals: change
   similarity, universal flip (mean change added to up to 100 test negatives f calls negative),
   oracle flip, counterfactual NCC with the true change x - healthy twin
   (``medxgan.phantoms.true_twins``) and with a partner's (shuffled);
 - ``recon_mse``: the medxgan explanation's (published: inversion MSE in GAN space [-1, 1];
-  inpaint, residual: 0, x_pos = x), ``explain_s_per_image``: seconds of the medxgan explanation.
+  inpaint, residual: 0, x_pos = x), ``explain_s_per_image``: seconds of the medxgan explanation;
+- ``size`` (px); ``mask_dice``: Dice of the pixels x_neg changed with the rendered lesion's
+  (``medxgan.metrics.counterfactual.counterfactual_dice``); ``healthy_control``: share of
+  in-fillings of random lesion-sized holes in test negatives that f calls positive (the
+  family's healthy in-filler, ``medxgan.metrics.counterfactual.healthy_control``; NaN for a
+  family without one); ``speedup_vs_published``: seconds per image of the published per-image
+  inversion (``published-brain`` recipe, one image at a time, a published generator of the same
+  size, random-init unless the family is ``published``) timed in the same run on the first
+  ``--n-published`` of the same images, over ``explain_s_per_image``; ``flip_rate`` (f calls
+  x_neg negative) and ``area`` (share of the image's pixels x_neg changed).
+
+The in-filler of an image-conditioned family is trained once per cohort, family, seed, minutes
+and options and reused by later runs (``--retrain`` trains it again); ``--search`` then only
+changes how the loaded generator searches (``G.search``), so search variants are compared on
+the same in-filler.
 
     .venv/bin/python -m bench.generators --family inpaint --minutes 6
     .venv/bin/python -m bench.generators --family residual --dataset phantom-brain --seed 1
+    .venv/bin/python -m bench.generators --size 128 --dataset phantom-brain
+    .venv/bin/python -m bench.generators --search '{complete: true}'   # same in-filler
     .venv/bin/python -m bench.generators --quick          # 32 px smoke run, seconds
 
 Writes bench/results/generators_<family>_<dataset>_s<seed>.json (``--out``) and prints one
@@ -52,31 +68,31 @@ from bench._pipeline import explain_and_score
 KEYS = ["change_similarity", "universal_flip", "oracle_flip", "counterfactual_ncc",
         "counterfactual_ncc_shuffled", "mass_own", "mass_shuffled", "pointing_own",
         "pointing_shuffled", "gradcam_mass", "ig_mass", "gradcam_pointing", "ig_pointing",
-        "recon_mse", "explain_s_per_image"]
+        "recon_mse", "explain_s_per_image", "size", "mask_dice", "healthy_control",
+        "speedup_vs_published", "flip_rate", "area"]
 
 
 def _configs(family: str, size: int, minutes: float, seed: int, device: str, quick: bool,
              search: dict | None = None, options: dict | None = None):
     """(GanConfig, GanTrainConfig) of the family as this bench trains it (``search``: the
     inpaint family's ``SearchConfig`` fields that differ from the default; ``options``: the
-    family's ``InpaintConfig`` / ``ResidualConfig`` fields that do)."""
-    from medxgan.config.inpaint import InpaintConfig
-    from medxgan.config.residual import ResidualConfig
-    from medxgan.models.gan import GanConfig
-    from medxgan.models.train_gan import GanTrainConfig
+    fields of the family's own training config, ``InpaintConfig`` / ``ResidualConfig``, that
+    do). A family with its own section of ``gan.train`` trains for ``minutes`` of wall clock
+    in it; the published family by ``gan.train`` itself."""
+    from medxgan.config.models import GanConfig, GanTrainConfig
+    from medxgan.generators import family as generator_family
 
     held = 6 if quick else 24
-    if family == "inpaint":
-        ic = InpaintConfig(steps=None, seconds=minutes * 60, seed=seed,
-                           health={"negatives": 16 if quick else 64}, search=search or {},
-                           **(options or {}))
-        return GanConfig(family="inpaint", image_size=size), GanTrainConfig(
-            seed=seed, device=device, health_heldout=held, inpaint=ic)
-    if family == "residual":
-        rc = ResidualConfig(steps=None, seconds=minutes * 60, seed=seed,
-                            health={"negatives": 16 if quick else 64}, **(options or {}))
-        return GanConfig(family="residual", image_size=size), GanTrainConfig(
-            seed=seed, device=device, health_heldout=held, residual=rc)
+    own = generator_family(family).own_config
+    if own:
+        Own = type(getattr(GanTrainConfig(), own))
+        extra = {"search": search or {}} if "search" in Own.model_fields else {}
+        kw = {"steps": None, "seconds": minutes * 60, "seed": seed,
+              "health": {"negatives": 16 if quick else 64}, **extra}
+        oc = Own(**{**kw, **(options or {})})  # e.g. '{steps: 2000, seconds: null}'
+
+        return GanConfig(family=family, image_size=size), GanTrainConfig(
+            seed=seed, device=device, health_heldout=held, **{own: oc})
     gc = gan_variant("published", "unconditional", size=size)
     return gc, GanTrainConfig(lambda_cls=2.0, batch=32, steps=10**6, seed=seed, device=device,
                               checkpoint_every=20 if quick else 250, health_heldout=held,
@@ -84,9 +100,51 @@ def _configs(family: str, size: int, minutes: float, seed: int, device: str, qui
                               time_limit_s=minutes * 60)
 
 
+def _has_search(family: str) -> bool:
+    """Does the family's own section of ``gan.train`` have a ``search`` (the inpaint family's
+    :class:`~medxgan.config.inpaint.SearchConfig`)?"""
+    from medxgan.config.models import GanTrainConfig
+    from medxgan.generators import family as generator_family
+
+    own = generator_family(family).own_config
+    return bool(own) and "search" in type(getattr(GanTrainConfig(), own)).model_fields
+
+
+def _published_s_per_image(G, family: str, f, x: torch.Tensor, size: int, seed: int) -> float:
+    """Seconds per image of the published per-image inversion (``published-brain``: 1000 Adam
+    steps, lr 1e-3, one image at a time) of images ``x`` (n, 1, S, S): with G itself when the
+    family is the latent one, else with a random-init published generator of the same size (its
+    weights do not change the cost); NaN where no published generator of that size exists."""
+    from medxgan.config.explain import InversionConfig
+    from medxgan.config.models import GanTrainConfig
+    from medxgan.explain.seeding import content_seeds
+    from medxgan.generators import family as generator_family
+    from medxgan.generators.published.inversion import invert
+    from medxgan.generators.published.train import new_state
+
+    if not len(x):
+        return float("nan")
+    dev = next(iter(f.parameters())).device
+    if not generator_family(family).latent:
+        try:
+            gc = gan_variant("published", "unconditional", size=size)
+            G = new_state(gc, GanTrainConfig(seed=seed, device=dev.type)).G.eval()
+        except (ValueError, RuntimeError, KeyError) as e:
+            print(f"no published generator at {size} px ({e}): speedup_vs_published=nan")
+            return float("nan")
+    x = x.to(dev)
+    seeds = content_seeds(x, seed)
+    cfg = InversionConfig.recipe("published-brain")
+    t = time.perf_counter()
+    for i in range(len(x)):
+        invert(G, f, x[i:i + 1], cfg, seed=seeds[i:i + 1])
+    return (time.perf_counter() - t) / len(x)
+
+
 def _classifier(cohort_url: str, url: str, arch: str, epochs: int, seed: int, device: str):
-    from medxgan.models.classifier import load_classifier
-    from medxgan.models.train_classifier import ClassifierTrainConfig, train_classifier
+    from medxgan.classifiers import load_classifier
+    from medxgan.classifiers.train import train_classifier
+    from medxgan.config.models import ClassifierTrainConfig
     from medxgan.storage import Store
 
     if not Store(url).exists("spec.yaml"):
@@ -172,12 +230,23 @@ def _loc(scores, method: str | None = None) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  parents=[device_flags(threads=1)])
-    ap.add_argument("--family", default="inpaint", choices=["published", "inpaint", "residual"])
+    ap.add_argument("--family", default="inpaint", choices=["published", "inpaint", "residual"],
+                    help="gan.model.family (medxgan.generators.registry.names())")
     ap.add_argument("--dataset", default="phantom-cxr", choices=["phantom-cxr", "phantom-brain"])
     ap.add_argument("--minutes", type=float, default=None,
                     help="training wall clock of the generator (default 10; 0.15 with --quick)")
     ap.add_argument("--seed", type=int, default=0, help="cohort, classifier and generator seed")
     ap.add_argument("--quick", action="store_true", help="32 px, 240 images, seconds")
+    ap.add_argument("--size", type=int, default=None,
+                    help="image side in px of the cohort, f and the generator (default 64; "
+                         "32 with --quick), e.g. 128, 224, 256")
+    ap.add_argument("--n-images", type=int, default=None,
+                    help="phantom cohort size (default 1200; 240 with --quick)")
+    ap.add_argument("--n-published", type=int, default=None,
+                    help="images inverted by the published per-image recipe for "
+                         "speedup_vs_published (default 4; 1 with --quick; 0: not timed)")
+    ap.add_argument("--retrain", action="store_true",
+                    help="train the generator again even where this bench trained it before")
     ap.add_argument("--search", default=None,
                     help="inpaint: SearchConfig fields as YAML, e.g. '{crop: null, stride: 8}'")
     ap.add_argument("--residual", default=None,
@@ -194,12 +263,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from medxgan.cohort.reader import Cohort
-    from medxgan.models.health import counterfactual_health
-    from medxgan.models.train_gan import load_generator, train_gan
+    from medxgan.generators import load_generator, train_gan
+    from medxgan.generators import family as generator_family
+    from medxgan.generators.health import counterfactual_health
+    from medxgan.metrics.counterfactual import SUPPORT_TOL, healthy_control
     from medxgan.phantoms import true_twins
     from medxgan.storage import Store
 
-    size, n_images = (32, 240) if args.quick else (64, 1200)
+    size = args.size or (32 if args.quick else 64)
+    n_images = args.n_images or (240 if args.quick else 1200)
+    n_published = args.n_published if args.n_published is not None else (1 if args.quick else 4)
     minutes = args.minutes if args.minutes is not None else (0.15 if args.quick else 10.0)
     n_test = args.n_test or (16 if args.quick else 100)
     work = Path(args.work) / ("quick" if args.quick else "full")
@@ -217,21 +290,40 @@ def main() -> None:
     import yaml
 
     search = yaml.safe_load(args.search) if args.search else None
-    text = {"residual": args.residual, "inpaint": args.inpaint}.get(args.family)
+    text = vars(args).get(args.family)  # --inpaint / --residual: that family's own options
     options = yaml.safe_load(text) if text else None
-    gc, tc = _configs(args.family, size, minutes, args.seed, args.device, args.quick, search,
-                      options)
+    # the search does not change what is trained (unless it is amortised): one in-filler for
+    # every search variant, the variant applied to the loaded generator
+    late_search = bool(search) and _has_search(args.family) and not (options or {}).get(
+        "amortise")
+    trained_with = None if late_search else search
+    gc, tc = _configs(args.family, size, minutes, args.seed, args.device, args.quick,
+                      trained_with, options)
     tag = "".join("-" + "-".join(f"{k}{v}" for k, v in sorted(d.items()))
-                  for d in (search, options) if d).replace(" ", "").replace("'", "")
-    out_url = str(work / f"gen-{args.family}-{args.dataset}-s{args.seed}-{minutes:g}m{tag}")
-    Store(out_url).delete("")
+                  for d in (trained_with, options) if d).replace(" ", "").replace("'", "")
+    out_url = str(work / f"gen-{args.family}-{args.dataset}-{size}px-s{args.seed}-{minutes:g}m"
+                  f"{tag}")
+    trained = Store(out_url).exists("manifest.json") and not args.retrain
+    if trained and not late_search:  # a run of other configs (an older release): train again
+        kept = Store(out_url).read_json("manifest.json")
+        trained = kept.get("train_config") == tc.model_dump(mode="json") and \
+            kept.get("gan_config") == gc.model_dump(mode="json")
+    if not trained:
+        Store(out_url).delete("")
     t = time.perf_counter()
-    summary = train_gan(cohort_url, f, out_url, gc, tc)
+    if trained and late_search:  # the in-filler as trained (its search is replaced below)
+        summary = {**Store(out_url).read_json("manifest.json"), "reused": True}
+    else:
+        summary = train_gan(cohort_url, f, out_url, gc, tc)
     train_s = time.perf_counter() - t
     G, meta = load_generator(out_url)
     G = G.to(args.device)
-    print(f"{args.family}: {summary['steps']} steps in {train_s:.0f} s, kept step {meta['step']}",
-          flush=True)
+    if late_search:  # today's defaults with the given fields (the run was trained without any)
+        from medxgan.config.inpaint import SearchConfig
+
+        G.search = SearchConfig.model_validate(search)
+    print(f"{args.family}: {summary['steps']} steps in {train_s:.0f} s, kept step {meta['step']}"
+          + (" (trained before: reused)" if summary.get("reused") else ""), flush=True)
 
     if args.quick:  # its weak 32 px classifier calls few positives positive: take them all
         ids, skipped = _test_ids(cohort, n_test, 1), 0
@@ -258,6 +350,11 @@ def main() -> None:
     if getattr(G, "mask_net", None) is not None:  # share of images the amortised mask flipped
         again = G.counterfactual(kept["x"], f)
         health["amortised_share"] = float(again.amortised.float().mean())
+    filler = generator_family(args.family).infiller(G)
+    health["healthy_control"] = healthy_control(filler, called_neg, f, seed=args.seed) \
+        if filler is not None else float("nan")
+    s_published = _published_s_per_image(G, args.family, f, kept["x"][:n_published], size,
+                                         args.seed) if n_published else float("nan")
     own, gcam, ig = _loc(scores), _loc(base, "gradcam"), _loc(base, "ig")
     line = {"change_similarity": health["change_similarity"],
             "universal_flip": health["universal_flip"], "oracle_flip": health["oracle_flip"],
@@ -267,10 +364,18 @@ def main() -> None:
             "pointing_own": own["pointing"], "pointing_shuffled": own["pointing_shuffled"],
             "gradcam_mass": gcam["mass"], "ig_mass": ig["mass"],
             "gradcam_pointing": gcam["pointing"], "ig_pointing": ig["pointing"],
-            "recon_mse": float(kept["mse"].double().mean()), "explain_s_per_image": s_per_image}
+            "recon_mse": float(kept["mse"].double().mean()), "explain_s_per_image": s_per_image,
+            "size": float(size), "mask_dice": health["mask_dice"],
+            "healthy_control": health["healthy_control"],
+            "speedup_vs_published": s_published / s_per_image if s_per_image > 0
+            else float("nan"),
+            "flip_rate": health["flip_rate"],
+            "area": float((kept["x"] - kept["x_neg"]).abs().flatten(1).ge(SUPPORT_TOL)
+                          .double().mean())}
     assert list(line) == KEYS
     out = Path(args.out) if args.out else RESULTS / (
         f"generators_{args.family}_{args.dataset}_s{args.seed}"
+        + (f"_{size}px" if size != 64 and not args.quick else "")
         + ("_quick" if args.quick else "") + ".json")
     write_results(out, {
         "bench": "generators", "command": " ".join(["python -m bench.generators"] + sys.argv[1:]),
@@ -284,7 +389,10 @@ def main() -> None:
                   "kept_step": meta["step"], "val_health": meta["health"],
                   "gan_config": gc.model_dump(mode="json"),
                   "train_config": tc.model_dump(mode="json")},
-        "test_health": health, "baseline_s_per_image": base_s, "result": line,
+        "test_health": health, "baseline_s_per_image": base_s,
+        "published_s_per_image": s_published, "n_published": n_published,
+        "search": G.search.model_dump(mode="json") if hasattr(G, "search") else None,
+        "reused_generator": bool(summary.get("reused")), "result": line,
         "total_seconds": round(time.perf_counter() - t0, 1)})
     print(f"wrote {out}", flush=True)
     print(f"family={args.family} " + " ".join(

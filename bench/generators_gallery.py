@@ -42,8 +42,8 @@ def main() -> None:
     from medxgan.cohort.reader import Cohort
     from medxgan.metrics.counterfactual import counterfactual_ncc
     from medxgan.metrics.masks import boxes_to_masks
-    from medxgan.models.classifier import load_classifier
-    from medxgan.models.train_gan import load_generator
+    from medxgan.classifiers import load_classifier
+    from medxgan.generators import load_generator
     from medxgan.phantoms import true_twins
 
     work = Path(args.work)

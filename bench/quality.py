@@ -10,8 +10,8 @@ For each dataset (``--datasets``) and classifier variant:
   classifier trained with ``remove_tag=False``;
 
 the script writes the cohort (``--n`` images, ``--size`` px, medxgan.phantoms), trains the
-classifier (medxgan.models.train_classifier, SmallCNN, ``--epochs``), trains a medXGAN generator
-for it (medxgan.models.train_gan.train_gan, published architecture, GanConfig g_width 0.25,
+classifier (medxgan.classifiers.train, SmallCNN, ``--epochs``), trains a medXGAN generator
+for it (medxgan.generators.train_gan, published architecture, GanConfig g_width 0.25,
 d_width 0.5, d_a 100, d_p 10, ``--gan-steps``), explains ``--images`` held-out test positives
 with medxgan (difference map, default fast inversion), latent_ig (exact path sum on the same
 latents), gradcam, ig, random and box_prior (average train box), scores every localisation
@@ -68,9 +68,10 @@ VARIANTS = {"clean": (0.0, True), "shortcut": (0.9, False)}  # shortcut_rate, re
 def _run_one(tmp: str, kind: str, variant: str, args: argparse.Namespace) -> tuple[list, dict]:
     """Cohort -> classifier -> generator -> explanations -> scores for one (dataset, variant)."""
     from medxgan.cohort import Cohort
-    from medxgan.models.classifier import load_classifier
-    from medxgan.models.train_classifier import ClassifierTrainConfig, train_classifier
-    from medxgan.models.train_gan import GanTrainConfig, load_generator, train_gan
+    from medxgan.classifiers import load_classifier
+    from medxgan.classifiers.train import train_classifier
+    from medxgan.config.models import ClassifierTrainConfig, GanTrainConfig
+    from medxgan.generators import load_generator, train_gan
 
     rate, remove = VARIANTS[variant]
     root = f"{tmp}/{kind}-{variant}"

@@ -2,7 +2,7 @@
 shape or place, and stay quiet on clean classifiers? (issue #20)
 
 Each case is a phantom cohort (``medxgan.phantoms``, 64 px, 2 000 images), a classifier trained
-on it by the product (``medxgan.models.train_classifier``: small_cnn2, 12 epochs, horizontal
+on it by the product (``medxgan.classifiers.train``: small_cnn2, 12 epochs, horizontal
 flips, as the demo's), the healthy in-filler trained by the product's GAN stage (``train_gan``
 with ``family: inpaint``, 600 steps, as the demo's) and the product's shortcut search on the
 test split (``medxgan.metrics.shortcut_run.cohort_shortcut``, 128 images, as ``medxgan audit``
@@ -217,9 +217,9 @@ def run_case(c: Case, *, quick: bool, refresh: bool, device: str = "cpu",
     from medxgan.cohort.reader import Cohort
     from medxgan.config.models import ClassifierTrainConfig, GanConfig, GanTrainConfig
     from medxgan.metrics.shortcut_run import cohort_shortcut, shortcut_json
-    from medxgan.models.classifier import load_classifier
-    from medxgan.models.train_classifier import train_classifier
-    from medxgan.models.train_gan import load_generator, train_gan
+    from medxgan.classifiers import load_classifier
+    from medxgan.classifiers.train import train_classifier
+    from medxgan.generators import load_generator, train_gan
     from medxgan.report._evidence import Evidence
     from medxgan.report.answers import shortcut_answer
     from medxgan.storage import Store
@@ -267,8 +267,8 @@ def run_case(c: Case, *, quick: bool, refresh: bool, device: str = "cpu",
 def backfill_infill(c: Case, quick: bool, cache: Path = CACHE) -> dict:
     """:func:`infill_table` of a case whose models are cached (results of an earlier version)."""
     from medxgan.cohort.reader import Cohort
-    from medxgan.models.classifier import load_classifier
-    from medxgan.models.train_gan import load_generator
+    from medxgan.classifiers import load_classifier
+    from medxgan.generators import load_generator
 
     root = cache / ("quick" if quick else "full") / c.name
     f = load_classifier(str(root / "classifier" / "spec.yaml"))

@@ -1,7 +1,7 @@
 """medXGAN generator variants trained on phantom-cxr within a time budget: health side by side.
 
 On a 64 px phantom-cxr cohort (medxgan.phantoms, ~4000 train images), a baseline small CNN is
-trained (medxgan.models.train_classifier: ``--arch`` small_cnn2 = the prototype's 3 blocks with
+trained (medxgan.classifiers.train: ``--arch`` small_cnn2 = the prototype's 3 blocks with
 two convs each, 14 epochs, Adam + OneCycle 2e-3, batch 64, left-right flips) and its
 test AUROC reported. Then each generator variant
 
@@ -119,10 +119,12 @@ def main() -> None:
     args.out = args.out or str(OUT.with_name("train_gan_quick.json") if args.quick else OUT)
 
     from medxgan.cohort.reader import Cohort
-    from medxgan.models.classifier import load_classifier
-    from medxgan.models.health import agreement, change_similarity, inversion_health
-    from medxgan.models.train_classifier import ClassifierTrainConfig, train_classifier
-    from medxgan.models.train_gan import GanTrainConfig, load_generator, load_heldout, train_gan
+    from medxgan.classifiers import load_classifier
+    from medxgan.generators.published.health import agreement, change_similarity, inversion_health
+    from medxgan.classifiers.train import train_classifier
+    from medxgan.config.models import ClassifierTrainConfig, GanTrainConfig
+    from medxgan.cohort.loading import load_heldout
+    from medxgan.generators import load_generator, train_gan
     from medxgan.storage import Store
 
     work = Path(args.work) / ("quick" if args.quick else "full")

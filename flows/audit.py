@@ -150,18 +150,19 @@ def _infill_stage(cfg: AuditConfig, root: Store, cohort: dict, spec: str, clf_ha
     inpaint-family run, else an inpaint run trained by the GAN stage's task with
     ``gan.train`` (its ``inpaint`` section), keyed like a GAN stage; (URL, content hash), or
     (None, None) when none is needed."""
-    from tasks.common import generator
+    from medxgan.generators.registry import INFILLER
+    from tasks.common import generator, generator_family
     from tasks.train import train_gan_task
 
     sc = cfg.score
     if sc.ablation_infill != "inpaint" or not (sc.intervention or sc.shortcut):
         return None, None
     g = stages.get("gan")
-    if g is not None and getattr(generator(g["url"])[0], "family", "published") == "inpaint":
+    if g is not None and generator_family(g["url"]).infiller(generator(g["url"])[0]) is not None:
         stages["infill"] = {"url": g["url"], "hash": g["hash"], "reused": True, "of": "gan"}
         return g["url"], g["hash"]
     size = (cohort.get("size") or [field_default(GanConfig, "image_size")])[0]
-    gm = GanConfig.model_validate({"family": "inpaint", "image_size": size}).model_dump(mode="json")
+    gm = GanConfig.model_validate({"family": INFILLER, "image_size": size}).model_dump(mode="json")
     gt = resolved(cfg.gan.train, seed=cfg.seed)
     key = stable_hash({"cohort": cohort["hash"], "classifier": clf_hash, "model": gm,
                        "train": gt})[:16]
@@ -190,22 +191,26 @@ def audit_flow(config: AuditConfig | dict[str, Any] | str, runner: str = "local"
     """
     from flows.explain import explain_flow
     from flows.score import score_flow
-    from tasks.common import classifier_hash, generator
+    from tasks.common import classifier_hash, generator, generator_family
     from tasks.report import (build_report, code_version, evaluate_classifier,
                               library_versions)
     from tasks.train import train_classifier_task, train_gan_task
 
     cfg = config if isinstance(config, AuditConfig) else AuditConfig.model_validate(config) \
         if isinstance(config, dict) else AuditConfig.from_yaml(config)
-    if cfg.explain.findings is not None:  # one audit per finding (flows/findings.py)
-        from flows.findings import findings_audit
-
-        return findings_audit(cfg, runner, dask_address)
     store_url = cfg.store or get_settings().store
     root = Store(store_url)
     stages: dict[str, dict] = {}
 
     cohort = _cohort_stage(cfg, root)
+    if cfg.explain.findings is not None:  # one audit per finding (flows/findings.py)
+        from flows.findings import findings_audit
+
+        m = findings_audit(cfg, cohort, lambda child: audit_flow(
+            config=child, runner=runner, dask_address=dask_address))
+        if m.get("multi_finding"):  # a finding's own run published its alerts already
+            publish(m)
+        return m
     stages["cohort"] = cohort
 
     if cfg.classifier.spec:
@@ -224,7 +229,7 @@ def audit_flow(config: AuditConfig | dict[str, Any] | str, runner: str = "local"
     from tasks.check import check_classifier_task  # one line, before any work, if unfit
     check = check_classifier_task(cohort["url"], spec, cfg.explain.split or None)
     if check.get("gradcam_unsupported") and "gradcam" in set(cfg.explain.methods) | set(cfg.explain.tune):
-        from medxgan.models.classifier import ClassifierLoadError
+        from medxgan.config.classifier import ClassifierLoadError
 
         raise ClassifierLoadError(f"classifier {check['path']}: {check['gradcam_unsupported']}")
 
@@ -252,7 +257,7 @@ def audit_flow(config: AuditConfig | dict[str, Any] | str, runner: str = "local"
     ex, sc = cfg.explain, cfg.score
     infill_url, infill_hash = _infill_stage(cfg, root, cohort, spec, clf_hash, stages)
     # one name per map: a method the generator's family does not offer is not explained
-    family = getattr(generator(gan_url)[0], "family", "published") if gan_url else None
+    family = generator_family(gan_url).name if gan_url else None
     dropped = not_offered(ex.methods, family)
     methods = [m for m in ex.methods if m not in dropped]
     options = {m: o for m, o in explain_options(cfg).items() if m not in dropped}

@@ -85,9 +85,12 @@ def _cmd_train_gan(a: argparse.Namespace) -> int:
     cfg = _load_yaml(a.config)
     train = dict(cfg.get("train") or {})
     if a.steps is not None:  # the family's own step count
-        family = (cfg.get("model") or {}).get("family", field_default(GanConfig, "family"))
-        if family in ("inpaint", "residual"):
-            train[family] = {**(train.get(family) or {}), "steps": a.steps}
+        from medxgan.generators.registry import family
+
+        name = (cfg.get("model") or {}).get("family", field_default(GanConfig, "family"))
+        own = family(name).own_config  # its section of gan.train, or gan.train itself
+        if own:
+            train[own] = {**(train.get(own) or {}), "steps": a.steps}
         else:
             train["steps"] = a.steps
     GanSection.model_validate({**cfg, "train": train})  # a typo fails here, before any work
@@ -175,7 +178,7 @@ def audit_exit_code(manifest: dict) -> int:
 
 
 def _cmd_check_classifier(a: argparse.Namespace) -> int:
-    from medxgan.models.check import check_classifier, format_check
+    from medxgan.classifiers.check import check_classifier, format_check
 
     r = check_classifier(a.spec, a.cohort, a.split or None, batch_size=a.batch_size,
                          max_images=a.max_images)

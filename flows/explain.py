@@ -48,9 +48,9 @@ def explain_flow(cohort: str, classifier: str, run: str, methods: list[str],
     seconds = task_timeout_s or limits().task_timeout_s
     if gan:  # one name per map: refuse a method the generator's family does not offer
         from medxgan.catalogue import not_offered
-        from tasks.common import generator
+        from tasks.common import generator_family
 
-        if bad := not_offered(methods, getattr(generator(gan)[0], "family", "published")):
+        if bad := not_offered(methods, generator_family(gan).name):
             raise ValueError("; ".join(f"{m}: not offered: {why}" for m, why in bad.items()))
     labels = field_default(ExplainSection, "labels") if labels is None else labels
     options = {m: dict(o) for m, o in (options or {}).items()}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -62,16 +63,22 @@ def finding_spec(spec_url: str, finding: str, root: Store) -> str:
     return root.url_of(key)
 
 
-def findings_audit(cfg: AuditConfig, runner: str = "local",
-                   dask_address: str | None = None) -> dict:
+def findings_audit(cfg: AuditConfig, cohort: dict, audit: Callable[[dict[str, Any]], dict]
+                   ) -> dict:
     """Run (or reuse) the audit of every finding of ``cfg.explain.findings``; returns the
-    multi-finding run's manifest (one finding: that finding's run manifest)."""
-    from flows.audit import _cohort_stage, audit_flow, publish
+    multi-finding run's manifest (``multi_finding``: True; its alerts are the caller's to
+    publish) or, with one finding, that finding's run manifest.
+
+    Args:
+        cfg: the audit's config.
+        cohort: the audit's cohort stage (``url``, ``hash``; the flow's cohort stage).
+        audit: runs one finding's audit from its config dict and returns its manifest (the
+            audit flow, with the caller's runner).
+    """
     from medxgan.cohort.views import finding_view, view_hash
     from medxgan.report.findings import render_findings_report, stack_by_finding
 
     root = Store(cfg.store or get_settings().store)
-    cohort = _cohort_stage(cfg, root)
     base = cfg.model_dump(mode="json", exclude_unset=True)
     base["explain"] = {k: v for k, v in base.get("explain", {}).items() if k != "findings"}
     runs: dict[str, dict] = {}
@@ -82,7 +89,7 @@ def findings_audit(cfg: AuditConfig, runner: str = "local",
                                  "cohort": {"source": "existing", "url": view_url}}
         if cfg.classifier.spec:
             child["classifier"] = {"spec": finding_spec(cfg.classifier.spec, finding, root)}
-        m = audit_flow(config=child, runner=runner, dask_address=dask_address)
+        m = audit(child)
         runs[finding] = {**m, "cohort_counts": view["counts"]}
     if len(runs) == 1:
         return next(iter(runs.values()))
@@ -123,7 +130,6 @@ def findings_audit(cfg: AuditConfig, runner: str = "local",
                       for f, m in runs.items()}},
     }
     run.write_manifest(manifest)
-    publish(manifest)
     return manifest
 
 

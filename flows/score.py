@@ -82,9 +82,11 @@ def score_flow(run: str, n_boot: int = field_default(ScoreSection, "n_boot"),
 
 
 def _own_infiller(gan: str | None) -> str | None:
-    """The run's generator URL when it is an inpaint-family run (a healthy in-filler)."""
+    """The run's generator URL when its family has a healthy in-filler (the inpaint family)."""
     if not gan:
         return None
+    from medxgan.generators.registry import family_of
     from tasks.common import generator
 
-    return gan if getattr(generator(gan)[0], "family", None) == "inpaint" else None
+    G = generator(gan)[0]
+    return gan if family_of(G).infiller(G) is not None else None

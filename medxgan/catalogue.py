@@ -126,6 +126,8 @@ METRIC_CATALOGUE: tuple[Metric, ...] = (
     Metric("counterfactual_similarity", "counterfactual similarity", False, "generator"),
     Metric("counterfactual_ncc", "counterfactual NCC with the true change", True, "generator",
            True),
+    Metric("counterfactual_dice", "counterfactual mask Dice with the true lesion", True,
+           "generator", True),
     # intervention evidence (method INTERVENTION): ablation_drop_shuffled is ablation_drop's control
     Metric("ablation_drop", "ablation drop", True, "intervention", True),
     Metric("ablation_flip", "ablation flip rate", True, "intervention"),

@@ -18,9 +18,9 @@ AUDIT_CHECK_IMAGES = 256
       timeout_seconds=get_settings().task_timeout_s)
 def check_classifier_task(cohort_url: str, spec: str, split: str | None = "test",
                           max_images: int | None = AUDIT_CHECK_IMAGES) -> dict:
-    """:func:`medxgan.models.check.check_classifier` of a spec on a cohort split (the
+    """:func:`medxgan.classifiers.check.check_classifier` of a spec on a cohort split (the
     classifier loaded once per worker, :func:`tasks.common.classifier`)."""
-    from medxgan.models.check import check_classifier
+    from medxgan.classifiers.check import check_classifier
     from tasks.common import classifier
 
     return check_classifier(classifier(spec), cohort_url, split, max_images=max_images)

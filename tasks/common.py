@@ -10,7 +10,7 @@ import torch
 @functools.lru_cache(maxsize=4)
 def classifier(spec_path: str):
     """The audited classifier of a spec YAML path/URL, loaded once per worker process."""
-    from medxgan.models.classifier import load_classifier
+    from medxgan.classifiers import load_classifier
 
     return load_classifier(spec_path)
 
@@ -24,7 +24,7 @@ def classifier_hash(spec_path: str) -> str:
     same file gives the same hash anywhere, but a re-export does not (``torch.jit.save``
     writes the absolute paths of the Python sources into its ``.debug_pkl`` records).
     ``classifier(spec).sha256`` stays the sha256 of the file's bytes (integrity)."""
-    from medxgan.models.checkpoints import content_hash, state_dict_hash
+    from medxgan.checkpoints import content_hash, state_dict_hash
 
     f = classifier(spec_path)
     weights = f.sha256 if f.spec.kind == "torchscript" else state_dict_hash(f.model.state_dict())
@@ -35,9 +35,16 @@ def classifier_hash(spec_path: str) -> str:
 @functools.lru_cache(maxsize=4)
 def generator(gan_url: str):
     """(G, meta) of a trained medXGAN run, loaded once per worker process."""
-    from medxgan.models.train_gan import load_generator
+    from medxgan.generators import load_generator
 
     return load_generator(gan_url)
+
+
+def generator_family(gan_url: str):
+    """The :class:`~medxgan.generators.base.GeneratorFamily` of the run at ``gan_url``."""
+    from medxgan.generators import family_of
+
+    return family_of(generator(gan_url)[0])
 
 
 def device() -> torch.device:

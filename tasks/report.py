@@ -58,7 +58,7 @@ def evaluate_classifier(cohort_url: str, spec: str, split: str = "test") -> dict
     import torch
 
     from medxgan.cohort.reader import Cohort
-    from medxgan.models.train_classifier import auroc
+    from medxgan.classifiers.train import auroc
     from tasks.common import classifier
 
     f = classifier(spec)
@@ -344,9 +344,9 @@ def _family(gan: str | None) -> str | None:
     """The generator family of the run's generator (None without one)."""
     if not gan:
         return None
-    from tasks.common import generator
+    from tasks.common import generator_family
 
-    return getattr(generator(gan)[0], "family", "published")
+    return generator_family(gan).name
 
 
 def _read_or_none(store: Store, key: str) -> Any:

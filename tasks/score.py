@@ -96,21 +96,21 @@ def _true_changes(cohort, ids: list[str], partners: dict[str, str], images, tabl
 
 
 def infiller(infill: str, infill_gan: str | None):
-    """The healthy in-filler of a run (the inpaint family's generator at ``infill_gan``) when
-    ``infill`` is ``inpaint``, else None."""
+    """The healthy in-filler of a run (the generator at ``infill_gan``, of a family that has
+    one: ``inpaint``) when ``infill`` is ``inpaint``, else None."""
     if infill != "inpaint":
         return None
     if not infill_gan:
         raise ValueError("score.ablation_infill 'inpaint' needs the run's healthy in-filler "
                          "(an inpaint-family GAN run); set ablation_infill to blur, mean or "
                          "noisy_linear to score without one")
-    from tasks.common import generator
+    from tasks.common import generator, generator_family
 
-    G = generator(infill_gan)[0]
-    if getattr(G, "family", None) != "inpaint":
-        raise ValueError(f"{infill_gan} is a {getattr(G, 'family', 'published')!r} generator "
+    filler = generator_family(infill_gan).infiller(generator(infill_gan)[0])
+    if filler is None:
+        raise ValueError(f"{infill_gan} is a {generator_family(infill_gan).name!r} generator "
                          "run, not a healthy in-filler (family: inpaint)")
-    return G
+    return filler
 
 
 @task(name="intervention-part", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,

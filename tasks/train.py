@@ -27,7 +27,8 @@ def train_classifier_task(cohort_url: str, out_url: str, config: dict[str, Any])
 
     Returns: ``{"url", "spec", "metrics", "reused"}``; ``spec`` is the spec YAML URL.
     """
-    from medxgan.models.train_classifier import ClassifierTrainConfig, train_classifier
+    from medxgan.classifiers.train import train_classifier
+    from medxgan.config.models import ClassifierTrainConfig
 
     store = Store(out_url)
     done = store.read_manifest()
@@ -54,8 +55,8 @@ def train_gan_task(cohort_url: str, spec: str, out_url: str, gan_config: dict[st
     A finished run (its manifest exists) is reused; an interrupted one resumes from its
     latest complete checkpoint. Returns the run summary plus ``url`` and ``reused``.
     """
-    from medxgan.models.gan import GanConfig
-    from medxgan.models.train_gan import GanTrainConfig, train_gan
+    from medxgan.config.models import GanConfig, GanTrainConfig
+    from medxgan.generators import family, train_gan
     from tasks.common import classifier
 
     store = Store(out_url)
@@ -64,11 +65,9 @@ def train_gan_task(cohort_url: str, spec: str, out_url: str, gan_config: dict[st
         return {**done, "url": store.url, "reused": True}
     gc = GanConfig.model_validate(gan_config)
     tc = GanTrainConfig.model_validate(train_config)
-    own = getattr(tc, gc.family, None)  # an image-conditioned family's own config
-    total = (own.steps or 1) if own is not None else tc.steps  # a seconds-only budget: unknown
-    bar = Progress(total, {"inpaint": "train inpainter (steps)",
-                           "residual": "train residual map generator (steps)"}.get(
-                               gc.family, "train medXGAN (steps)"))
+    fam = family(gc.family)
+    total = fam.planned_steps(tc)  # a seconds-only budget: unknown (1)
+    bar = Progress(total, fam.progress)
     last = {"step": 0}
 
     def _progress(step: int, losses: dict) -> None:

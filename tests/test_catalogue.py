@@ -22,9 +22,10 @@ def test_names_are_unique_and_derived_lists_agree():
     assert not set(cat.BASELINES) & (set(cat.FLOORS) | set(cat.GAN_METHODS))
     assert cat.METHODS[-len(cat.FLOORS):] == cat.FLOORS  # report order: floors last
     # a shuffled-box control exists for every localisation metric, the intervention drop and
-    # the counterfactual NCC (against another positive's true change)
+    # the counterfactual NCC and Dice (against another positive's true change)
     assert set(cat.SHUFFLED_METRICS) <= (set(cat.LOCALISATION_METRICS)
-                                         | set(cat.INTERVENTION_METRICS) | {"counterfactual_ncc"})
+                                         | set(cat.INTERVENTION_METRICS)
+                                         | {"counterfactual_ncc", "counterfactual_dice"})
     assert set(cat.LOCALISATION_METRICS) <= set(cat.SHUFFLED_METRICS)
 
 

@@ -1,6 +1,6 @@
 """The classifier spec is a torch-free config (``medxgan.config.classifier``): parsing and
-validating a spec never imports torch, and ``medxgan.models.classifier`` re-exports the very
-same classes, so every ``from medxgan.models.classifier import ...`` keeps working."""
+validating a spec never imports torch, and ``medxgan.classifiers`` re-exports the very same
+classes (as the deprecated ``medxgan.models.classifier`` does until 0.2.0)."""
 
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ def test_importing_the_classifier_spec_does_not_import_torch(tmp_path):
     assert out == "False"
 
 
-def test_models_classifier_reexports_the_spec():
+def test_classifiers_reexports_the_spec():
+    import medxgan.classifiers as clf
     import medxgan.config as config
     import medxgan.config.classifier as spec_module
-    import medxgan.models.classifier as clf
 
     for name in ("ClassifierSpec", "MeanStd", "ClassifierLoadError", "PRESETS",
                  "IMAGENET_MEAN", "IMAGENET_STD"):

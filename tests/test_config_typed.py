@@ -114,11 +114,9 @@ def test_method_options_has_one_field_per_catalogued_method_with_its_explainer_c
 
 
 def test_torch_modules_reexport_the_config_classes():
-    from medxgan.explain.inversion import InversionConfig as I2
-    from medxgan.models.encoder import EncoderConfig as E2
-    from medxgan.models.gan import GanConfig as G2
-    from medxgan.models.train_classifier import ClassifierTrainConfig as C2
-    from medxgan.models.train_gan import GanTrainConfig as T2
+    from medxgan.config.explain import InversionConfig as I2
+    from medxgan.config.models import (ClassifierTrainConfig as C2, EncoderConfig as E2,
+                                       GanConfig as G2, GanTrainConfig as T2)
     from medxgan.config import EncoderConfig
 
     assert (I2, E2, G2, C2, T2) == (InversionConfig, EncoderConfig, GanConfig,

@@ -8,7 +8,7 @@ import yaml
 
 from medxgan.config import (AuditConfig, ClassifierTrainConfig, GanConfig, GanTrainConfig,
                             InversionConfig, MethodOptions)
-from medxgan.models.classifier import ClassifierSpec
+from medxgan.config.classifier import ClassifierSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 

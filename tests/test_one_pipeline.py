@@ -56,7 +56,7 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_bench_path_scores_equal_the_flows(product_run):
-    from medxgan.models.classifier import load_classifier
+    from medxgan.classifiers import load_classifier
 
     cohort, spec, _, ids, product = product_run
     assert len(ids) > SHARD  # several shards: partners cross shard boundaries

@@ -10,8 +10,8 @@
 - :mod:`~medxgan.config.explain`: :class:`InversionConfig` and each explanation method's
   options (:class:`MethodOptions` holds one per method of ``medxgan.catalogue``).
 
-The torch modules (``medxgan.models.*``, ``medxgan.explain.*``) import their configs from here,
-so the audit YAML is validated down to every key without importing torch.
+The torch modules (``medxgan.classifiers.*``, ``medxgan.generators.*``, ``medxgan.explain.*``)
+import their configs from here, so the audit YAML is validated down to every key without importing torch.
 """
 
 from medxgan.config.audit import (INGEST_CHUNK_SIZE, SHORTCUT_CRITERION_METRICS, AuditConfig,

@@ -7,8 +7,8 @@
 - :class:`ClassifierLoadError`: the one-line error of an unusable spec or file (a
   ``ValueError``).
 
-The loader and the wrapper that uses a spec live in :mod:`medxgan.models.classifier`, which
-re-exports every name of this module; importing this one never imports torch.
+The loader and the wrapper that uses a spec live in :mod:`medxgan.classifiers`, which
+re-exports the public names of this module; importing this one never imports torch.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class ClassifierSpec(BaseModel):
     Attributes:
         kind: ``torchscript`` (a ``torch.jit`` file), ``torchvision`` (architecture ``arch`` +
             state_dict), ``small_cnn`` (state_dict of
-            :class:`~medxgan.models.small_cnn.SmallCNN`), ``onnx`` (an ONNX
+            :class:`~medxgan.classifiers.small_cnn.SmallCNN`), ``onnx`` (an ONNX
             file, converted with onnx2torch, checked against onnxruntime) or
             ``torchxrayvision`` (``arch`` = a TorchXRayVision DenseNet name such as
             ``densenet121-res224-all``; ``path`` = its state_dict, or none for the package's
@@ -120,7 +120,7 @@ class ClassifierSpec(BaseModel):
         threshold: decision threshold on the positive probability.
         target_layer: module name for Grad-CAM, in the model's own naming (``features.9``;
             default: the output of the last convolutional block,
-            :func:`~medxgan.models.classifier.default_target_layer`).
+            :func:`~medxgan.classifiers.wrapper.default_target_layer`).
         num_outputs: output columns (``num_classes`` is accepted too); default from
             ``outputs`` / ``output``, else what the model gives.
         onnx_tolerance: largest max-abs difference of raw outputs and positive logits between

@@ -1,10 +1,12 @@
 """Configs of the models and their training (torch-free; the torch modules import them).
 
 - :class:`GanConfig`: architecture of the medXGAN generator and discriminator
-  (``medxgan.models.gan``);
-- :class:`EncoderConfig`: the optional inversion encoder (``medxgan.models.encoder``);
-- :class:`GanTrainConfig`: how the GAN is trained (``medxgan.models.train_gan``);
-- :class:`ClassifierTrainConfig`: the baseline classifier (``medxgan.models.train_classifier``).
+  (``medxgan.generators.published.gan``);
+- :class:`EncoderConfig`: the optional inversion encoder
+  (``medxgan.generators.published.encoder``);
+- :class:`GanTrainConfig`: how the generator is trained (``medxgan.generators.train_gan``:
+  the published family's loop, or a family's own section);
+- :class:`ClassifierTrainConfig`: the baseline classifier (``medxgan.classifiers.train``).
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ class GanTrainConfig(BaseModel):
             step reached gets a final checkpoint with health); None: run all ``steps``.
         device: ``auto`` (CUDA with bf16 autocast when present), ``cpu`` or ``cuda``.
         encoder: the optional inversion encoder trained after G on G's samples
-            (:class:`~medxgan.models.encoder.EncoderConfig`; ``steps`` 0, the default: none).
+            (:class:`~medxgan.generators.published.encoder.EncoderConfig`; ``steps`` 0, the default: none).
         inpaint: the ``inpaint`` family's in-filler, its training, counterfactual search and
             health checks (:class:`~medxgan.config.inpaint.InpaintConfig`); only ``seed``,
             ``device``, ``time_limit_s`` (a budget when ``inpaint.seconds`` is unset),

@@ -8,7 +8,7 @@ VA-GAN the class signal comes from data, not from the classifier's gradient: "po
 negatives are images f calls negative and M learns what f's positives have that they lack.
 A direct classifier term (``cls_weight``) is an option, off by default.
 
-:class:`ResidualConfig` is read by :func:`medxgan.models.residual.train_residual` and saved in
+:class:`ResidualConfig` is read by :func:`medxgan.generators.residual.vagan.train_residual` and saved in
 every residual-family checkpoint (``GanTrainConfig.residual``).
 """
 

@@ -50,7 +50,7 @@ def find_target_layer(f: nn.Module, name: str | None = None) -> nn.Module:
     """The Grad-CAM layer: named, else ``f.target_layer()``, else the last ``nn.Conv2d``.
 
     A name is looked up in ``f.named_modules()`` (``model.features.9`` for an
-    :class:`~medxgan.models.classifier.AuditedClassifier`) and, failing that, in the wrapped
+    :class:`~medxgan.classifiers.wrapper.AuditedClassifier`) and, failing that, in the wrapped
     network's own naming, the one the classifier spec's ``target_layer`` uses
     (``features.9``)."""
     if name is not None:

@@ -22,13 +22,14 @@ completeness reads sum(map) ≈ f(x) - f(x_neg). It is IG with the generated neg
 baseline: what the generator cannot draw (a lesion it does not reconstruct) is carried by r
 and still attributed, where the generator path attributes only what G reproduced.
 
-For the image-conditioned generator families (``G.image_conditioned``: ``inpaint``,
-``residual``; no latent code, x_pos = x) both methods take the straight line
-x_i = x_neg + alpha_i (x - x_neg) from the family's counterfactual x_neg (``latents`` carry its mask, as the ``medxgan`` explanation's extras
-do) to the real image: the generator path and the residual path coincide there, so
-``latent_ig`` and ``counterfactual_ig`` give the same map (the ``path`` extra reads ``line``),
-with completeness sum(map) ≈ f(x) - f(x_neg). Keeping both names lets one audit config serve
-every family.
+The path is the generator family's (:meth:`~medxgan.generators.base.GeneratorFamily.path`;
+the family is :func:`medxgan.generators.registry.family_of` of G). For the image-conditioned
+families (``inpaint``, ``residual``; no latent code, x_pos = x) both methods take the straight
+line x_i = x_neg + alpha_i (x - x_neg) from the family's counterfactual x_neg (``latents``
+carry its mask, as the ``medxgan`` explanation's extras do) to the real image: the generator
+path and the residual path coincide there, so ``latent_ig`` and ``counterfactual_ig`` give the
+same map (the ``path`` extra reads ``line``), with completeness sum(map) ≈ f(x) - f(x_neg);
+the audit offers only ``counterfactual_ig`` then (``medxgan.catalogue.not_offered``).
 
 Maps are (B, H, W) (the channel summed). Extras: ``form`` and ``rule`` (B names each),
 ``completeness_error``
@@ -48,18 +49,18 @@ import torch
 from torch import nn
 
 from medxgan.config.explain import CounterfactualIGConfig, LatentIGConfig
-from medxgan.explain._torch import logit, to_unit
+from medxgan.explain._torch import logit
 from medxgan.explain.base import Explainer, Explanation
-from medxgan.explain.inversion import InversionResult, invert
-from medxgan.explain.medxgan import Latents, _unpack, image_counterfactual
+from medxgan.explain.medxgan import Latents
 
 
 class LatentIGExplainer(Explainer):
-    """IG from x_neg = G(z_a, 0) to x_pos = G(z_a, z_p) along alpha ↦ G(z_a, alpha z_p).
+    """IG from x_neg to x_pos along the generator family's path (the published family:
+    alpha ↦ G(z_a, alpha z_p) from G(z_a, 0) to G(z_a, z_p)).
 
     ``explain(images (B, 1, H, W) in [0, 1], ids=None, latents=None)``: ``latents`` (an
-    :class:`InversionResult` or ``(z_a, z_p)``, e.g. the medxgan explanation's extras) skips
-    the inversion.
+    ``InversionResult`` or ``(z_a, z_p)``, e.g. the medxgan explanation's extras) skips
+    the inversion or search.
     """
 
     name = "latent_ig"
@@ -75,24 +76,15 @@ class LatentIGExplainer(Explainer):
 
     def _explain(self, images: torch.Tensor, *, ids: Sequence[str] | None = None,
                  latents: Latents | None = None, **_: Any) -> Explanation:
+        from medxgan.generators.registry import family_of
+
         cfg = self.config
-        line = None                                          # image-conditioned family
-        if getattr(self.G, "image_conditioned", False):
-            x_line_neg, _ = image_counterfactual(self.G, self.f, images, latents)
-            line = (x_line_neg, images)
-            z_a = z_p = residual = None
-            B = images.shape[0]
-        else:
-            if latents is None:
-                latents = invert(self.G, self.f, images, cfg.inversion,
-                                 seed=self._seeds(images, ids, cfg.seed))
-            z_a, z_p = _unpack(latents)
-            z_a, z_p = z_a.detach().to(images.device), z_p.detach().to(images.device)
-            B = z_a.shape[0]
-            residual = None
-            if cfg.path == "residual":
-                with torch.no_grad():
-                    residual = images - to_unit(self.G(z_a, z_p))      # (B, 1, H, W)
+        fam = family_of(self.G)
+        cf = fam.counterfactual(self.G, images, self.f, latents=latents,
+                                inversion=cfg.inversion,
+                                seeds=lambda: self._seeds(images, ids, cfg.seed))
+        path = fam.path(self.G, images, cf, residual=cfg.path == "residual")
+        B = images.shape[0]
         n = cfg.n_points
         k = max(1, cfg.batch_size // B)                                # alphas per pass
         alphas = torch.linspace(0, 1, n, device=images.device)
@@ -101,10 +93,7 @@ class LatentIGExplainer(Explainer):
         first_logit = last_logit = None
         for s in range(0, n, k):
             a = alphas[s:s + k]                                        # (m,)
-            if line is None:
-                x, g, lg = _path_grads(self.G, self.f, z_a, z_p, a, residual)  # (B,m,1,H,W)
-            else:
-                x, g, lg = _line_grads(self.f, *line, a)
+            x, g, lg = _grads_at(self.f, path(a), B, a.shape[0])      # (B, m, 1, H, W)
             if s == 0:
                 first_logit = lg[:, 0]
                 total = torch.zeros_like(x[:, 0])
@@ -130,13 +119,12 @@ class LatentIGExplainer(Explainer):
         delta = last_logit - first_logit                               # (B,) logit units
         err = (maps.flatten(1).sum(1) - delta).abs()
         rule = cfg.rule if cfg.form == "exact" else "mean"
-        path = [cfg.path if line is None else "line"] * B
-        extras = dict(form=[cfg.form] * B, rule=[rule] * B, path=path,
+        extras = dict(form=[cfg.form] * B, rule=[rule] * B, path=[path.name] * B,
                       completeness_error=err.detach(),
                       delta_logit=delta.detach(), x_neg=x_neg.detach().clamp(0, 1),
                       x_pos=x_pos.detach().clamp(0, 1))
-        if isinstance(latents, InversionResult):
-            extras["recon_mse"] = latents.recon_mse
+        if cf.recon_mse is not None:
+            extras["recon_mse"] = cf.recon_mse
         return Explanation(maps=maps.detach(), extras=extras)
 
 
@@ -152,38 +140,6 @@ class CounterfactualIGExplainer(LatentIGExplainer):
 
     name = "counterfactual_ig"
     Config = CounterfactualIGConfig
-
-
-def _line_grads(f: nn.Module, x_neg: torch.Tensor, x: torch.Tensor, alphas: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`_path_grads` on the straight line x_neg + alpha (x - x_neg) (image-conditioned
-    families)."""
-    B, m = x.shape[0], alphas.shape[0]
-    with torch.no_grad():
-        pts = x_neg[:, None] + alphas[None, :, None, None, None] * (x - x_neg)[:, None]
-        pts = pts.reshape((B * m,) + tuple(x.shape[1:]))               # (B m, 1, H, W)
-    return _grads_at(f, pts, B, m)
-
-
-def _path_grads(G: nn.Module, f: nn.Module, z_a: torch.Tensor, z_p: torch.Tensor,
-                alphas: torch.Tensor, residual: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Path points, input gradients of f's logit and the logits for alphas (m,); with
-    ``residual`` (B, 1, H, W) the points are G(z_a, alpha z_p) + alpha residual.
-
-    Returns:
-        x (B, m, 1, H, W) in [0, 1] (not clamped: the path must be the generator's own),
-        grad (B, m, 1, H, W), logit (B, m).
-    """
-    B, m = z_a.shape[0], alphas.shape[0]
-    za = z_a.repeat_interleave(m, 0)                                   # (B m, d_a)
-    zp = (z_p[:, None, :] * alphas[None, :, None]).reshape(B * m, -1)  # (B m, d_p)
-    with torch.no_grad():
-        x = to_unit(G(za, zp))                                         # (B m, 1, H, W)
-        if residual is not None:
-            x = (x.reshape((B, m) + tuple(x.shape[1:]))
-                 + alphas[None, :, None, None, None] * residual[:, None]).reshape(x.shape)
-    return _grads_at(f, x, B, m)
 
 
 def _grads_at(f: nn.Module, x: torch.Tensor, B: int, m: int

@@ -23,11 +23,11 @@ Infill methods (:func:`infill`): ``blur`` (default: the image blurred with
 curves), ``mean`` (each image's mean intensity), ``noisy_linear`` (ROAD's noisy linear
 imputation), ``twin`` (a given counterfactual image, e.g. the healthy twin of a phantom or
 a generator's x_neg, inside the mask) and ``inpaint`` (a healthy-anatomy in-filler
-``inpainter(x, m)``, the run's: ``medxgan.models.inpaint``; the audit's default since issue #20,
+``inpainter(x, m)``, the run's: ``medxgan.generators.inpaint``; the audit's default since issue #20,
 measured on the shortcut panel: a blurred opacity is still an opacity, ROAD's noise is texture
 that classifiers of faint findings read as positive).
 
-The classifier contract is ``medxgan.models.classifier``: images (B, 1, H, W) float in [0, 1]
+The classifier contract is ``medxgan.classifiers``: images (B, 1, H, W) float in [0, 1]
 -> positive-class logit (B,) (or (B, 1)), decision ``threshold`` attribute on the probability
 (0.5 when absent). It is called under ``torch.no_grad()`` on its own device (the device of its
 first parameter or buffer; the images' device when it has none), its mode is not changed, and

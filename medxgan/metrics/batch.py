@@ -23,10 +23,11 @@ from medxgan.metrics.localization import localization_scores
 
 EXTRA_METRICS: tuple[str, ...] = tuple(
     m.name for m in METRIC_CATALOGUE if m.family == "generator"
-    and m.name not in ("counterfactual_similarity", "counterfactual_ncc"))
+    and m.name not in ("counterfactual_similarity", "counterfactual_ncc", "counterfactual_dice"))
 """Per-image metrics medxgan's explanation carries as extras (``recon_mse``,
 ``counterfactual_flip``); ``counterfactual_similarity`` is run-level (the aggregate) and
-``counterfactual_ncc`` is computed here from the change and the true change."""
+``counterfactual_ncc`` and ``counterfactual_dice`` are computed here from the change and the
+true change."""
 
 NOISE_K, NOISE_SIGMA = 4, 0.05
 """noise_stability: noise draws and their std (fraction of each image's intensity range)."""
@@ -47,8 +48,9 @@ def score_batch(maps: torch.Tensor, masks: torch.Tensor, partner_masks: torch.Te
     (default False) ``noise_stability`` (not for the generator methods; NaN for ``box_prior``);
     for ``method == "medxgan"`` the per-image extras ``recon_mse`` and ``counterfactual_flip``
     when given, and, where the true changes are known (phantom cohorts: ``x - healthy twin``),
-    ``counterfactual_ncc`` and its control ``counterfactual_ncc_shuffled`` (against the
-    partner's true change).
+    ``counterfactual_ncc`` and ``counterfactual_dice`` and their controls
+    ``counterfactual_ncc_shuffled`` / ``counterfactual_dice_shuffled`` (against the partner's
+    true change).
 
     Args:
         maps: (B, H, W) float raw maps, as stored by the explain stage (float16 values; see
@@ -88,12 +90,16 @@ def score_batch(maps: torch.Tensor, masks: torch.Tensor, partner_masks: torch.Te
             if col in extras:
                 values[col] = torch.as_tensor(extras[col]).detach().cpu().to(torch.float64)
     if method == "medxgan" and changes is not None and true_changes is not None:
-        from medxgan.metrics.counterfactual import counterfactual_ncc
+        from medxgan.metrics.counterfactual import counterfactual_dice, counterfactual_ncc
 
-        values["counterfactual_ncc"] = counterfactual_ncc(changes, _at(true_changes, changes))
+        true = _at(true_changes, changes)
+        values["counterfactual_ncc"] = counterfactual_ncc(changes, true)
         if partner_true_changes is not None:
-            values["counterfactual_ncc_shuffled"] = counterfactual_ncc(
-                changes, _at(partner_true_changes, changes))
+            partner = _at(partner_true_changes, changes)
+            values["counterfactual_ncc_shuffled"] = counterfactual_ncc(changes, partner)
+        values["counterfactual_dice"] = counterfactual_dice(changes, true)
+        if partner_true_changes is not None:
+            values["counterfactual_dice_shuffled"] = counterfactual_dice(changes, partner)
     return long_scores(ids, method, values)
 
 

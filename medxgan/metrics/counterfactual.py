@@ -10,6 +10,9 @@
   ``sample >= B - 1``) is the mean pairwise cosine of the changes, the "change similarity".
 - ``counterfactual_ncc``: normalised cross-correlation of an image's change with its true
   change (on phantoms: image minus its healthy twin, ``medxgan.phantoms.healthy_twin``).
+- ``counterfactual_dice``: Dice of the pixels the counterfactual changed with the pixels the
+  true change covers (on phantoms: where the image differs from its healthy twin), both at
+  :data:`SUPPORT_TOL`: does x_neg remove the whole lesion and nothing else?
 - ``universal_flip``: share of real negatives f calls positive after adding the mean change.
 (``recon_mse`` comes with the explanation extras.)
 """
@@ -107,6 +110,88 @@ def counterfactual_ncc(change: torch.Tensor, true_change: torch.Tensor) -> torch
     den = (a.square().sum(1) * b.square().sum(1)).sqrt()
     ncc = (a * b).sum(1) / den.clamp(min=1e-300)
     return torch.where(den > 0, ncc.clamp(-1.0, 1.0), torch.full_like(ncc, float("nan")))
+
+
+SUPPORT_TOL = 0.5 / 255
+"""A pixel is changed when it moves by at least half an 8-bit grey level (intensity in [0, 1]):
+a phantom's healthy twin is byte-identical to the image outside its lesions, so the true
+support is every pixel the lesion touched."""
+
+
+def counterfactual_dice(change: torch.Tensor, true_change: torch.Tensor,
+                        tol: float = SUPPORT_TOL) -> torch.Tensor:
+    """Dice of each image's changed pixels with its truly changed pixels.
+
+    Dice = 2 |A ∩ T| / (|A| + |T|), A = {|change| >= tol}, T = {|true_change| >= tol}: the
+    mask overlap counterfactual work reports against a lesion segmentation (mask-and-inpaint
+    methods on BraTS), here against the support of the rendered lesion.
+
+    Args:
+        change: (B, ...) x - x_neg in [0, 1] intensity units.
+        true_change: same shape, x - x_true_negative.
+        tol: the smallest change that counts, intensity in [0, 1].
+
+    Returns: (B,) float64 in [0, 1]; NaN where the true change is empty (no lesion).
+    """
+    if change.shape != true_change.shape:
+        raise ValueError(f"shapes differ: {tuple(change.shape)} vs {tuple(true_change.shape)}")
+    B = change.shape[0]
+    a = change.detach().abs().reshape(B, -1) >= tol                     # (B, D)
+    t = true_change.detach().abs().reshape(B, -1).to(a.device) >= tol
+    inter = (a & t).sum(1).to(torch.float64)
+    den = (a.sum(1) + t.sum(1)).to(torch.float64)
+    dice = 2 * inter / den.clamp(min=1)
+    return torch.where(t.any(1), dice, torch.full_like(dice, float("nan")))
+
+
+@torch.no_grad()
+def healthy_control(filler, negatives: torch.Tensor, classifier, *, side_range: tuple[float, float]
+                    = (0.08, 0.2), per_image: int = 4, seed: int = 0,
+                    threshold: float | None = None, batch: int = 256) -> float:
+    """Share of in-fillings of real negatives that f calls positive: does the in-filler invent
+    findings?
+
+    Each negative f calls negative gets ``per_image`` random square holes of a lesion's size
+    (side a uniform share ``side_range`` of the image side), each in-filled alone; the rate is
+    over all in-fillings. A healthy-anatomy in-filler draws no finding, so the rate stays near
+    0; an in-filler that paints texture f reads as disease raises it (and with it every
+    counterfactual and intervention that in-fills).
+
+    Args:
+        filler: ``filler(x, m) -> x_fill``, x (N, 1, H, W) in [0, 1], m (N, 1, H, W) {0, 1}.
+        negatives: (N, 1, H, W) real negatives in [0, 1] (those f calls positive are skipped).
+        classifier: f(x) -> positive logit (N,); optional ``threshold``.
+
+    Returns: the share in [0, 1]; NaN when no negative f calls negative was given.
+    """
+    thr = float(threshold if threshold is not None else getattr(classifier, "threshold", 0.5))
+    if len(negatives) == 0:
+        return float("nan")
+    dev = next(iter(filler.parameters())).device
+    H, W = negatives.shape[-2:]
+    g = torch.Generator().manual_seed(seed)
+    hits = total = 0
+    for s in range(0, len(negatives), batch):
+        xb = negatives[s:s + batch].to(dev)
+        called = torch.sigmoid(classifier(xb).float().reshape(-1)) < thr
+        xb = xb[called]
+        if not len(xb):
+            continue
+        x = xb.repeat(per_image, 1, 1, 1)                                 # (k n, 1, H, W)
+        n = len(x)
+        side = (torch.empty(n).uniform_(*side_range, generator=g) * min(H, W)).round()
+        side = side.clamp(min=2).long()
+        y0 = (torch.rand(n, generator=g) * (H - side + 1)).floor().long()
+        x0 = (torch.rand(n, generator=g) * (W - side + 1)).floor().long()
+        ys, xs = torch.arange(H)[None, :], torch.arange(W)[None, :]
+        rows = (ys >= y0[:, None]) & (ys < (y0 + side)[:, None])           # (n, H)
+        cols = (xs >= x0[:, None]) & (xs < (x0 + side)[:, None])           # (n, W)
+        m = (rows[:, :, None] & cols[:, None, :])[:, None].to(dev, x.dtype)
+        for t in range(0, n, batch):
+            filled = filler(x[t:t + batch], m[t:t + batch])
+            hits += int((torch.sigmoid(classifier(filled).float().reshape(-1)) >= thr).sum())
+        total += n
+    return hits / total if total else float("nan")
 
 
 @torch.no_grad()

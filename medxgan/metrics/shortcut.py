@@ -24,7 +24,7 @@ threshold ``t``):
    its findings removed (positives, and negatives with their borrowed boxes in-filled: both
    classes are searched alike; at most ``max_search`` each), the smallest region **outside**
    the dilated boxes whose in-filling makes f call it negative: the counterfactual search of
-   the inpaint family (:func:`medxgan.explain.counterfactual_search.search_counterfactual`)
+   the inpaint family (:func:`medxgan.generators.inpaint.search.search_counterfactual`)
    restricted to that area, coarse-to-fine from patches of side H/4 (stride H/8) trimmed by
    H/8 and H/16, area cap 0.3; a band wider than any patch is a union of patches. Per image:
    the mask, or none within the cap. The positives' masks give the cohort **heatmap** (share of
@@ -61,9 +61,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from medxgan.generators.inpaint.complete import complete_regions, dilate_masks, fill_batches
 from medxgan.metrics.ablation import (classifier_device, infill, positive_probability,
                                       threshold_of)
 from medxgan.metrics.aggregate import bootstrap_ci
@@ -180,14 +180,6 @@ class _Infill(nn.Module):
         return infill(x, m.reshape(len(x), *x.shape[-2:]).bool(), self.method, seed=self.seed)
 
 
-def dilate_masks(masks: torch.Tensor, px: int) -> torch.Tensor:
-    """(B, H, W) bool masks grown by ``px`` pixels (a (2 px + 1) square)."""
-    if px <= 0:
-        return masks.clone()
-    m = masks[:, None].float()
-    return F.max_pool2d(m, 2 * px + 1, stride=1, padding=px)[:, 0] > 0
-
-
 def _rate(v: torch.Tensor, n_boot: int, seed: int) -> tuple[float, float, float, int]:
     return bootstrap_ci(v.double().cpu().numpy(), n_boot=n_boot, seed=seed)
 
@@ -217,7 +209,8 @@ def driver_search_options(side: int, multiple: int = 8) -> dict[str, Any]:
     H/16; area cap 0.3; a crop of 3/4 of the side for ranking."""
     from medxgan.config.inpaint import SearchConfig
 
-    cfg = SearchConfig(patch_sizes=(16, 8, 4), stride=8, area_cap=0.3, max_patches=32, crop=48)
+    cfg = SearchConfig(patch_sizes=(16, 8, 4), stride=8, area_cap=0.3, max_patches=32, crop=48,
+                       complete=False)  # completed afterwards, with an object's tolerances
     return cfg.for_size(side, multiple)
 
 
@@ -235,7 +228,7 @@ def find_shortcut(classifier, images: torch.Tensor, masks: torch.Tensor, labels:
         masks: (B, H, W) bool, the union of each image's own boxes (empty for negatives).
         labels: (B,) int, 1 positive / 0 negative (others are ignored).
         inpainter: ``(x, m) -> x_filled`` (B, 1, H, W), m (B, 1, H, W) in {0, 1}: the healthy
-            in-filler (``medxgan.models.inpaint.Inpainter`` or an ``InpaintGenerator``); None:
+            in-filler (``medxgan.generators.inpaint.inpainter.Inpainter`` or an ``InpaintGenerator``); None:
             the fixed infill ``method`` (``blur``, ``mean``, ``noisy_linear``).
         dilate: px the boxes grow by before in-filling (default ``max(1, round(H / 32))``).
         max_search: most residual positives searched (in input order).
@@ -332,15 +325,15 @@ def _located(classifier, filler, base, removal, pb, pos, neg, thr, max_search, o
     """Step 2 of the module docstring; returns (located dict, heatmap, masks, searched indices,
     flipped, top image indices, their boxes); masks / searched / flipped are of the searched
     positives."""
-    from medxgan.explain.counterfactual_search import search_counterfactual
+    from medxgan.generators.inpaint.search import search_counterfactual
 
     B, _, H, W = base.shape
     sp = pos[pb[pos] >= thr][:max_search]                              # residual positives
     sn = neg[pb[neg] >= thr][:max_search]                              # negatives f calls positive
     S = torch.cat([sp, sn])
     n_pos, n_neg = len(pos), len(neg)
-    out = {"searched": int(len(sp)), "found": 0, "found_share": 0.0 if n_pos else nan,
-           "searched_negatives": int(len(sn)), "found_negatives": 0,
+    out = {"searched": len(sp), "found": 0, "found_share": 0.0 if n_pos else nan,
+           "searched_negatives": len(sn), "found_negatives": 0,
            "found_share_negatives": 0.0 if n_neg else nan,
            "drop": nan, "drop_ci_low": nan, "drop_ci_high": nan, "drop_n": 0,
            "transplant_rate": nan, "transplant_ci_low": nan, "transplant_ci_high": nan,
@@ -381,7 +374,7 @@ def _located(classifier, filler, base, removal, pb, pos, neg, thr, max_search, o
         top = sp_np[order.numpy()][:top_k]
         boxes = [_bbox(mp[i].numpy()) for i in order[:top_k].tolist()]
         with torch.no_grad():
-            xf = _fill_batches(filler, base[sp].cpu(), mp, batch_size)  # the whole regions
+            xf = fill_batches(filler, base[sp].cpu(), mp, batch_size)  # the whole regions
         change = (base[sp].cpu() - xf)[:, 0]                            # (k, H, W) removed
         clusters = cluster_regions(mp[fi].numpy(), change[fi].numpy(), sp_np[fi.numpy()], n_pos)
         out["clusters"] = clusters
@@ -414,73 +407,6 @@ def _located(classifier, filler, base, removal, pb, pos, neg, thr, max_search, o
                    effect=e[0], effect_ci_low=e[1], effect_ci_high=e[2], n=e[3],
                    strength=st[0], strength_ci_low=st[1], strength_ci_high=st[2], strength_n=st[3])
     return out, heat, fmask.numpy(), sp_np, okp.numpy(), top, boxes
-
-
-def _fill_batches(filler: nn.Module, x: torch.Tensor, m: torch.Tensor, batch_size: int
-                  ) -> torch.Tensor:
-    """``filler(x, m)`` in batches on the filler's device; x (N, 1, H, W), m (N, H, W) bool;
-    the result on the CPU."""
-    dev = next(iter(filler.parameters())).device
-    out = [filler(x[s:s + batch_size].to(dev), m[s:s + batch_size, None].to(dev, x.dtype)).cpu()
-           for s in range(0, len(x), batch_size)]
-    return torch.cat(out) if out else x.clone()
-
-
-@torch.no_grad()
-def complete_regions(x: torch.Tensor, masks: torch.Tensor, filler: nn.Module, *,
-                     allowed: torch.Tensor | None = None, grow_px: int | None = None,
-                     tol_abs: float = 0.1, tol_rel: float = 0.5, max_area: float = 0.3,
-                     max_steps: int = 16, batch_size: int = 256) -> torch.Tensor:
-    """Grow each found region to the whole object it is part of.
-
-    The search stops at the smallest region that flips f: a part of a band, of a tube, of a
-    frame, one letter of a label. The in-filler, which draws healthy anatomy from the context,
-    tells the rest of the object from anatomy: repeatedly, the ring of ``grow_px`` px around the
-    region is in-filled together with it, and a ring pixel joins the region when the image
-    differs from the in-filling by more than ``max(tol_abs, tol_rel * m)``, ``m`` the 90th
-    percentile of the difference inside the region first found: the object's own contrast
-    (what the in-filler cannot draw from context is not anatomy it knows). Growth stops when no pixel joins, after ``max_steps`` steps, or, for
-    an image, when its region would exceed ``max_area`` of the image (that image keeps its last
-    region).
-
-    Args:
-        x: (N, 1, H, W) in [0, 1], the images the regions were found in.
-        masks: (N, H, W) bool, the found regions (empty: left as they are).
-        filler: ``(x, m) -> x_filled``.
-        allowed: (N, H, W) bool, where a region may grow (outside the findings).
-        grow_px: ring width, px (default ``max(1, round(H / 32))``).
-
-    Returns: (N, H, W) bool, each region a superset of the given one.
-    """
-    from medxgan.metrics.shortcut import dilate_masks
-
-    N, _, H, W = x.shape
-    m = masks.clone()
-    has = m.flatten(1).any(1)
-    if not bool(has.any()):
-        return m
-    idx = torch.nonzero(has).flatten()
-    xs, cur = x[idx], m[idx]
-    al = allowed[idx] if allowed is not None else torch.ones_like(cur)
-    g = max(1, round(H / 32)) if grow_px is None else int(grow_px)
-    d0 = (xs - _fill_batches(filler, xs, cur, batch_size)).abs()[:, 0]          # (n, H, W)
-    ref = torch.stack([d0[i][cur[i]].quantile(0.9) for i in range(len(idx))])  # (n,)
-    tol = torch.clamp(tol_rel * ref, min=tol_abs)[:, None, None]
-    live = torch.ones(len(idx), dtype=torch.bool)
-    for _ in range(max_steps):
-        ring = dilate_masks(cur, g) & ~cur & al & live[:, None, None]
-        if not bool(ring.any()):
-            break
-        d = (xs - _fill_batches(filler, xs, cur | ring, batch_size)).abs()[:, 0]
-        grown = cur | (ring & (d > tol))
-        too_big = grown.flatten(1).float().mean(1) > max_area
-        changed = (grown != cur).flatten(1).any(1) & ~too_big
-        live &= changed
-        cur = torch.where(changed[:, None, None], grown, cur)
-        if not bool(live.any()):
-            break
-    m[idx] = cur
-    return m
 
 
 def _depth(filler: nn.Module) -> int:

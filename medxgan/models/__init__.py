@@ -1,17 +1,11 @@
-"""Models: the audited classifier's wrapper, a baseline classifier, and the medXGAN GAN.
+"""Deprecated package: its modules moved in issue #21 (CHANGELOG, "Session 7").
 
-Modules:
-  - :mod:`classifier`: ``ClassifierSpec`` + ``load_classifier`` -> ``AuditedClassifier``.
-  - :mod:`small_cnn`: the prototype's small CNN and a 1-channel torchvision ResNet-18.
-  - :mod:`train_classifier`: trains a baseline classifier on a cohort.
-  - :mod:`gan`: ``GanConfig``, ``Generator`` (published / local), discriminators.
-  - :mod:`train_gan`: training loop, the generator's checkpoints and resume,
-    ``load_generator``.
-  - :mod:`checkpoints`: blobs + sha256, pointers, RNG state, the resume scan.
-  - :mod:`encoder`: the optional inversion encoder and its training stage.
-  - :mod:`health`: per-checkpoint health metrics of a generator.
+- the classifier under audit, its loaders, check, baseline architectures and training:
+  :mod:`medxgan.classifiers`;
+- the generator families (published GAN, inpaint, residual), their training, checkpoints,
+  health and inversion encoder: :mod:`medxgan.generators`;
+- the checkpoint store: :mod:`medxgan.checkpoints`.
 
-Their configs (``GanConfig``, ``GanTrainConfig``, ``EncoderConfig``, ``ClassifierTrainConfig``)
-are defined in the torch-free :mod:`medxgan.config` and re-exported here; the train split and
-held-out images are loaded by :mod:`medxgan.cohort.loading`.
+Each old module here is a stub that finds its names at the new path with a
+``DeprecationWarning``, until medxgan-audit 0.2.0.
 """

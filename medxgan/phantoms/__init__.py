@@ -34,7 +34,7 @@ the mirrored background just below it (apply it to every image, tagged or not, t
 "clean" classifier on the same cohort).
 
 This module is the public API (:func:`phantom_image`, :func:`healthy_twin`, :func:`generate`,
-:func:`true_twins` (a cohort's twins by image id, :mod:`.twins`),
+:func:`true_twins` (a cohort's twins by image id; both twin functions live in :mod:`.twins`),
 :func:`tag_box`, :func:`remove_tag`, :data:`KINDS`) and re-exports the internals that tests and
 benchmarks use. The work is split by job:
 
@@ -55,7 +55,8 @@ import numpy as np
 from medxgan.cohort.writer import CohortImage
 
 # Every module-level name of the former single-file ``medxgan/phantoms.py`` stays importable from
-# here, private ones included (tests and benchmarks import ``_render``).
+# here, private ones included (tests and benchmarks import ``_render``): re-exports, not unused.
+# ruff: noqa: F401
 from medxgan.phantoms.brain import _brain_anatomy
 from medxgan.phantoms.chest import _cxr_anatomy, _cxr_lung_f, _cxr_params, _cxr_region_parts
 from medxgan.phantoms.geometry import (
@@ -84,7 +85,7 @@ from medxgan.phantoms.rendering import (
 from medxgan.phantoms.shortcuts import IMAGE_WIDE_KINDS, SHORTCUT_KINDS, corner_box
 from medxgan.phantoms.tag import _TAG_MARGIN, _TAG_SIDE, NEGATIVE_TAG_RATE, remove_tag, tag_box
 
-from medxgan.phantoms.twins import parse_source_ref, true_twins  # noqa: E402
+from medxgan.phantoms.twins import healthy_twin, parse_source_ref, true_twins  # noqa: E402
 
 __all__ = ["IMAGE_WIDE_KINDS", "KINDS", "MAX_SIZE", "MIN_SIZE", "NEGATIVE_TAG_RATE", "SHORTCUT_KINDS",
            "corner_box", "generate", "healthy_twin", "parse_source_ref", "phantom_image", "remove_tag",
@@ -124,24 +125,6 @@ def phantom_image(kind: str, index: int, *, size: int = 64, seed: int = 0,
     ref = f"{kind}:seed={seed}:index={index}" + (":tag=1" if p.tagged else "")
     return CohortImage(image_id=f"{kind}-{seed}-{index:06d}", label=p.label, pixels=p.pixels,
                        source_ref=ref, boxes=p.boxes)
-
-
-def healthy_twin(kind: str, index: int, *, size: int = 64, seed: int = 0,
-                 prevalence: float = 0.5, shortcut_rate: float = 0.0, shortcut: str = "tag",
-                 shortcut_negative_rate: float | None = None, lesion_scale: float = 1.0,
-                 force_shortcut: bool | None = None) -> np.ndarray:
-    """The same subject as :func:`phantom_image` with the same arguments, without its lesions.
-
-    Ground truth for counterfactuals: same label draw, anatomy, exposure, noise and shortcut, so
-    the twin is byte-identical to the image everywhere except at the lesions' pixels (all inside
-    the image's boxes); ``image - twin`` is the true change. For a negative it is the image.
-
-    Returns: (size, size) uint8 pixels.
-    """
-    return _render(kind, index, size=size, seed=seed, prevalence=prevalence,
-                   shortcut_rate=shortcut_rate, lesions=False, shortcut=shortcut,
-                   shortcut_negative_rate=shortcut_negative_rate, lesion_scale=lesion_scale,
-                   force_shortcut=force_shortcut).pixels
 
 
 def shortcut_region(kind: str, index: int, *, size: int = 64, seed: int = 0,

@@ -17,7 +17,26 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from medxgan.phantoms.rendering import KINDS
+from medxgan.phantoms.rendering import KINDS, _render
+
+
+def healthy_twin(kind: str, index: int, *, size: int = 64, seed: int = 0,
+                 prevalence: float = 0.5, shortcut_rate: float = 0.0, shortcut: str = "tag",
+                 shortcut_negative_rate: float | None = None, lesion_scale: float = 1.0,
+                 force_shortcut: bool | None = None) -> np.ndarray:
+    """The same subject as :func:`medxgan.phantoms.phantom_image` with the same arguments,
+    without its lesions.
+
+    Ground truth for counterfactuals: same label draw, anatomy, exposure, noise and shortcut, so
+    the twin is byte-identical to the image everywhere except at the lesions' pixels (all inside
+    the image's boxes); ``image - twin`` is the true change. For a negative it is the image.
+
+    Returns: (size, size) uint8 pixels.
+    """
+    return _render(kind, index, size=size, seed=seed, prevalence=prevalence,
+                   shortcut_rate=shortcut_rate, lesions=False, shortcut=shortcut,
+                   shortcut_negative_rate=shortcut_negative_rate, lesion_scale=lesion_scale,
+                   force_shortcut=force_shortcut).pixels
 
 
 def parse_source_ref(ref: str) -> tuple[str, int, int] | None:
@@ -43,8 +62,6 @@ def true_twins(cohort, ids: Sequence[str]) -> torch.Tensor | None:
     image), or None when the cohort is not a phantom cohort (any id without a phantom
     ``source_ref``), its stored size is not square, or an id is unknown.
     """
-    from medxgan.phantoms import healthy_twin
-
     size = cohort.image_size
     if size is None or size[0] != size[1]:
         return None

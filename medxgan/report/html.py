@@ -236,6 +236,9 @@ GENERATOR_HEALTH = (
     ("fidelity", "share of the change inside the own boxes"),
     ("fidelity_shuffled", "the same in another image's boxes (control)"),
     ("counterfactual_ncc", "NCC with the true change (phantoms)"),
+    ("mask_dice", "Dice of the changed pixels with the true lesion's (phantoms)"),
+    ("healthy_control", "in-fillings of random lesion-sized holes in negatives f calls positive: "
+                        "near 0 for an in-filler that invents no findings"),
 )
 
 

@@ -334,15 +334,13 @@ def audit_verdict(
                 flags.append(f"{m}_does_not_localise")
                 findings.append(f"{method_label(m)}: the maps do not localise the annotated findings.")
     flip = _first_stat(ev, "counterfactual_flip", medxgan_methods)
-    latent = generator_family in (None, "published")  # a latent code and an inversion
+    fam = _generator_family(generator_family)
+    latent = fam.latent  # a latent code and an inversion
     mse = _first_stat(ev, "recon_mse", medxgan_methods) if latent else None
     if flip is not None or mse is not None:
         parts = []
         if flip is not None:
-            what = ("the negative counterpart G(z_a, 0)" if latent else
-                    f"the counterfactual x_neg ({generator_family} family: x with the smallest region "
-                    "whose healthy in-filling flips f)" if generator_family == "inpaint" else
-                    f"the counterfactual x_neg ({generator_family} family)")
+            what = fam.x_neg_text
             parts.append(
                 f"{what} fell below f's decision threshold for "
                 f"{100 * flip[0]:.0f} % of explained images ({fmt_ci(*flip[:3])}, n={flip[3]})"
@@ -417,6 +415,14 @@ def _classifier_headline(relies: Answer, short: Answer, trust: Answer) -> str:
         head += " No explanation method passes the localisation rules."
     return head
 
+
+
+def _generator_family(name: str | None):
+    """The generator family the sentences describe (its ``latent`` and ``x_neg_text``;
+    :mod:`medxgan.generators.registry`); None: unknown, the published family's wording."""
+    from medxgan.generators.registry import family
+
+    return family(name)
 
 
 def _first_stat(ev: Evidence, metric: str, methods: Sequence[str]) -> Stat | None:

@@ -69,11 +69,15 @@ def test_generators_quick(tmp_path: Path, family: str) -> None:
                          "counterfactual_ncc", "counterfactual_ncc_shuffled", "mass_own",
                          "mass_shuffled", "pointing_own", "pointing_shuffled", "gradcam_mass",
                          "ig_mass", "gradcam_pointing", "ig_pointing", "recon_mse",
-                         "explain_s_per_image"]
+                         "explain_s_per_image", "size", "mask_dice", "healthy_control",
+                         "speedup_vs_published", "flip_rate", "area"]
     maybe_nan = {"change_similarity", "universal_flip", "oracle_flip", "counterfactual_ncc",
-                 "counterfactual_ncc_shuffled"}
+                 "counterfactual_ncc_shuffled", "mask_dice", "healthy_control", "flip_rate"}
     assert all(math.isfinite(v) for k, v in got.items() if k not in maybe_nan), got
     assert got["recon_mse"] == 0.0  # both families keep x: x_pos = x
+    assert got["size"] == 32 and got["speedup_vs_published"] > 0 and 0 <= got["area"] <= 1
+    # the inpaint family has a healthy in-filler to control, the residual family none
+    assert math.isnan(got["healthy_control"]) == (family == "residual")
 
 
 def test_ingest_speed_quick(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from medxgan.explain.counterfactual_search import SearchResult, search_counterfactual
-from medxgan.models.inpaint import Inpainter
+from medxgan.generators.base import SearchResult
+from medxgan.generators.inpaint.search import search_counterfactual
+from medxgan.generators.inpaint.inpainter import Inpainter
 
 S = 32
 BG = 0.2
@@ -156,3 +157,63 @@ def test_runs_with_the_unet_inpainter():
     assert torch.equal(r.x_neg[~r.mask], x[~r.mask])
     with pytest.raises(ValueError):
         search_counterfactual(x[:, 0], WindowMean(), BackgroundFill())
+
+
+def _dice(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+def test_complete_grows_the_mask_to_the_whole_square():
+    """The search alone stops once f crosses its threshold (about half the square here);
+    ``complete`` grows the mask to every pixel that differs from its healthy in-filling, so
+    x_neg is the healthy twin, and never past the square (the background fills exactly)."""
+    x, squares = _images()
+    f = WindowMean().eval()
+    kw = {"patch_sizes": (12, 8, 4), "area_cap": 0.3}
+    alone = search_counterfactual(x, f, BackgroundFill(), **kw)
+    done = search_counterfactual(x, f, BackgroundFill(), complete=True, complete_steps=16, **kw)
+    assert done.flipped[:3].all() and not done.mask[3].any()
+    for i, (x0, y0) in enumerate(squares):
+        sq = _square_mask(x0, y0)
+        before, after = alone.mask[i, 0], done.mask[i, 0]
+        assert bool((after | before).eq(after).all())                # a superset
+        assert int((before & sq).sum()) < 64                          # the search left part
+        assert int((after & sq).sum()) == 64                          # completion removed all
+        assert _dice(after, sq) > _dice(before, sq)
+        assert float((after & _square_mask(x0, y0, grow=1)).sum() / after.sum()) == 1.0
+    twin = torch.where(x > 0.5, torch.full_like(x, BG), x)
+    assert torch.allclose(done.x_neg[:3], twin[:3], atol=1e-6)
+
+
+def test_complete_stops_where_f_no_longer_cares():
+    """Growth is kept only while it lowers f's logit: with f looking at a window that holds the
+    left half of the square, the mask grows over that half (and, ring by ring, as far past the
+    window's edge as the rings it needed: two here), then stops: the rest of the square
+    differs from the in-filling as much but is no evidence of f's."""
+
+    class LeftWindow(nn.Module):
+        threshold = 0.5
+
+        def __init__(self):
+            super().__init__()
+            m = torch.zeros(1, 1, S, S)
+            m[..., 6:26, 6:14] = 1.0                    # x 6..13: columns 10..13 of the square
+            self.register_buffer("w", m / m.sum())
+
+        def forward(self, x):
+            return 40.0 * ((x * self.w).sum((1, 2, 3)) - 0.26)
+
+    x, _ = _images()
+    f = LeftWindow().eval()
+    kw = {"patch_sizes": (4,), "area_cap": 0.3}
+    alone = search_counterfactual(x[:1], f, BackgroundFill(), **kw)
+    done = search_counterfactual(x[:1], f, BackgroundFill(), complete=True, complete_steps=16,
+                                 **kw)
+    assert bool(alone.flipped.all()) and bool(done.flipped.all())
+    left = torch.zeros(S, S, dtype=torch.bool)
+    left[10:18, 10:14] = True
+    assert int((done.mask[0, 0] & left).sum()) == 32 > int((alone.mask[0, 0] & left).sum())
+    beyond = done.mask[0, 0].clone()
+    beyond[:, :16] = False                              # the window and two rings past it
+    assert not bool(beyond.any())
+    assert float(done.p_neg[0]) < float(alone.p_neg[0])  # every kept ring lowered f

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from medxgan.explain.inversion import InversionConfig, initial_latents, invert
+from medxgan.config.explain import InversionConfig
+from medxgan.generators.published.inversion import initial_latents, invert
 from medxgan.explain.seeding import content_seeds, index_seeds
 from tests.explain.conftest import SmallCNN, TinyGenerator
 

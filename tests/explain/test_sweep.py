@@ -93,7 +93,7 @@ def test_images_without_boxes_do_not_count_and_none_at_all_fails():
 
 def test_blocks_mean_is_the_mean_of_unit_scaled_block_maps():
     from bench._common import as_classifier
-    from medxgan.models.small_cnn import build_model
+    from medxgan.classifiers.small_cnn import build_model
 
     torch.manual_seed(0)
     f = as_classifier(build_model("small_cnn2"), 32)

@@ -37,10 +37,13 @@ def _check_outputs(store_url: str, manifest: dict) -> None:
     for m in ("pointing_game", "iou_otsu", "relevance_mass", "relevance_rank", "auroc", "auprc",
               "deletion_auc", "insertion_auc", "recon_mse", "counterfactual_flip",
               "counterfactual_similarity", "pointing_game_shuffled", "relevance_mass_shuffled",
-              "counterfactual_ncc", "counterfactual_ncc_shuffled"):  # a phantom cohort: true twins
+              "counterfactual_ncc", "counterfactual_ncc_shuffled", "counterfactual_dice",
+              "counterfactual_dice_shuffled"):  # a phantom cohort: true twins
         assert m in metrics, m
     ncc = scores[(scores["method"] == "medxgan") & (scores["metric"] == "counterfactual_ncc")]
     assert ncc["value"].between(-1, 1).all() and ncc["value"].notna().any()
+    dice = scores[(scores["method"] == "medxgan") & (scores["metric"] == "counterfactual_dice")]
+    assert dice["value"].dropna().between(0, 1).all() and dice["value"].notna().any()
     prov = run.read_json("provenance.json")
     for k in ("classifier_hash", "cohort_hash", "generator_hash", "code_version", "libraries",
               "seeds", "config"):

@@ -13,9 +13,9 @@ from torch import nn
 
 from flows.cli import main as cli_main
 from flows.ingest import ingest_flow
-from medxgan.models.check import check_classifier, expected_calibration_error, format_check
-from medxgan.models.classifier import ClassifierLoadError
-from medxgan.models.small_cnn import SmallCNN
+from medxgan.classifiers.check import check_classifier, expected_calibration_error, format_check
+from medxgan.config.classifier import ClassifierLoadError
+from medxgan.classifiers.small_cnn import SmallCNN
 from tests.flows._configs import tiny
 
 

@@ -34,7 +34,7 @@ def test_tuning_json_is_written_and_the_choice_is_used(tuned_run):
     from medxgan.cohort.reader import Cohort
     from medxgan.explain import make_explainer
     from medxgan.explain.serialize import read_maps
-    from medxgan.models.classifier import load_classifier
+    from medxgan.classifiers import load_classifier
     from tasks.explain import part_key
 
     kw, man = tuned_run

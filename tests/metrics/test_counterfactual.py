@@ -90,3 +90,53 @@ def test_universal_flip_counts_negatives_turned_positive():
     assert universal_flip(torch.full((1, 4, 4), 0.6), neg, f, batch=3) == 1.0
     assert universal_flip(torch.full((4, 4), 0.2), neg, f, threshold=0.9999) == 0.0
     assert math.isnan(universal_flip(torch.zeros(4, 4), neg[:0], f))
+
+
+def test_counterfactual_dice_against_the_true_support():
+    from medxgan.metrics.counterfactual import SUPPORT_TOL, counterfactual_dice
+
+    true = torch.zeros(3, 8, 8)
+    true[:, 2:6, 2:6] = 0.3                      # a 16-pixel lesion
+    change = torch.zeros(3, 8, 8)
+    change[0, 2:6, 2:6] = 0.1                    # exactly the lesion (any amplitude)
+    change[1, 2:6, 2:4] = 0.1                    # half of it
+    change[1, 0, 0] = SUPPORT_TOL / 2            # below the tolerance: not a change
+    change[2, 6:8, 6:8] = 0.2                    # somewhere else
+    d = counterfactual_dice(change, true)
+    torch.testing.assert_close(d, torch.tensor([1.0, 2 * 8 / (8 + 16), 0.0],
+                                               dtype=torch.float64))
+    assert math.isnan(counterfactual_dice(change[:1], torch.zeros(1, 8, 8))[0])  # no lesion
+    with pytest.raises(ValueError, match="shapes differ"):
+        counterfactual_dice(change, true[:, :4])
+
+
+def test_healthy_control_tells_an_in_filler_that_invents_findings():
+    """f calls an image positive when any 3x3 mean is bright; an in-filler that draws healthy
+    background is never called positive, one that paints a bright spot in every hole always."""
+    from torch import nn
+
+    from medxgan.metrics.counterfactual import healthy_control
+
+    class Bright(nn.Module):
+        threshold = 0.5
+
+        def forward(self, x):
+            return 50 * (torch.nn.functional.avg_pool2d(x, 3, 1).amax((1, 2, 3)) - 0.5)
+
+    class Filler(nn.Module):
+        def __init__(self, value):
+            super().__init__()
+            self.value = value
+            self.dummy = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, m):
+            return x * (1 - m) + self.value * m
+
+    g = torch.Generator().manual_seed(0)
+    negs = 0.2 + 0.05 * torch.rand(10, 1, 32, 32, generator=g)
+    f = Bright()
+    assert healthy_control(Filler(0.2), negs, f, seed=1) == 0.0
+    assert healthy_control(Filler(0.9), negs, f, seed=1) == 1.0
+    positives = negs.clone()
+    positives[:, :, 10:14, 10:14] = 1.0          # f calls them positive: skipped
+    assert math.isnan(healthy_control(Filler(0.2), positives, f))

@@ -40,3 +40,24 @@ def test_no_true_change_no_ncc_rows_and_other_methods_never_get_them():
     df = score_batch(maps, masks, masks, None, None, {"faithfulness": False}, method="gradcam",
                      ids=["a", "b"], changes=torch.rand(2, 8, 8), true_changes=torch.rand(2, 8, 8))
     assert "counterfactual_ncc" not in set(df["metric"])
+
+
+def test_dice_rows_beside_ncc_with_the_partner_as_control():
+    true = torch.zeros(3, 8, 8)
+    true[0, 1:4, 1:4] = 0.2                                    # three lesions, apart
+    true[1, 4:7, 4:7] = 0.2
+    true[2, 1:4, 4:7] = 0.2
+    changes = true.clone()                                     # x_neg removes each lesion
+    changes[1, 4:7, 6] = 0.0                                   # ... except a column of one
+    partner = torch.stack([true[1], true[2], torch.full((8, 8), float("nan"))])
+    masks = true > 0
+    df = score_batch(torch.rand(3, 8, 8), masks, masks.roll(1, 0), None, None,
+                     {"faithfulness": False}, method="medxgan", ids=["a", "b", "c"],
+                     changes=changes, true_changes=true, partner_true_changes=partner)
+    own, shuf = _rows(df, "counterfactual_dice"), _rows(df, "counterfactual_dice_shuffled")
+    assert own["a"] == 1.0 and own["c"] == 1.0
+    assert abs(own["b"] - 2 * 6 / (6 + 9)) < 1e-12
+    assert shuf["a"] == 0.0 and shuf["b"] == 0.0 and math.isnan(shuf["c"])
+    gc = score_batch(torch.rand(3, 8, 8), masks, masks, None, None, {"faithfulness": False},
+                     method="gradcam", ids=["a", "b", "c"], changes=changes, true_changes=true)
+    assert "counterfactual_dice" not in set(gc["metric"])

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from medxgan.cohort.writer import Box, CohortImage, CohortWriter
-from medxgan.models.classifier import AuditedClassifier, ClassifierSpec
-from medxgan.models.small_cnn import SmallCNN
+from medxgan.classifiers import AuditedClassifier
+from medxgan.config.classifier import ClassifierSpec
+from medxgan.classifiers.small_cnn import SmallCNN
 from medxgan.storage import Store
 
 SIZE = 32

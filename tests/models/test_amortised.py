@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from medxgan.config.inpaint import AmortiseConfig, InpaintConfig
-from medxgan.models.amortised import MaskNet, train_mask_net
-from medxgan.models.gan import GanConfig
-from medxgan.models.inpaint import InpaintGenerator
-from medxgan.models.train_gan import GanTrainConfig, load_generator, train_gan
+from medxgan.generators.inpaint.amortised import MaskNet, train_mask_net
+from medxgan.config.models import GanConfig, GanTrainConfig
+from medxgan.generators.inpaint.inpainter import InpaintGenerator
+from medxgan.generators import load_generator, train_gan
 from medxgan.storage import Store
 from tests.models.test_inpaint_family import (S, BlobClassifier, ConstantFill, SquareClassifier,
                                               _square_images)

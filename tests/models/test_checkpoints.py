@@ -1,4 +1,4 @@
-"""The checkpoint store (medxgan.models.checkpoints): blobs with sha256, pointers, the resume
+"""The checkpoint store (medxgan.checkpoints): blobs with sha256, pointers, the resume
 scan's fallbacks, RNG state round trips, content hashes and seeding."""
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from medxgan.models.checkpoints import (content_hash, key_step, load_blob, pointer, read_json,
-                                        resume_scan, rng_state, seed_all, set_rng_state,
-                                        state_dict_hash, step_key, to_bytes, verified_bytes,
-                                        write_blob)
+from medxgan.checkpoints import (content_hash, key_step, load_blob, pointer, read_json, resume_scan,
+                                 rng_state, seed_all, set_rng_state, state_dict_hash, step_key,
+                                 to_bytes, verified_bytes, write_blob)
 from medxgan.storage import Store
 
 

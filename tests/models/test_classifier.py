@@ -3,7 +3,6 @@ probabilities; mismatches and unsafe files are refused with one-line errors."""
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 
@@ -14,9 +13,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from medxgan.models.classifier import (AuditedClassifier, ClassifierLoadError, ClassifierSpec,
-                                       default_target_layer, load_classifier)
-from medxgan.models.small_cnn import SmallCNN, build_model, resnet18_1ch
+from medxgan.classifiers import AuditedClassifier, default_target_layer, load_classifier
+from medxgan.config.classifier import ClassifierLoadError, ClassifierSpec
+from medxgan.classifiers.small_cnn import SmallCNN, build_model, resnet18_1ch
 
 
 def _save_state(model: nn.Module, path) -> str:

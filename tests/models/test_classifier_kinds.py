@@ -19,9 +19,9 @@ from torch import nn
 from medxgan.explain.gradcam import GradCAMExplainer, find_target_layer
 from medxgan.explain.ig import IGExplainer
 from medxgan.findings import FindingError, match_finding
-from medxgan.models.classifier import (IMAGENET_MEAN, IMAGENET_STD, AuditedClassifier,
-                                       ClassifierLoadError, ClassifierSpec, load_classifier)
-from medxgan.models.small_cnn import SmallCNN
+from medxgan.classifiers import IMAGENET_MEAN, IMAGENET_STD, AuditedClassifier, load_classifier
+from medxgan.config.classifier import ClassifierLoadError, ClassifierSpec
+from medxgan.classifiers.small_cnn import SmallCNN
 
 NIH = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
        "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening",

@@ -9,11 +9,14 @@ import io
 import pytest
 import torch
 
-from medxgan.explain.inversion import InversionConfig, invert
-from medxgan.models.encoder import (Encoder, EncoderConfig, compare_inversion,
-                                    encoder_content_hash, train_encoder)
-from medxgan.models.gan import GanConfig, Generator, to_gan
-from medxgan.models.train_gan import GanTrainConfig, load_generator, train_gan
+from medxgan.config.explain import InversionConfig
+from medxgan.generators.published.inversion import invert
+from medxgan.config.models import EncoderConfig
+from medxgan.generators.published.encoder import (Encoder, compare_inversion, encoder_content_hash,
+                                                  train_encoder)
+from medxgan.config.models import GanConfig, GanTrainConfig
+from medxgan.generators.published.gan import Generator, to_gan
+from medxgan.generators import load_generator, train_gan
 from medxgan.storage import Store
 
 GAN = dict(family="published", image_size=32, d_a=8, d_p=3, g_width=0.05, d_width=0.125)

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from medxgan.models.gan import (Discriminator, GanConfig, Generator, ProjectionDiscriminator,
-                                build_discriminator, from_gan, to_gan)
+from medxgan.config.models import GanConfig
+from medxgan.generators.published.gan import (Discriminator, Generator, ProjectionDiscriminator,
+                                              build_discriminator, from_gan, to_gan)
 
 TINY = dict(g_width=0.05, d_width=0.125, d_a=8, d_p=3)
 
@@ -102,7 +103,7 @@ def test_config_forbids_unknown_keys_and_sizes():
 
 @pytest.mark.parametrize("p", [0.5, 0.25, 0.0])
 def test_fast_dropout_is_inverted_dropout(p):
-    from medxgan.models.gan import FastDropout
+    from medxgan.generators.published.gan import FastDropout
     d = FastDropout(p)
     x = torch.ones(64, 8, 16, 16, requires_grad=True)
     torch.manual_seed(3)
@@ -122,7 +123,7 @@ def test_fast_dropout_is_inverted_dropout(p):
 
 
 def test_fast_dropout_masks_are_independent_across_elements():
-    from medxgan.models.gan import FastDropout
+    from medxgan.generators.published.gan import FastDropout
     torch.manual_seed(0)
     m = (FastDropout(0.5)(torch.ones(4096, 33)) != 0).float()
     # neighbouring elements (same int32 word or not) are uncorrelated, every column is fair

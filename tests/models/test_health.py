@@ -9,8 +9,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from medxgan.models.health import (HeldOut, agreement, change_similarity, inversion_health,
-                                   lesion_fidelity, sample_grid)
+from medxgan.cohort.loading import HeldOut
+from medxgan.generators.health import lesion_fidelity
+from medxgan.generators.published.health import (agreement, change_similarity, inversion_health,
+                                                 sample_grid)
 
 S = 8
 

@@ -6,15 +6,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from medxgan.models.inpaint import (
-    InpaintConfig,
-    Inpainter,
-    inpaint_loss,
-    load_inpainter,
-    sample_masks,
-    save_inpainter,
-    train_inpainter,
-)
+from medxgan.config.inpaint import InpaintConfig
+from medxgan.generators.inpaint.inpainter import (Inpainter, inpaint_loss, load_inpainter,
+                                                  sample_masks, save_inpainter, train_inpainter)
 
 S = 32
 

@@ -17,10 +17,10 @@ from medxgan.config import AuditConfig, error_line
 from medxgan.config.inpaint import InpaintConfig
 from medxgan.explain import explain_batch
 from medxgan.explain.base import make_explainer
-from medxgan.models.checkpoints import sha256
-from medxgan.models.gan import GanConfig
-from medxgan.models.inpaint import InpaintGenerator
-from medxgan.models.train_gan import GanTrainConfig, load_generator, train_gan
+from medxgan.checkpoints import sha256
+from medxgan.config.models import GanConfig, GanTrainConfig
+from medxgan.generators.inpaint.inpainter import InpaintGenerator
+from medxgan.generators import load_generator, train_gan
 from medxgan.storage import Store
 
 S = 32
@@ -100,8 +100,9 @@ def test_train_dispatch_writes_the_run_contract_and_reloads(blob_cohort, tmp_pat
     h = best["health"]
     for k in ("change_similarity", "change_similarity_boxes", "universal_flip", "fidelity",
               "fidelity_shuffled", "change_in_boxes", "change_out_boxes", "null_change",
-              "flip_rate", "oracle_flip", "counterfactual_ncc"):
+              "flip_rate", "oracle_flip", "counterfactual_ncc", "mask_dice", "healthy_control"):
         assert k in h, k
+    assert 0 <= h["healthy_control"] <= 1 or math.isnan(h["healthy_control"])
     assert math.isnan(h["oracle_flip"]) and math.isnan(h["counterfactual_ncc"])  # no oracle,
     assert 0 <= h["flip_rate"] <= 1                                   # not a phantom cohort
 
@@ -163,7 +164,7 @@ def test_explain_batch_reuses_the_medxgan_counterfactual():
 def test_published_family_ignores_the_new_fields():
     """A published GanConfig saved before ``family`` existed validates to today's default, and
     the published generator still has no ``family`` of its own."""
-    from medxgan.models.gan import Generator
+    from medxgan.generators.published.gan import Generator
 
     old = GanConfig().model_dump(mode="json")
     old.pop("family")

@@ -17,10 +17,11 @@ from torch import nn
 from flows.cli import main as cli_main
 from medxgan.explain.batch import explain_batch
 from medxgan.explain.gradcam import GradCAMExplainer
-from medxgan.models.check import check_classifier, format_check
-from medxgan.models.classifier import ClassifierLoadError, ClassifierSpec, load_classifier
-from medxgan.models.classifier_kinds import ONNX2TORCH_OPSET
-from medxgan.models.small_cnn import SmallCNN
+from medxgan.classifiers.check import check_classifier, format_check
+from medxgan.classifiers import load_classifier
+from medxgan.config.classifier import ClassifierLoadError, ClassifierSpec
+from medxgan.classifiers.kinds import ONNX2TORCH_OPSET
+from medxgan.classifiers.small_cnn import SmallCNN
 
 NAMES = ["Atelectasis", "Effusion", "Infiltration", "Pneumonia", "Nodule"]
 
@@ -84,7 +85,7 @@ def test_the_default_export_is_a_newer_opset_than_onnx2torch_takes(exported):
     """The case of the issue: without the conversion onnx2torch refuses the default export."""
     from onnx2torch import convert
 
-    from medxgan.models.classifier_kinds import _inline_identity_initializers
+    from medxgan.classifiers.kinds import _inline_identity_initializers
 
     assert _opset(exported["default"]) == _default_opset() > ONNX2TORCH_OPSET
     assert _opset(exported["17"]) == 17

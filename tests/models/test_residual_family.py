@@ -14,11 +14,12 @@ from torch import nn
 from medxgan.config.residual import ResidualConfig
 from medxgan.explain import explain_batch
 from medxgan.explain.base import make_explainer
-from medxgan.models.checkpoints import sha256
-from medxgan.models.gan import GanConfig
-from medxgan.models.residual import (Critic, ResidualGenerator, ResidualNet, gradient_penalty,
-                                     train_residual)
-from medxgan.models.train_gan import GanTrainConfig, load_generator, train_gan
+from medxgan.checkpoints import sha256
+from medxgan.config.models import GanConfig
+from medxgan.generators.residual.vagan import (Critic, ResidualGenerator, ResidualNet,
+                                               gradient_penalty, train_residual)
+from medxgan.config.models import GanTrainConfig
+from medxgan.generators import load_generator, train_gan
 from medxgan.storage import Store
 from tests.models.test_inpaint_family import BlobClassifier, SquareClassifier, _square_images
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from medxgan.cohort.reader import Cohort
-from medxgan.models.classifier import load_classifier
-from medxgan.models.train_classifier import ClassifierTrainConfig, auroc, train_classifier
+from medxgan.classifiers import load_classifier
+from medxgan.classifiers.train import auroc, train_classifier
+from medxgan.config.models import ClassifierTrainConfig
 from medxgan.storage import Store
 
 

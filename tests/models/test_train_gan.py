@@ -9,8 +9,9 @@ import math
 import pytest
 import torch
 
-from medxgan.models.gan import GanConfig, Generator
-from medxgan.models.train_gan import GanTrainConfig, load_generator, train_gan
+from medxgan.config.models import GanConfig, GanTrainConfig
+from medxgan.generators.published.gan import Generator
+from medxgan.generators import load_generator, train_gan
 from medxgan.storage import Store
 
 GAN = dict(family="published", image_size=32, d_a=8, d_p=3, g_width=0.05, d_width=0.125)
@@ -93,7 +94,7 @@ def test_two_fresh_runs_in_two_stores_have_one_generator_hash(blob_cohort, tiny_
 
     import numpy as np
 
-    from medxgan.models.train_gan import generator_content_hash
+    from medxgan.generators.run import generator_content_hash
 
     tc = GanTrainConfig(steps=2, batch=8, checkpoint_every=2, **HEALTH)
     outs = [str(tmp_path / "a"), str(tmp_path / "far" / "away" / "b")]
@@ -204,7 +205,7 @@ def test_gan_trains_on_cuda_with_bf16_autocast(blob_cohort, tiny_classifier, tmp
 
 
 def test_classifier_view_shifts_and_adds_noise_reproducibly():
-    from medxgan.models.train_gan import _for_classifier
+    from medxgan.generators.published.train import _for_classifier
     x = torch.zeros(4, 1, 16, 16)
     x[:, :, 6:10, 6:10] = 1.0
     plain = GanTrainConfig()

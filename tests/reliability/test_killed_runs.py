@@ -108,8 +108,8 @@ def test_kill_during_explain_then_rerun(reference, prefect_harness, tmp_path):
 def test_kill_between_checkpoint_file_and_its_pointers_keeps_the_best(reference, tmp_path):
     """The state a SIGKILL leaves between the checkpoint file and its pointers, rebuilt
     by deleting what had not been written yet; the resumed run must pick the same best."""
-    from medxgan.models.gan import GanConfig
-    from medxgan.models.train_gan import GanTrainConfig, train_gan
+    from medxgan.config.models import GanConfig, GanTrainConfig
+    from medxgan.generators import train_gan
     from tasks.common import classifier
 
     _, ref_m, _ = reference

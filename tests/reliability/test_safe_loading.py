@@ -14,7 +14,7 @@ import pickle
 import pytest
 import torch
 
-from medxgan.models.train_gan import load_generator
+from medxgan.generators import load_generator
 from medxgan.storage import Store
 
 

@@ -1,0 +1,360 @@
+"""Counterfactual by in-filling: the smallest region whose healthy in-filling flips f.
+
+For a positive image x, the counterfactual x_neg is the inpainting (by a healthy-anatomy
+:class:`~medxgan.generators.inpaint.inpainter.Inpainter`) of a binary mask M found by a batched, coarse-to-fine
+occlusion search with an area cap. This is FIDO (Chang et al., "Explaining image classifiers by
+counterfactual generation", ICLR 2019) with a discrete search instead of an optimised soft mask:
+a soft mask leaks the lesion into the in-filler, which copies it back (``docs/findings.md``,
+"Image-conditioned prototypes"), so masks here are binary at every step.
+
+Algorithm (every step batched over images and candidates, ``batch`` inpaintings at a time):
+
+1. ``p_x = sigmoid(f(x))``. Images with ``p_x < threshold`` keep ``x_neg = x``, empty mask.
+2. **Coarse**: every square patch of side ``patch_sizes[0]`` (stride ``stride``, last row /
+   column flush with the border) is in-filled alone (optionally in a ``crop`` window around
+   it, for speed); patches are ranked by f's probability after in-filling (lowest first).
+   Following the ranking, each patch is added to a running union (skipped when the union
+   would exceed ``area_cap``), the union is in-filled and scored, until ``p < threshold`` or
+   ``max_patches`` patches were tried. Unflipped images keep the union with the lowest
+   probability seen (empty if none lowered it).
+3. **Trim**, for each finer side in ``patch_sizes[1:]`` (stride half the side), on flipped
+   images only: every fine patch touching the mask is removed from it alone and scored; in order
+   of that score (least needed first, only those whose removal alone keeps ``p < threshold``)
+   each removal is tried on the current mask and kept if f still calls the in-filling negative.
+   With ``margin`` > 0, both stages aim at ``p < threshold - margin`` instead.
+4. **Complete** (``complete``, on flipped images only): the mask is grown to the whole finding
+   it covers part of (:func:`_complete`: ring by ring, at most ``complete_steps`` rings of
+   ``max(1, H/32)`` px, a pixel joins where the image differs from the healthy in-filling in
+   the finding's direction by more than ``max(complete_tol, complete_rel m)``, m the 90th
+   percentile of that difference inside the mask), up to ``area_cap``; a ring is kept only
+   while it lowers f's logit. The
+   search alone stops as soon as f crosses its threshold, so part of a lesion often stays and
+   a second classifier still sees it; completion removes the finding, not just enough of it.
+5. The final mask is in-filled once more: ``x_neg = inpainter(x, M)``, ``p_neg = f(x_neg)``.
+
+The classifier contract is the repo's (``medxgan.classifiers.wrapper``): ``f(x (B, 1, H, W) in
+[0, 1]) -> positive logit (B,)`` with an optional ``threshold`` attribute on the probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from medxgan.explain._torch import probabilities
+from medxgan.generators.base import SearchResult
+
+__all__ = ["SearchResult", "search_counterfactual"]
+
+
+def _positions(n: int, side: int, stride: int) -> list[int]:
+    """Top-left offsets of patches of ``side`` px along an axis of ``n`` px, the last flush with
+    the border."""
+    if side >= n:
+        return [0]
+    pos = list(range(0, n - side + 1, stride))
+    if pos[-1] != n - side:
+        pos.append(n - side)
+    return pos
+
+
+def _patch_masks(H: int, W: int, side: int, stride: int) -> torch.Tensor:
+    """(K, 1, H, W) bool: every patch of the grid."""
+    ys, xs = _positions(H, side, stride), _positions(W, side, stride)
+    m = torch.zeros(len(ys) * len(xs), 1, H, W, dtype=torch.bool)
+    k = 0
+    for y in ys:
+        for x in xs:
+            m[k, 0, y:y + side, x:x + side] = True
+            k += 1
+    return m
+
+
+class _Scorer:
+    """f's probability of in-filled images, ``batch`` at a time, no gradients."""
+
+    def __init__(self, images: torch.Tensor, classifier: nn.Module, inpainter: nn.Module,
+                 batch: int, allowed: torch.Tensor | None = None):
+        self.dev = next(iter(inpainter.parameters())).device
+        self.x = images
+        self.f, self.g, self.batch = classifier, inpainter, batch
+        self.allowed = allowed  # (B, 1, H, W) bool or None: where masks may lie
+
+    def prob(self, x: torch.Tensor) -> torch.Tensor:
+        return probabilities(self.f, x, self.batch, self.dev)
+
+    def fill(self, idx: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """In-fill images ``x[idx]`` (N,) with ``masks`` (N, 1, H, W) bool -> (N, 1, H, W)."""
+        out = []
+        for s in range(0, len(idx), self.batch):
+            xb = self.x[idx[s:s + self.batch]].to(self.dev)
+            mb = masks[s:s + self.batch].to(self.dev, xb.dtype)
+            out.append(self.g(xb, mb).cpu())
+        return torch.cat(out) if out else self.x[:0]
+
+    def filled_prob(self, idx: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """f's probability (N,) after in-filling images ``x[idx]`` (N,) with ``masks``
+        (N, 1, H, W) bool."""
+        out = []
+        for s in range(0, len(idx), self.batch):
+            xb = self.x[idx[s:s + self.batch]].to(self.dev)
+            xf = self.g(xb, masks[s:s + self.batch].to(self.dev, xb.dtype))
+            out.append(torch.sigmoid(self.f(xf).float()).cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+
+@torch.no_grad()
+def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter: nn.Module, *,
+                          threshold: float | None = None, patch_sizes: Sequence[int] = (12, 8),
+                          stride: int | None = None, area_cap: float = 0.15, batch: int = 256,
+                          max_patches: int = 32, crop: int | None = None,
+                          margin: float = 0.0, allowed: torch.Tensor | None = None,
+                          complete: bool = False, complete_tol: float = 0.06,
+                          complete_rel: float = 0.5, complete_steps: int = 3
+                          ) -> SearchResult:
+    """Smallest in-filled region that makes f call each image negative (see module docstring).
+
+    Args:
+        images: (B, 1, H, W) float in [0, 1].
+        classifier: f(x) -> positive logit (B,); its ``threshold`` attribute (probability) is the
+            default threshold (else 0.5).
+        inpainter: ``inpainter(x, m) -> x_fill`` (B, 1, H, W), m (B, 1, H, W) float in {0, 1}
+            (:class:`~medxgan.generators.inpaint.inpainter.Inpainter`); its device is used.
+        threshold: decision threshold on f's probability (default: the classifier's).
+        patch_sizes: square patch sides in pixels, coarse first; later ones trim the mask.
+        stride: stride of the coarse patches in pixels (default: half the coarse side); the
+            trimming patches use half their side.
+        area_cap: largest share of the image the mask may cover, in (0, 1].
+        batch: in-fillings per forward pass.
+        max_patches: most ranked coarse patches tried per image.
+        crop: side (px) of the window the in-filler sees when ranking single coarse patches
+            (None: the whole image); must suit the in-filler (a multiple of ``2**depth``).
+            Unions, trimming and the final in-filling always use the whole image.
+        margin: the search aims at f's probability below ``threshold - margin`` (coarse stop
+            and trimming); 0 stops just below the threshold, a larger margin keeps more of what
+            makes f positive (recall) at the price of area. ``flipped`` still uses
+            ``threshold``.
+        allowed: (B, 1, H, W) or (B, H, W) bool, where each image's mask may lie (None:
+            everywhere); every patch is cut to it, so the mask never leaves it (the shortcut
+            search: outside the findings).
+        complete: grow each flipped image's mask to the whole finding (step 4).
+        complete_tol: the smallest image-minus-in-filling difference (intensity in [0, 1])
+            that joins a pixel to the mask while completing: above the in-filler's own error on
+            healthy anatomy.
+        complete_rel: the share of the finding's own contrast (the 90th percentile of the
+            signed difference inside the searched mask) a ring pixel must reach to join.
+        complete_steps: most rings grown (each ``max(1, H/32)`` px).
+
+    Returns: :class:`SearchResult` on the CPU.
+    """
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(f"images must be (B, 1, H, W), got {tuple(images.shape)}")
+    if not patch_sizes:
+        raise ValueError("patch_sizes must name at least one patch side")
+    if not 0 < area_cap <= 1:
+        raise ValueError(f"area_cap must be in (0, 1], got {area_cap}")
+    thr = float(threshold if threshold is not None else getattr(classifier, "threshold", 0.5))
+    x = images.detach().to(torch.float32).cpu()
+    B, _, H, W = x.shape
+    cap = area_cap * H * W  # pixels
+    if allowed is not None:
+        allowed = allowed.detach().to(torch.bool).cpu().reshape(B, 1, H, W)
+    sc = _Scorer(x, classifier, inpainter, batch, allowed)
+    p_x = sc.prob(x)                                                  # (B,)
+    mask = torch.zeros(B, 1, H, W, dtype=torch.bool)
+    todo = (p_x >= thr).nonzero()[:, 0]                               # (n,)
+    if len(todo):
+        mask[todo] = _coarse(sc, todo, thr - margin, cap, patch_sizes[0],
+                             stride or max(1, patch_sizes[0] // 2), max_patches, crop)
+        for side in patch_sizes[1:]:
+            mask[todo] = _trim(sc, todo, mask[todo], thr - margin, side, max(1, side // 2))
+        if complete:
+            mask[todo] = _complete(sc, todo, mask[todo], thr, area_cap, complete_tol,
+                                   complete_rel, complete_steps)
+    x_neg = x.clone()
+    p_neg = p_x.clone()
+    has = mask.flatten(1).any(1).nonzero()[:, 0]
+    if len(has):
+        x_neg[has] = sc.fill(has, mask[has])
+        p_neg[has] = sc.prob(x_neg[has])
+    area = mask.flatten(1).float().mean(1)
+    return SearchResult(x_neg, mask, p_x, p_neg, area, thr)
+
+
+def _single_patch_probs(sc: _Scorer, idx: torch.Tensor, side: int, stride: int,
+                        crop: int | None) -> torch.Tensor:
+    """f's probability (n, K) after in-filling each grid patch alone in images ``idx`` (n,).
+
+    With ``crop`` the in-filler sees only a ``crop`` x ``crop`` window around the patch (clamped
+    to the image) and the filled window is pasted back before f sees the whole image: about
+    (H W / crop^2) times less in-filling work, at the price of less context (ranking only)."""
+    H, W = sc.x.shape[-2:]
+    ys, xs = _positions(H, side, stride), _positions(W, side, stride)
+    ch, cw = (H, W) if crop is None else (min(crop, H), min(crop, W))
+    wins = []  # (patch y, patch x, window y, window x)
+    for y in ys:
+        for x in xs:
+            wy = min(max(y + side // 2 - ch // 2, 0), H - ch)
+            wx = min(max(x + side // 2 - cw // 2, 0), W - cw)
+            wins.append((y, x, wy, wx))
+    K, out = len(wins), []
+    for s0 in range(0, len(idx), sc.batch):
+        xi = sc.x[idx[s0:s0 + sc.batch]]                              # (n, 1, H, W)
+        n = len(xi)
+        per = max(1, sc.batch // n)                                   # patches per pass
+        rows = []
+        for k0 in range(0, K, per):
+            ks = wins[k0:k0 + per]
+            crops = torch.cat([xi[..., wy:wy + ch, wx:wx + cw] for _, _, wy, wx in ks])
+            m = torch.zeros(len(ks), 1, 1, ch, cw)
+            for j, (y, x, wy, wx) in enumerate(ks):
+                m[j, ..., y - wy:y - wy + side, x - wx:x - wx + side] = 1.0
+            m = m.expand(len(ks), n, 1, ch, cw)                       # (k, n, 1, ch, cw)
+            if sc.allowed is not None:
+                al = sc.allowed[idx[s0:s0 + sc.batch]]                # (n, 1, H, W)
+                m = m * torch.stack([al[..., wy:wy + ch, wx:wx + cw] for _, _, wy, wx in ks])
+            m = m.reshape(-1, 1, ch, cw)                              # (k n, 1, ch, cw)
+            filled = sc.g(crops.to(sc.dev), m.to(sc.dev)).cpu()       # (k n, 1, ch, cw)
+            full = xi.repeat(len(ks), 1, 1, 1)                        # (k n, 1, H, W)
+            for j, (_, _, wy, wx) in enumerate(ks):
+                full[j * n:(j + 1) * n, :, wy:wy + ch, wx:wx + cw] = filled[j * n:(j + 1) * n]
+            p = torch.sigmoid(sc.f(full.to(sc.dev)).float()).cpu()    # (k n,)
+            rows.append(p.view(len(ks), n))
+        out.append(torch.cat(rows).T)                                 # (n, K)
+    return torch.cat(out)
+
+
+def _coarse(sc: _Scorer, idx: torch.Tensor, thr: float, cap: float, side: int, stride: int,
+            max_patches: int, crop: int | None = None) -> torch.Tensor:
+    """Greedy union of ranked patches for images ``idx`` (n,) -> masks (n, 1, H, W) bool."""
+    n = len(idx)
+    H, W = sc.x.shape[-2:]
+    patches = _patch_masks(H, W, side, stride)                        # (K, 1, H, W)
+    ok = patches.flatten(1).sum(1) <= cap                             # (K,) fits the cap alone
+    p_single = _single_patch_probs(sc, idx, side, stride, crop)       # (n, K)
+    p_single[:, ~ok] = float("inf")
+    if sc.allowed is not None:  # a patch wholly outside an image's allowed region is no patch
+        inside = sc.allowed[idx].flatten(1).float() @ patches.flatten(1).float().T  # (n, K)
+        p_single[inside == 0] = float("inf")
+    order = p_single.argsort(1)[:, :max_patches]                      # (n, T) best first
+    cur = torch.zeros(n, 1, H, W, dtype=torch.bool)
+    best = cur.clone()
+    best_p = sc.prob(sc.x[idx])                                       # an empty mask's p
+    done = torch.zeros(n, dtype=torch.bool)
+    for t in range(order.shape[1]):
+        cand = cur | patches[order[:, t]]                             # (n, 1, H, W)
+        if sc.allowed is not None:
+            cand &= sc.allowed[idx]
+        area = cand.flatten(1).sum(1)
+        grows = area > cur.flatten(1).sum(1)
+        fits = torch.isfinite(p_single.gather(1, order[:, t:t + 1])[:, 0])
+        live = (~done & grows & (area <= cap) & fits).nonzero()[:, 0]
+        if not len(live):
+            if bool(done.all()):
+                break
+            continue
+        p = sc.filled_prob(idx[live], cand[live])                     # (m,)
+        cur[live] = cand[live]
+        better = p < best_p[live]
+        best[live[better]] = cand[live[better]]
+        best_p[live[better]] = p[better]
+        done[live[p < thr]] = True
+        if bool(done.all()):
+            break
+    return best
+
+
+def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: int,
+          stride: int) -> torch.Tensor:
+    """Remove fine patches from flipping masks while f still calls the in-filling negative.
+
+    Args: idx (n,) image indices, mask (n, 1, H, W) bool. Returns the trimmed masks."""
+    H, W = mask.shape[-2:]
+    patches = _patch_masks(H, W, side, stride)                        # (K, 1, H, W)
+    mask = mask.clone()
+    has = mask.flatten(1).any(1).nonzero()[:, 0]
+    if not len(has):
+        return mask
+    p_now = sc.filled_prob(idx[has], mask[has])
+    rows = has[p_now < thr]                                           # flipped images
+    if not len(rows):
+        return mask
+    touch = (mask[rows].flatten(1).float() @ patches.flatten(1).float().T) > 0  # (r, K)
+    pairs = touch.nonzero()                                           # (P, 2): row, patch
+    if not len(pairs):
+        return mask
+    r_of, k_of = rows[pairs[:, 0]], pairs[:, 1]
+    p_rm = sc.filled_prob(idx[r_of], mask[r_of] & ~patches[k_of])     # (P,)
+    keep = p_rm < thr                                                 # removal alone keeps the flip
+    r_of, k_of, p_rm = r_of[keep], k_of[keep], p_rm[keep]
+    if not len(r_of):
+        return mask
+    # per image: candidate removals in ascending order of p_rm (least needed first)
+    lists: dict[int, list[int]] = {}
+    for j in torch.argsort(p_rm).tolist():
+        lists.setdefault(int(r_of[j]), []).append(int(k_of[j]))
+    for t in range(max(len(v) for v in lists.values())):
+        rr = torch.tensor([r for r, v in lists.items() if t < len(v)])
+        kk = torch.tensor([lists[r][t] for r in rr.tolist()])
+        cand = mask[rr] & ~patches[kk]                                # (m, 1, H, W)
+        nonempty = cand.flatten(1).any(1) & (cand != mask[rr]).flatten(1).any(1)
+        if not bool(nonempty.any()):
+            continue
+        rr, cand = rr[nonempty], cand[nonempty]
+        p = sc.filled_prob(idx[rr], cand)
+        ok = p < thr
+        mask[rr[ok]] = cand[ok]
+    return mask
+
+
+def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, area_cap: float,
+              tol: float, rel: float = 0.5, max_steps: int = 16) -> torch.Tensor:
+    """Grow the flipping masks of images ``idx`` (n,) to the whole finding (step 4).
+
+    Ring by ring (``max(1, H/32)`` px): a ring pixel joins where the image differs from the
+    in-filling of mask + ring **in the finding's direction** (the sign of the median difference
+    inside the searched mask: a bright lesion is brighter than the healthy in-filling) by more
+    than ``max(tol, rel m)``, m the 90th percentile of that signed difference inside the
+    searched mask; the grown mask is kept only while it lowers f's logit (the finding's
+    evidence is still falling) and stays within ``area_cap``. mask (n, 1, H, W) bool."""
+    from medxgan.generators.inpaint.complete import dilate_masks
+
+    mask = mask.clone()
+    has = mask.flatten(1).any(1).nonzero()[:, 0]
+    if not len(has):
+        return mask
+    p_now = sc.filled_prob(idx[has], mask[has])
+    rows = has[p_now < thr]                                           # flipped images
+    if not len(rows):
+        return mask
+    H, W = mask.shape[-2:]
+    g = max(1, round(H / 32))
+    cap = area_cap * H * W
+    x = sc.x[idx[rows]][:, 0]                                         # (r, H, W)
+    cur = mask[rows][:, 0]                                            # (r, H, W)
+    allowed = sc.allowed[idx[rows]][:, 0] if sc.allowed is not None else torch.ones_like(cur)
+    d0 = x - sc.fill(idx[rows], cur[:, None])[:, 0]
+    sign = torch.stack([d0[i][cur[i]].median().sign() for i in range(len(rows))])
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)[:, None, None]
+    ref = torch.stack([(sign[i] * d0[i])[cur[i]].quantile(0.9) for i in range(len(rows))])
+    cut = torch.clamp(rel * ref, min=tol)[:, None, None]
+    logit = torch.logit(sc.filled_prob(idx[rows], cur[:, None]).clamp(1e-6, 1 - 1e-6))
+    live = torch.ones(len(rows), dtype=torch.bool)
+    for _ in range(max_steps):
+        ring = dilate_masks(cur, g) & ~cur & allowed & live[:, None, None]
+        live &= ring.flatten(1).any(1)
+        if not bool(live.any()):
+            break
+        r = live.nonzero()[:, 0]
+        filled = sc.fill(idx[rows[r]], (cur[r] | ring[r])[:, None])[:, 0]
+        grown = cur[r] | (ring[r] & (sign[r] * (x[r] - filled) > cut[r]))
+        grows = (grown != cur[r]).flatten(1).any(1) & (grown.flatten(1).sum(1) <= cap)
+        lg = torch.logit(sc.filled_prob(idx[rows[r]], grown[:, None]).clamp(1e-6, 1 - 1e-6))
+        ok = grows & (lg < logit[r])                                  # the evidence still falls
+        cur[r[ok]] = grown[ok]
+        logit[r[ok]] = lg[ok]
+        live[r[~ok]] = False
+    mask[rows] = cur[:, None]
+    return mask

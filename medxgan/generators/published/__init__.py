@@ -1,0 +1,1 @@
+"""The ``published`` generator family: the paper's GAN (:mod:`.family`)."""

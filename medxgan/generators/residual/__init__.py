@@ -1,0 +1,1 @@
+"""The ``residual`` generator family: VA-GAN's map generator (:mod:`.family`)."""
