@@ -266,6 +266,16 @@ def _coarse(sc: _Scorer, idx: torch.Tensor, thr: float, cap: float, side: int, s
     return best
 
 
+def _flipped_rows(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float
+                  ) -> torch.Tensor:
+    """Rows of ``mask`` (n, 1, H, W) bool, non-empty, whose in-filling of images ``idx`` (n,)
+    f calls negative (p < ``thr``)."""
+    has = mask.flatten(1).any(1).nonzero()[:, 0]
+    if not len(has):
+        return has
+    return has[sc.filled_prob(idx[has], mask[has]) < thr]
+
+
 def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: int,
           stride: int) -> torch.Tensor:
     """Remove fine patches from flipping masks while f still calls the in-filling negative.
@@ -274,11 +284,7 @@ def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: 
     H, W = mask.shape[-2:]
     patches = _patch_masks(H, W, side, stride)                        # (K, 1, H, W)
     mask = mask.clone()
-    has = mask.flatten(1).any(1).nonzero()[:, 0]
-    if not len(has):
-        return mask
-    p_now = sc.filled_prob(idx[has], mask[has])
-    rows = has[p_now < thr]                                           # flipped images
+    rows = _flipped_rows(sc, idx, mask, thr)
     if not len(rows):
         return mask
     touch = (mask[rows].flatten(1).float() @ patches.flatten(1).float().T) > 0  # (r, K)
@@ -322,11 +328,7 @@ def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, ar
     from medxgan.generators.inpaint.complete import dilate_masks
 
     mask = mask.clone()
-    has = mask.flatten(1).any(1).nonzero()[:, 0]
-    if not len(has):
-        return mask
-    p_now = sc.filled_prob(idx[has], mask[has])
-    rows = has[p_now < thr]                                           # flipped images
+    rows = _flipped_rows(sc, idx, mask, thr)
     if not len(rows):
         return mask
     H, W = mask.shape[-2:]
