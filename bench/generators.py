@@ -86,7 +86,7 @@ def _configs(family: str, size: int, minutes: float, seed: int, device: str, qui
     own = generator_family(family).own_config
     if own:
         Own = type(getattr(GanTrainConfig(), own))
-        extra = {"search": search or {}} if "search" in Own.model_fields else {}
+        extra = {"search": search or {}} if _has_search(family) else {}
         kw = {"steps": None, "seconds": minutes * 60, "seed": seed,
               "health": {"negatives": 16 if quick else 64}, **extra}
         oc = Own(**{**kw, **(options or {})})  # e.g. '{steps: 2000, seconds: null}'

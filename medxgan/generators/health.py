@@ -126,14 +126,14 @@ def counterfactual_health(f: nn.Module, images: torch.Tensor, x_neg: torch.Tenso
     if twins is not None:
         true = (images - twins.to(images.device))[:, 0]                   # (P, S, S)
         out["counterfactual_ncc"] = float(counterfactual_ncc(d, true).nanmean())
-        out["mask_dice"] = float(counterfactual_dice(images[:, 0] - x_neg[:, 0], true)
-                                 .nanmean())
+        removed = images[:, 0] - x_neg[:, 0]                              # (P, S, S)
+        out["mask_dice"] = float(counterfactual_dice(removed, true).nanmean())
         if P >= 2:
             partner = derangement(P, seed=seed).to(d.device)
             out["counterfactual_ncc_shuffled"] = float(counterfactual_ncc(d, true[partner])
                                                        .nanmean())
-            out["mask_dice_shuffled"] = float(counterfactual_dice(
-                images[:, 0] - x_neg[:, 0], true[partner]).nanmean())
+            out["mask_dice_shuffled"] = float(counterfactual_dice(removed, true[partner])
+                                              .nanmean())
         err = (x_neg - twins.to(x_neg.device)).abs()[:, 0]
         out["twin_l1_in_boxes"] = float((err * mf).sum() / mf.sum().clamp_min(1))
     out["null_change"] = float((null_pair[0] - null_pair[1]).abs().mean()) \

@@ -267,13 +267,14 @@ def _coarse(sc: _Scorer, idx: torch.Tensor, thr: float, cap: float, side: int, s
 
 
 def _flipped_rows(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float
-                  ) -> torch.Tensor:
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of ``mask`` (n, 1, H, W) bool, non-empty, whose in-filling of images ``idx`` (n,)
-    f calls negative (p < ``thr``)."""
+    f calls negative (p < ``thr``), and f's probability (r,) of those in-fillings."""
     has = mask.flatten(1).any(1).nonzero()[:, 0]
     if not len(has):
-        return has
-    return has[sc.filled_prob(idx[has], mask[has]) < thr]
+        return has, torch.zeros(0)
+    p = sc.filled_prob(idx[has], mask[has])
+    return has[p < thr], p[p < thr]
 
 
 def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: int,
@@ -284,7 +285,7 @@ def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: 
     H, W = mask.shape[-2:]
     patches = _patch_masks(H, W, side, stride)                        # (K, 1, H, W)
     mask = mask.clone()
-    rows = _flipped_rows(sc, idx, mask, thr)
+    rows, _ = _flipped_rows(sc, idx, mask, thr)
     if not len(rows):
         return mask
     touch = (mask[rows].flatten(1).float() @ patches.flatten(1).float().T) > 0  # (r, K)
@@ -328,7 +329,7 @@ def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, ar
     from medxgan.generators.inpaint.complete import dilate_masks
 
     mask = mask.clone()
-    rows = _flipped_rows(sc, idx, mask, thr)
+    rows, p_rows = _flipped_rows(sc, idx, mask, thr)
     if not len(rows):
         return mask
     H, W = mask.shape[-2:]
@@ -337,12 +338,13 @@ def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, ar
     x = sc.x[idx[rows]][:, 0]                                         # (r, H, W)
     cur = mask[rows][:, 0]                                            # (r, H, W)
     allowed = sc.allowed[idx[rows]][:, 0] if sc.allowed is not None else torch.ones_like(cur)
-    d0 = x - sc.fill(idx[rows], cur[:, None])[:, 0]
-    sign = torch.stack([d0[i][cur[i]].median().sign() for i in range(len(rows))])
+    d0 = x - sc.fill(idx[rows], cur[:, None])[:, 0]                  # (r, H, W)
+    inside = torch.where(cur, d0, float("nan")).flatten(1)            # (r, H W), NaN outside
+    sign = inside.nanmedian(1).values.sign()
     sign = torch.where(sign == 0, torch.ones_like(sign), sign)[:, None, None]
-    ref = torch.stack([(sign[i] * d0[i])[cur[i]].quantile(0.9) for i in range(len(rows))])
+    ref = (sign[:, :, 0] * inside).nanquantile(0.9, dim=1)           # (r,)
     cut = torch.clamp(rel * ref, min=tol)[:, None, None]
-    logit = torch.logit(sc.filled_prob(idx[rows], cur[:, None]).clamp(1e-6, 1 - 1e-6))
+    logit = torch.logit(p_rows, eps=1e-6)
     live = torch.ones(len(rows), dtype=torch.bool)
     for _ in range(max_steps):
         ring = dilate_masks(cur, g) & ~cur & allowed & live[:, None, None]
@@ -353,7 +355,7 @@ def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, ar
         filled = sc.fill(idx[rows[r]], (cur[r] | ring[r])[:, None])[:, 0]
         grown = cur[r] | (ring[r] & (sign[r] * (x[r] - filled) > cut[r]))
         grows = (grown != cur[r]).flatten(1).any(1) & (grown.flatten(1).sum(1) <= cap)
-        lg = torch.logit(sc.filled_prob(idx[rows[r]], grown[:, None]).clamp(1e-6, 1 - 1e-6))
+        lg = torch.logit(sc.filled_prob(idx[rows[r]], grown[:, None]), eps=1e-6)
         ok = grows & (lg < logit[r])                                  # the evidence still falls
         cur[r[ok]] = grown[ok]
         logit[r[ok]] = lg[ok]
