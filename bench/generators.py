@@ -227,6 +227,13 @@ def _loc(scores, method: str | None = None) -> dict[str, float]:
             "pointing": get("pointing_game"), "pointing_shuffled": get("pointing_game_shuffled")}
 
 
+def run_tag(*options: dict | None) -> str:
+    """The suffix of a trained run's folder name from the options it was trained with
+    (``-stepsN-train_crop0.5``...), so later runs and the gallery find it."""
+    return "".join("-" + "-".join(f"{k}{v}" for k, v in sorted(d.items()))
+                   for d in options if d).replace(" ", "").replace("'", "")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  parents=[device_flags(threads=1)])
@@ -299,8 +306,7 @@ def main() -> None:
     trained_with = None if late_search else search
     gc, tc = _configs(args.family, size, minutes, args.seed, args.device, args.quick,
                       trained_with, options)
-    tag = "".join("-" + "-".join(f"{k}{v}" for k, v in sorted(d.items()))
-                  for d in (trained_with, options) if d).replace(" ", "").replace("'", "")
+    tag = run_tag(trained_with, options)
     out_url = str(work / f"gen-{args.family}-{args.dataset}-{size}px-s{args.seed}-{minutes:g}m"
                   f"{tag}")
     trained = Store(out_url).exists("manifest.json") and not args.retrain

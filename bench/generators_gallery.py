@@ -8,8 +8,13 @@ counterfactuals with the generator's own ``counterfactual`` (inpaint) as ``medxg
 
     .venv/bin/python -m bench.generators_gallery --dataset phantom-cxr --seed 0
 
-Writes a PNG (``--out``, default bench/results/gallery_<family>_<dataset>_s<seed>.png; each
-tile 4x enlarged, boxes drawn in the last column) and prints one line per image: f's
+    .venv/bin/python -m bench.generators_gallery --dataset phantom-brain --size 128 \
+        --inpaint '{steps: 2000, seconds: null}' --search '{support: true}'
+
+``--size`` and ``--inpaint`` name the bench run (its folder), ``--search`` replaces the loaded
+in-filler's search as ``bench.generators --search`` does. Writes a PNG (``--out``, default
+bench/results/gallery_<family>_<dataset>_s<seed>[_<size>px].png; each tile enlarged to about
+256 px, boxes drawn in the last column) and prints one line per image: f's
 probability before / after, in-filled area, share of box pixels in-filled, NCC of the change
 with the true change, mean |x_neg - twin| inside the boxes.
 """
@@ -33,11 +38,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--size", type=int, default=64, help="the bench run's image side (px)")
+    ap.add_argument("--inpaint", default=None,
+                    help="the bench run's --inpaint options (YAML), which name its folder")
+    ap.add_argument("--search", default=None,
+                    help="SearchConfig fields (YAML) applied to the loaded in-filler, as "
+                         "bench.generators --search does")
     ap.add_argument("--work", default="/tmp/medxgan-bench/generators/full")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from bench.generators import _called_positive_ids
+    from bench.generators import _called_positive_ids, run_tag
     from medxgan.cohort.png import encode_png, from_unit
     from medxgan.cohort.reader import Cohort
     from medxgan.metrics.counterfactual import counterfactual_ncc
@@ -46,12 +57,19 @@ def main() -> None:
     from medxgan.generators import load_generator
     from medxgan.phantoms import true_twins
 
+    import yaml
+
+    from medxgan.config.inpaint import SearchConfig
+
     work = Path(args.work)
-    c = str(work / f"cohort-{args.dataset}-64-n1200-s{args.seed}")
+    c = str(work / f"cohort-{args.dataset}-{args.size}-n1200-s{args.seed}")
     cohort = Cohort(c)
     f = load_classifier(f"{c}-clf-small_cnn2-s{args.seed}/spec.yaml")
-    G, _ = load_generator(str(work / f"gen-{args.family}-{args.dataset}-s{args.seed}-"
-                                     f"{args.minutes:g}m"))
+    tag = run_tag(yaml.safe_load(args.inpaint) if args.inpaint else None)
+    G, _ = load_generator(str(work / f"gen-{args.family}-{args.dataset}-{args.size}px-"
+                                     f"s{args.seed}-{args.minutes:g}m{tag}"))
+    if args.search:
+        G.search = SearchConfig.model_validate(yaml.safe_load(args.search))
     ids, _ = _called_positive_ids(cohort, f, args.n, "cpu")
     b = cohort.load(ids)
     x = b.images                                                        # (n, 1, S, S)
@@ -75,8 +93,10 @@ def main() -> None:
         boxes[find_boundaries(mi.numpy(), mode="inner")] = 1.0        # the boxes' outlines
         tiles = [x[i, 0].numpy(), res.x_neg[i, 0].numpy(), tw[i, 0].numpy(), d, boxes]
         rows.append(np.concatenate([np.pad(t, 1, constant_values=1.0) for t in tiles], 1))
-    grid = np.concatenate(rows, 0).repeat(4, 0).repeat(4, 1)
-    out = args.out or RESULTS / f"gallery_{args.family}_{args.dataset}_s{args.seed}.png"
+    k = max(1, 256 // S)                                               # enlargement
+    grid = np.concatenate(rows, 0).repeat(k, 0).repeat(k, 1)
+    out = args.out or RESULTS / (f"gallery_{args.family}_{args.dataset}_s{args.seed}"
+                                 f"{'' if args.size == 64 else f'_{args.size}px'}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(encode_png(from_unit(np.clip(grid, 0, 1))))
     print(f"wrote {out} (columns: image | generated twin | true twin | |change| | boxes)")

@@ -82,14 +82,25 @@ def test_cli_audit_typo_is_one_line_before_any_store_is_written(tmp_path, capsys
 
 def test_wrong_type_and_unknown_method_name_their_paths():
     bad = yaml.safe_load(yaml.safe_dump(BASE))
-    bad["gan"]["model"]["image_size"] = 48
+    bad["gan"]["model"]["image_size"] = 50
     bad["explain"]["method_options"]["foo"] = {}
     with pytest.raises(ValidationError) as info:
         AuditConfig.model_validate(bad)
     line = error_line(info.value)
-    assert "gan.model.image_size: " in line
+    assert "gan.model.image_size: 50 px is not a multiple of 8" in line
     assert "explain.method_options.foo: Extra inputs are not permitted" in line
     assert "\n" not in line
+
+
+def test_the_published_family_keeps_its_sizes_the_in_filler_takes_224():
+    from medxgan.config import GanConfig
+    from medxgan.generators.published.gan import Discriminator, Generator
+
+    assert GanConfig(family="inpaint", image_size=224).image_size == 224
+    for net in (Generator, Discriminator):
+        with pytest.raises(ValueError, match="published family is built for 32, 64, 128, 256 "
+                                             "px, not 224"):
+            net(GanConfig(family="published", image_size=224))
 
 
 def test_sections_are_the_library_models():

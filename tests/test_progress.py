@@ -101,3 +101,20 @@ def test_a_terminal_gets_the_bar_and_no_plain_lines(monkeypatch, clock):
     text = tty.getvalue()
     assert "explain:" in text and "/20 [" in text  # tqdm's bar (redraws are throttled)
     assert "[explain]" not in text and "start 0/" not in text
+
+
+def test_the_deployed_audit_bench_reads_the_stage_end_lines(capsys, clock):
+    """bench.deployed_audit times an audit's stages from these lines: its parser must read what
+    Progress writes (a finished stage, a stopped one, one that ran twice), and nothing else."""
+    from bench.deployed_audit import stage_times
+
+    _run(clock, total=20)                                # [explain] ... in 6 s
+    bar = Progress(1000, "score (parts)")
+    clock.t += 12.0
+    bar.update(250)
+    bar.close()                                          # stopped at 250/1000 ... in 12 s
+    _run(clock, total=10)                                # [explain] again: 3 s
+    stages = stage_times(capsys.readouterr().err)
+    assert stages == {
+        "explain": {"seconds": 9, "done": 30, "total": 30, "unit": "images"},
+        "score (parts)": {"seconds": 12, "done": 250, "total": 1000, "unit": ""}}

@@ -44,6 +44,10 @@ class SearchConfig(BaseModel):
             Off by default: on the 64 px phantoms it raised oracle agreement by 0.19-0.21 and
             mask Dice by 0.05-0.07 but lowered pointing by 0.06-0.10
             (docs/generator-families.md, "Completing the mask").
+        support: cut each flipping mask to the finding's own pixels, those differing from the
+            in-filling in the finding's direction by more than ``max(complete_tol,
+            support_rel m)`` (m: the finding's 90th-percentile contrast), grown by H/64 px,
+            where f still flips (the search's step 5); support_rel: that share.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -59,6 +63,8 @@ class SearchConfig(BaseModel):
     complete_tol: float = Field(0.06, gt=0, lt=1)
     complete_rel: float = Field(0.5, gt=0, le=1)
     complete_steps: int = Field(3, ge=1)
+    support: bool = False
+    support_rel: float = Field(0.25, gt=0, le=1)
 
     @model_validator(mode="after")
     def _check(self) -> "SearchConfig":
@@ -80,7 +86,8 @@ class SearchConfig(BaseModel):
                 "area_cap": self.area_cap, "max_patches": self.max_patches,
                 "margin": self.margin, "batch": self.batch, "crop": crop,
                 "complete": self.complete, "complete_tol": self.complete_tol,
-                "complete_rel": self.complete_rel, "complete_steps": self.complete_steps}
+                "complete_rel": self.complete_rel, "complete_steps": self.complete_steps,
+                "support": self.support, "support_rel": self.support_rel}
 
 
 class InpaintHealthConfig(BaseModel):
@@ -154,6 +161,16 @@ class InpaintConfig(BaseModel):
         seconds: wall-clock budget of the training loop, checked between steps (None: only
             ``steps``). At least one of the two must be set; the first reached stops.
         batch: images per step.
+        train_crop: side of the square window each training image is cut to (at a random
+            place), as a share of the image side, rounded up to a multiple of ``2**depth``
+            (1.0, the default: whole images). The holes are drawn inside the window at the
+            whole image's scale (``shape_frac`` of the image side). The U-Net is fully
+            convolutional, so it in-fills whole images after training on windows. A window of
+            half the side makes a step about 4x cheaper (docs/generator-families.md,
+            "Training on windows").
+        whole_share: with windows, the last share of the budget (of ``steps``, else of
+            ``seconds``) trains on whole images again, so the in-filler also learns the
+            whole image's layout (0: windows throughout).
         lr: Adam learning rate (constant).
         shapes: (min, max) number of shapes per hole mask, inclusive.
         shape_frac: (min, max) side of one shape as a fraction of the image side (the prototype's
@@ -177,6 +194,8 @@ class InpaintConfig(BaseModel):
     steps: int | None = Field(2000, ge=1)
     seconds: float | None = Field(None, gt=0)
     batch: int = Field(32, ge=1)
+    train_crop: float = Field(1.0, gt=0, le=1)
+    whole_share: float = Field(0.0, ge=0, le=1)
     lr: float = Field(2e-3, gt=0)
     shapes: tuple[int, int] = (1, 3)
     shape_frac: tuple[float, float] = (0.0625, 0.3125)

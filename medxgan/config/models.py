@@ -31,7 +31,10 @@ class GanConfig(BaseModel):
             between real negatives and x_neg, configured by ``GanTrainConfig.residual``; a
             research option, measured in docs/generator-families.md) or ``published`` (the
             paper's class-conditioned GAN, every other field here; kept for reproduction).
-        image_size: side of generated images: 32, 64, 128 or 256 px.
+        image_size: side of generated images in px, at least 16 and a multiple of 8 (224 px
+            for a DenseNet-121 at its own resolution); the ``published`` family's networks are
+            built for 32, 64, 128 and 256 px only and refuse other sides
+            (``medxgan.generators.published.gan.PUBLISHED_SIZES``).
         d_a / d_p: sizes of the anatomy / pathology codes (published 100 / 10 at 128 px,
             1000 / 100 at 64 px).
         g_width / d_width: channel multipliers (1.0 = published).
@@ -45,7 +48,7 @@ class GanConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     family: Literal["published", "inpaint", "residual"] = "inpaint"
-    image_size: Literal[32, 64, 128, 256] = 64
+    image_size: int = Field(64, ge=16)
     d_a: int = Field(100, ge=1)
     d_p: int = Field(10, ge=1)
     g_width: float = Field(1.0, gt=0)
@@ -60,6 +63,13 @@ class GanConfig(BaseModel):
     @classmethod
     def _int_size(cls, v):
         return int(v)
+
+    @field_validator("image_size")
+    @classmethod
+    def _multiple_of_8(cls, v: int) -> int:
+        if v % 8:
+            raise ValueError(f"{v} px is not a multiple of 8")
+        return v
 
 
 class EncoderConfig(BaseModel):

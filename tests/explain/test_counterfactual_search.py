@@ -217,3 +217,25 @@ def test_complete_stops_where_f_no_longer_cares():
     beyond[:, :16] = False                              # the window and two rings past it
     assert not bool(beyond.any())
     assert float(done.p_neg[0]) < float(alone.p_neg[0])  # every kept ring lowered f
+
+
+def test_support_cuts_the_square_mask_to_the_lesion():
+    """Coarse 12 px patches cover the 8 px square and background around it; ``support`` cuts
+    the mask to the pixels that differ from the healthy in-filling (the square, grown by one
+    pixel), only where the cut mask still flips f; a cut that keeps nothing leaves the mask."""
+    x, squares = _images()
+    f = WindowMean().eval()
+    kw = {"patch_sizes": (12,), "area_cap": 0.3}
+    square = search_counterfactual(x, f, BackgroundFill(), **kw)
+    cut = search_counterfactual(x, f, BackgroundFill(), support=True, **kw)
+    assert cut.flipped[:3].all() and not cut.mask[3].any()
+    for i, (x0, y0) in enumerate(squares):
+        sq = _square_mask(x0, y0)
+        before, after = square.mask[i, 0], cut.mask[i, 0]
+        assert bool((after <= before).all()) and int(after.sum()) < int(before.sum())
+        assert bool((after <= _square_mask(x0, y0, grow=1)).all())   # nothing past one ring
+        assert int((after & sq).sum()) == int((before & sq).sum())    # the lesion it covered
+        assert _dice(after, sq) > _dice(before, sq)
+    nothing = search_counterfactual(x, f, BackgroundFill(), support=True, complete_tol=0.99,
+                                    **kw)
+    assert torch.equal(nothing.mask, square.mask)

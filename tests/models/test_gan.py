@@ -96,7 +96,9 @@ def test_pixel_space_helpers_are_inverse():
 
 def test_config_forbids_unknown_keys_and_sizes():
     with pytest.raises(ValueError):
-        GanConfig(image_size=48)
+        GanConfig(image_size=50)          # not a multiple of 8
+    with pytest.raises(ValueError):
+        Generator(GanConfig(family="published", image_size=48))
     with pytest.raises(ValueError):
         GanConfig(widht=0.5)
 

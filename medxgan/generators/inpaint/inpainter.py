@@ -133,6 +133,51 @@ def sample_masks(n: int, size: int | tuple[int, int], *, shapes: tuple[int, int]
     return m.to(torch.float32)
 
 
+def window_side(side: int, share: float, multiple: int) -> int:
+    """Side (px) of the training windows: ``share`` of ``side`` rounded up to a ``multiple``,
+    at most ``side``."""
+    w = -(-round(share * side) // multiple) * multiple
+    return max(multiple, min(side, w))
+
+
+def spent_share(steps: int | None, seconds: float | None, step: int, t0: float) -> float:
+    """The share of a training budget used after ``step`` steps begun at
+    ``time.perf_counter() == t0``: of ``steps`` or of ``seconds``, whichever is further spent
+    (the first one spent stops the run)."""
+    shares = [0.0]
+    if steps is not None:
+        shares.append(step / steps)
+    if seconds:
+        shares.append((time.perf_counter() - t0) / seconds)
+    return max(shares)
+
+
+def draw_windows(n: int, H: int, W: int, win: int, prior: torch.Tensor | None = None,
+                 g: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-left offsets (oy (n,), ox (n,)) of ``win`` x ``win`` training windows in an H x W
+    image: uniform, or centred on a pixel drawn with probability proportional to ``prior``
+    ((H, W) non-negative weights), clamped to the image."""
+    if prior is None:
+        oy = torch.randint(H - win + 1, (n,), generator=g)
+        ox = torch.randint(W - win + 1, (n,), generator=g)
+        return oy, ox
+    p = prior.detach().to(torch.float64).reshape(-1).clamp(min=0)
+    if p.numel() != H * W or not bool(p.sum() > 0):
+        raise ValueError(f"prior must be ({H}, {W}) non-negative weights, not all zero")
+    k = torch.multinomial(p, n, replacement=True, generator=g)
+    return ((k // W) - win // 2).clamp(0, H - win), ((k % W) - win // 2).clamp(0, W - win)
+
+
+def cut_windows(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, win: int) -> torch.Tensor:
+    """x (B, C, H, W) cut to the windows at offsets oy, ox (B,) -> (B, C, win, win)."""
+    r = torch.arange(win)
+    rows = (oy[:, None] + r)[:, None, :, None]                             # (B, 1, win, 1)
+    cols = (ox[:, None] + r)[:, None, None, :]                             # (B, 1, 1, win)
+    b = torch.arange(len(x))[:, None, None, None]
+    c = torch.arange(x.shape[1])[None, :, None, None]
+    return x[b, c, rows, cols]
+
+
 def inpaint_loss(raw: torch.Tensor, x: torch.Tensor, m: torch.Tensor, *,
                  outside_weight: float = 0.1) -> tuple[torch.Tensor, dict[str, float]]:
     """The training loss of the inpainter (intensities in [0, 1]).
@@ -169,9 +214,11 @@ def train_inpainter(images_neg: torch.Tensor, config: InpaintConfig | None = Non
     Every step draws ``batch`` images (with replacement), flips half of them horizontally
     (``flip``), draws one hole per image (:func:`sample_masks`, shape sides
     ``shape_frac * side``, centred by ``prior`` when given) and takes one Adam step on
-    :func:`inpaint_loss`. Seeded: on CPU, the same images, config and ``steps`` give the same
-    weights (a ``seconds`` budget stops after a machine-dependent number of steps). The global
-    torch RNG is not touched.
+    :func:`inpaint_loss`. With ``train_crop`` < 1 each image is first cut to a random window
+    (:func:`draw_windows`, :func:`cut_windows`) and its hole drawn inside the window, except in
+    the last ``whole_share`` of the budget (:func:`spent_share`). Seeded: on CPU, the same
+    images, config and ``steps`` give the same weights (a ``seconds`` budget stops after a
+    machine-dependent number of steps). The global torch RNG is not touched.
 
     Args:
         images_neg: (N, 1, H, W) float in [0, 1], images f calls negative; H, W divisible by
@@ -185,8 +232,9 @@ def train_inpainter(images_neg: torch.Tensor, config: InpaintConfig | None = Non
     Returns:
         (the inpainter in eval mode on the chosen device, stats) with stats ``steps``,
         ``seconds``, ``s_per_step``, ``params``, ``n_images``, ``final_loss`` (mean of the last
-        up to 50 steps), ``history`` (``[step, loss, l1_in]`` every ``log_every`` steps) and
-        ``config`` (resolved).
+        up to 50 steps), ``window`` (side of the training windows, px), ``window_steps``
+        (steps taken on windows), ``history`` (``[step, loss, l1_in]`` every ``log_every``
+        steps) and ``config`` (resolved).
     """
     base = config if config is not None else InpaintConfig()
     cfg = InpaintConfig.model_validate({**base.model_dump(), **overrides})
@@ -198,22 +246,31 @@ def train_inpainter(images_neg: torch.Tensor, config: InpaintConfig | None = Non
     N, _, H, W = x_all.shape
     side = min(H, W)
     side_px = (cfg.shape_frac[0] * side, cfg.shape_frac[1] * side)
+    depth = cfg.depth_for(side)
+    win = window_side(side, cfg.train_crop, 2 ** depth)
     g = torch.Generator().manual_seed(cfg.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        net = Inpainter(cfg.base, cfg.depth_for(side))
+        net = Inpainter(cfg.base, depth)
     net.to(dev).train()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     history: list[list[float]] = []
     recent: list[float] = []
     t0 = time.perf_counter()
-    step = 0
+    step = window_steps = 0
     while True:
         if budget_spent(cfg.steps, cfg.seconds, step, t0):
             break
         xb = draw_batch(x_all, cfg.batch, cfg.flip, g)                   # (b, 1, H, W)
-        m = sample_masks(cfg.batch, (H, W), shapes=cfg.shapes, side_px=side_px, prior=prior,
-                         generator=g)                                    # (b, 1, H, W)
+        if win < min(H, W) and spent_share(cfg.steps, cfg.seconds, step, t0) < \
+                1.0 - cfg.whole_share:   # windows: the holes keep the whole image's scale
+            oy, ox = draw_windows(cfg.batch, H, W, win, prior, g)
+            xb = cut_windows(xb, oy, ox, win)                            # (b, 1, win, win)
+            window_steps += 1
+            m = sample_masks(cfg.batch, win, shapes=cfg.shapes, side_px=side_px, generator=g)
+        else:
+            m = sample_masks(cfg.batch, (H, W), shapes=cfg.shapes, side_px=side_px,
+                             prior=prior, generator=g)                   # (b, 1, H, W)
         xb, m = xb.to(dev), m.to(dev)
         loss, parts = inpaint_loss(net.raw(xb, m), xb, m, outside_weight=cfg.outside_weight)
         opt.zero_grad(set_to_none=True)
@@ -230,7 +287,8 @@ def train_inpainter(images_neg: torch.Tensor, config: InpaintConfig | None = Non
     stats = {"steps": step, "seconds": seconds, "s_per_step": seconds / max(step, 1),
              "params": sum(p.numel() for p in net.parameters()), "n_images": N,
              "final_loss": sum(recent) / len(recent) if recent else float("nan"),
-             "history": history, "config": cfg.model_dump(mode="json")}
+             "window": win, "window_steps": window_steps, "history": history,
+             "config": cfg.model_dump(mode="json")}
     return net, stats
 
 

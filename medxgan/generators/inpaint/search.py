@@ -30,7 +30,14 @@ Algorithm (every step batched over images and candidates, ``batch`` inpaintings 
    while it lowers f's logit. The
    search alone stops as soon as f crosses its threshold, so part of a lesion often stays and
    a second classifier still sees it; completion removes the finding, not just enough of it.
-5. The final mask is in-filled once more: ``x_neg = inpainter(x, M)``, ``p_neg = f(x_neg)``.
+5. **Support** (``support``, on flipped images only): the square-edged mask is cut to the
+   finding's own pixels: those where the image differs from the in-filling in the finding's
+   direction by more than ``max(complete_tol, support_rel m)`` (m and the direction as in
+   step 4), grown by ``max(1, H/64)`` px and kept inside the mask (:func:`_support`). The cut
+   mask replaces the mask only where its own in-filling still flips f. A square patch covers
+   healthy pixels around the lesion too; in-filling them changes the image where nothing is
+   wrong (lower counterfactual Dice and NCC).
+6. The final mask is in-filled once more: ``x_neg = inpainter(x, M)``, ``p_neg = f(x_neg)``.
 
 The classifier contract is the repo's (``medxgan.classifiers.wrapper``): ``f(x (B, 1, H, W) in
 [0, 1]) -> positive logit (B,)`` with an optional ``threshold`` attribute on the probability.
@@ -112,7 +119,8 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
                           max_patches: int = 32, crop: int | None = None,
                           margin: float = 0.0, allowed: torch.Tensor | None = None,
                           complete: bool = False, complete_tol: float = 0.06,
-                          complete_rel: float = 0.5, complete_steps: int = 3
+                          complete_rel: float = 0.5, complete_steps: int = 3,
+                          support: bool = False, support_rel: float = 0.25
                           ) -> SearchResult:
     """Smallest in-filled region that makes f call each image negative (see module docstring).
 
@@ -146,6 +154,9 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
         complete_rel: the share of the finding's own contrast (the 90th percentile of the
             signed difference inside the searched mask) a ring pixel must reach to join.
         complete_steps: most rings grown (each ``max(1, H/32)`` px).
+        support: cut each flipped image's mask to the finding's own pixels (step 5).
+        support_rel: the share of the finding's contrast a pixel must reach to stay in the
+            cut mask (and above ``complete_tol``).
 
     Returns: :class:`SearchResult` on the CPU.
     """
@@ -173,6 +184,8 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
         if complete:
             mask[todo] = _complete(sc, todo, mask[todo], thr, area_cap, complete_tol,
                                    complete_rel, complete_steps)
+        if support:
+            mask[todo] = _support(sc, todo, mask[todo], thr, complete_tol, support_rel)
     x_neg = x.clone()
     p_neg = p_x.clone()
     has = mask.flatten(1).any(1).nonzero()[:, 0]
@@ -316,6 +329,47 @@ def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: 
     return mask
 
 
+def _direction(d: torch.Tensor, cur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The finding's direction and contrast from d = image - in-filling (r, H, W) inside the
+    masks cur (r, H, W) bool: (sign (r, 1, 1), the sign of the median difference, +1 when 0;
+    m (r,), the 90th percentile of the signed difference)."""
+    inside = torch.where(cur, d, float("nan")).flatten(1)             # (r, H W), NaN outside
+    sign = inside.nanmedian(1).values.sign()
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)[:, None, None]
+    return sign, (sign[:, :, 0] * inside).nanquantile(0.9, dim=1)
+
+
+def _support(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, tol: float,
+             rel: float) -> torch.Tensor:
+    """Cut the flipping masks of images ``idx`` (n,) to the finding's own pixels (step 5).
+
+    A pixel of the mask stays where the image differs from the mask's in-filling in the
+    finding's direction by more than ``max(tol, rel m)`` (:func:`_direction`), grown by
+    ``max(1, H/64)`` px and kept inside the mask; the cut mask replaces the mask only where its
+    own in-filling still flips f (p < ``thr``). mask (n, 1, H, W) bool."""
+    from medxgan.generators.inpaint.complete import dilate_masks
+
+    mask = mask.clone()
+    rows, _ = _flipped_rows(sc, idx, mask, thr)
+    if not len(rows):
+        return mask
+    H = mask.shape[-2]
+    x = sc.x[idx[rows]][:, 0]                                         # (r, H, W)
+    cur = mask[rows][:, 0]                                            # (r, H, W)
+    d = x - sc.fill(idx[rows], cur[:, None])[:, 0]                    # (r, H, W)
+    sign, ref = _direction(d, cur)
+    cut = torch.clamp(rel * ref, min=tol)[:, None, None]
+    core = cur & (sign * d > cut)                                     # (r, H, W)
+    tight = dilate_masks(core, max(1, round(H / 64))) & cur
+    smaller = tight.flatten(1).any(1) & (tight != cur).flatten(1).any(1)
+    r = smaller.nonzero()[:, 0]
+    if not len(r):
+        return mask
+    ok = sc.filled_prob(idx[rows[r]], tight[r][:, None]) < thr        # still flips f
+    mask[rows[r[ok]]] = tight[r[ok]][:, None]
+    return mask
+
+
 def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, area_cap: float,
               tol: float, rel: float = 0.5, max_steps: int = 16) -> torch.Tensor:
     """Grow the flipping masks of images ``idx`` (n,) to the whole finding (step 4).
@@ -338,11 +392,7 @@ def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, ar
     x = sc.x[idx[rows]][:, 0]                                         # (r, H, W)
     cur = mask[rows][:, 0]                                            # (r, H, W)
     allowed = sc.allowed[idx[rows]][:, 0] if sc.allowed is not None else torch.ones_like(cur)
-    d0 = x - sc.fill(idx[rows], cur[:, None])[:, 0]                  # (r, H, W)
-    inside = torch.where(cur, d0, float("nan")).flatten(1)            # (r, H W), NaN outside
-    sign = inside.nanmedian(1).values.sign()
-    sign = torch.where(sign == 0, torch.ones_like(sign), sign)[:, None, None]
-    ref = (sign[:, :, 0] * inside).nanquantile(0.9, dim=1)           # (r,)
+    sign, ref = _direction(x - sc.fill(idx[rows], cur[:, None])[:, 0], cur)
     cut = torch.clamp(rel * ref, min=tol)[:, None, None]
     logit = torch.logit(p_rows, eps=1e-6)
     live = torch.ones(len(rows), dtype=torch.bool)

@@ -130,6 +130,17 @@ class _Decoder(nn.Module):
         return out
 
 
+#: the sides (px) the published generator and discriminator are built for
+PUBLISHED_SIZES: tuple[int, ...] = (32, 64, 128, 256)
+
+
+def _check_size(cfg: GanConfig) -> None:
+    if cfg.image_size not in PUBLISHED_SIZES:
+        raise ValueError(f"gan.model.image_size: the published family is built for "
+                         f"{', '.join(map(str, PUBLISHED_SIZES))} px, not {cfg.image_size} "
+                         f"(the inpaint family takes any multiple of 8)")
+
+
 class Generator(nn.Module):
     """medXGAN generator G(z_a, z_p) -> (B, 1, S, S) in [-1, 1] (variant per ``GanConfig``).
 
@@ -143,6 +154,7 @@ class Generator(nn.Module):
     def __init__(self, config: GanConfig | None = None):
         super().__init__()
         cfg = config or GanConfig()
+        _check_size(cfg)
         self.config = cfg
         self.d_a, self.d_p, self.image_size = cfg.d_a, cfg.d_p, cfg.image_size
         self.local = cfg.generator == "local"
@@ -196,6 +208,7 @@ class Discriminator(nn.Module):
     def __init__(self, config: GanConfig | None = None):
         super().__init__()
         cfg = config or GanConfig()
+        _check_size(cfg)
         layers: list[nn.Module] = []
         c, s = 1, cfg.image_size
         for i, (co, st) in enumerate(zip(_D_CH, _D_STRIDES)):
