@@ -28,6 +28,7 @@ last, ``size=<px> total_s=<wall clock s> stages_s=<sum of the stages' own s>``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -78,7 +79,6 @@ def train_densenet(cohort_url: str, work: Path, *, epochs: int, batch: int, lr: 
                  "num_classes: 1\nactivation: logit\n")
     stats_path = work / f"{arch}.stats.json"
     if weights.exists() and stats_path.exists():
-        import json
         spec_path.write_text(spec_text)
         return spec_path, json.loads(stats_path.read_text())
     torch.manual_seed(seed)
@@ -111,7 +111,6 @@ def train_densenet(cohort_url: str, work: Path, *, epochs: int, batch: int, lr: 
     stats = {"arch": arch, "epochs": epochs, "batch": batch, "lr": lr, "n_train": len(images),
              "train_seconds": round(seconds, 1), "losses": [round(v, 4) for v in losses],
              "test": test}
-    import json
     stats_path.write_text(json.dumps(stats))
     return spec_path, stats
 
@@ -141,11 +140,15 @@ def _trained_spec(store: Path) -> str:
     return str(sorted(store.glob("classifiers/*/spec.yaml"))[-1])
 
 
+def run_dir(store: Path) -> Path | None:
+    """The audit's run folder (``runs/<name>-<hash>/``), None before it wrote one."""
+    runs = sorted((store / "runs").glob("*/run.json"))
+    return runs[-1].parent if runs else None
+
+
 def generator_record(store: Path) -> dict:
     """The in-filler the audit trained: its health (``best.json``) and training stats (steps,
     seconds of the steps alone, s per step, window) from the run's ``manifest.json``."""
-    import json
-
     runs = sorted(store.glob("gans/*/manifest.json"))
     if not runs:
         return {}
@@ -159,16 +162,14 @@ def generator_record(store: Path) -> dict:
 def run_counts(store: Path) -> dict[str, int]:
     """Images the audit's run explained (``scores.parquet``: ids of the ``medxgan`` rows) and
     the shortcut search used (``shortcut.json``'s ``n_images``)."""
-    import json
-
     import pandas as pd
 
-    runs = sorted((store / "runs").glob("*/scores.parquet"))
-    if not runs:
+    run = run_dir(store)
+    if run is None or not (run / "scores.parquet").exists():
         return {}
-    scores = pd.read_parquet(runs[-1], columns=["image_id", "method"])
+    scores = pd.read_parquet(run / "scores.parquet", columns=["image_id", "method"])
     out = {"explained_images": int(scores[scores.method == "medxgan"].image_id.nunique())}
-    sc = runs[-1].parent / "shortcut.json"
+    sc = run / "shortcut.json"
     if sc.exists():
         out["shortcut_images"] = int(json.loads(sc.read_text()).get("n_images", 0))
     return out
@@ -185,10 +186,10 @@ def run_quality(store: Path) -> dict[str, dict]:
     """Mean, CI and n of the :data:`_QUALITY` rows of the run's ``summary.parquet``."""
     import pandas as pd
 
-    runs = sorted((store / "runs").glob("*/summary.parquet"))
-    if not runs:
+    run = run_dir(store)
+    if run is None or not (run / "summary.parquet").exists():
         return {}
-    d = pd.read_parquet(runs[-1])
+    d = pd.read_parquet(run / "summary.parquet")
     out = {}
     for method, metric in _QUALITY:
         row = d[(d.method == method) & (d.metric == metric)]
@@ -203,16 +204,15 @@ def method_seconds(store: Path, spec: str, n: int) -> dict[str, float]:
     """Seconds per image of each of the run's methods alone: ``medxgan.explain.explain_batch``
     (what the explain stage calls) with the run's options and generator on ``n`` of the images
     it explained, one batch, timed method by method (the stage's own line times them all)."""
-    import json
-
     import pandas as pd
 
+    from medxgan.catalogue import FLOORS
     from medxgan.classifiers import load_classifier
     from medxgan.cohort.reader import Cohort
     from medxgan.explain import explain_batch
     from medxgan.generators import load_generator
 
-    run = sorted((store / "runs").glob("*/run.json"))[-1].parent
+    run = run_dir(store)
     meta = json.loads((run / "run.json").read_text())
     ids = sorted(pd.read_parquet(run / "scores.parquet", columns=["image_id"]).image_id
                  .unique())[:n]
@@ -221,7 +221,7 @@ def method_seconds(store: Path, spec: str, n: int) -> dict[str, float]:
     x = Cohort(meta["cohort"]).load(ids).images
     out = {}
     for m in meta["methods"]:
-        if m in ("random", "box_prior"):   # floors: no classifier pass, nothing to time
+        if m in FLOORS:   # random, box prior: no classifier pass, nothing to time
             continue
         t = time.perf_counter()
         explain_batch(x, f, G, [m], {m: meta["options"].get(m) or {}}, ids=ids)
@@ -324,8 +324,6 @@ def main() -> None:
     store = work / "store"
     out = args.out or RESULTS / f"deployed_audit_{preset}.json"
     if args.reuse_audit:   # the audit of an earlier run of this bench, as it left it
-        import json
-
         before = json.loads((work / "audit.json").read_text())
         total = before["audit_seconds"]
         proc = subprocess.CompletedProcess([], before["audit_exit"],
@@ -341,8 +339,6 @@ def main() -> None:
                               max_images=args.max_images,
                               shortcut_images=args.shortcut_images))
     if not args.reuse_audit:
-        import json
-
         proc, total = run_audit(cfg)
         (work / "audit.stderr").write_text(proc.stderr)
         (work / "audit.stdout").write_text(proc.stdout)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UNet", "budget_spent", "device", "draw_batch"]
+__all__ = ["UNet", "budget_spent", "device", "draw_batch", "spent_share"]
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -72,11 +72,22 @@ def device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def spent_share(steps: int | None, seconds: float | None, step: int, t0: float) -> float:
+    """The share of a training budget (``steps`` and/or ``seconds``; None: no limit) used by a
+    loop that started at ``time.perf_counter() == t0`` and has taken ``step`` steps: of
+    whichever limit is further spent (the first one spent stops the loop); 0 with no limit."""
+    shares = [0.0]
+    if steps is not None:
+        shares.append(step / steps)
+    if seconds:
+        shares.append((time.perf_counter() - t0) / seconds)
+    return max(shares)
+
+
 def budget_spent(steps: int | None, seconds: float | None, step: int, t0: float) -> bool:
     """Whether a training loop that started at ``time.perf_counter() == t0`` and has taken
     ``step`` steps has used its budget (``steps`` and/or ``seconds``; None: no limit)."""
-    return (steps is not None and step >= steps) or \
-        (seconds is not None and time.perf_counter() - t0 >= seconds)
+    return spent_share(steps, seconds, step, t0) >= 1.0
 
 
 def draw_batch(xs: torch.Tensor, batch: int, flip: bool, g: torch.Generator) -> torch.Tensor:

@@ -40,7 +40,7 @@ from medxgan.config.inpaint import AmortiseConfig, InpaintConfig, SearchConfig
 from medxgan.generators.base import SearchResult
 from medxgan.generators.inpaint.amortised import amortised_counterfactual
 from medxgan.generators.inpaint.search import search_counterfactual
-from medxgan.generators.unet import UNet, budget_spent, device, draw_batch
+from medxgan.generators.unet import UNet, budget_spent, device, draw_batch, spent_share
 
 __all__ = ["InpaintConfig", "InpaintGenerator", "Inpainter", "UNet", "inpaint_loss",
            "load_inpainter", "sample_masks", "save_inpainter", "train_inpainter"]
@@ -110,10 +110,7 @@ def sample_masks(n: int, size: int | tuple[int, int], *, shapes: tuple[int, int]
         cx = w / 2 + (W - w) * torch.rand(n, K, generator=g)
         cy = h / 2 + (H - h) * torch.rand(n, K, generator=g)
     else:
-        p = prior.detach().to(torch.float64).reshape(-1).clamp(min=0)
-        if p.numel() != H * W or not bool(p.sum() > 0):
-            raise ValueError(f"prior must be ({H}, {W}) non-negative weights, not all zero")
-        k = torch.multinomial(p, n * K, replacement=True, generator=g).view(n, K)  # (n, K)
+        k = _prior_pixels(prior, n * K, H, W, g).view(n, K)                # (n, K)
         cx = ((k % W).to(torch.float32) + 0.5).clamp(w / 2, W - w / 2)
         cy = ((k // W).to(torch.float32) + 0.5).clamp(h / 2, H - h / 2)
     yy = (torch.arange(H, dtype=torch.float32) + 0.5).view(1, 1, H, 1)
@@ -133,23 +130,21 @@ def sample_masks(n: int, size: int | tuple[int, int], *, shapes: tuple[int, int]
     return m.to(torch.float32)
 
 
+def _prior_pixels(prior: torch.Tensor, count: int, H: int, W: int,
+                  g: torch.Generator | None) -> torch.Tensor:
+    """``count`` flat pixel indices (y W + x) of an H x W image drawn with replacement with
+    probability proportional to ``prior`` ((H, W) non-negative weights, not all zero)."""
+    p = prior.detach().to(torch.float64).reshape(-1).clamp(min=0)
+    if p.numel() != H * W or not bool(p.sum() > 0):
+        raise ValueError(f"prior must be ({H}, {W}) non-negative weights, not all zero")
+    return torch.multinomial(p, count, replacement=True, generator=g)
+
+
 def window_side(side: int, share: float, multiple: int) -> int:
     """Side (px) of the training windows: ``share`` of ``side`` rounded up to a ``multiple``,
     at most ``side``."""
     w = -(-round(share * side) // multiple) * multiple
     return max(multiple, min(side, w))
-
-
-def spent_share(steps: int | None, seconds: float | None, step: int, t0: float) -> float:
-    """The share of a training budget used after ``step`` steps begun at
-    ``time.perf_counter() == t0``: of ``steps`` or of ``seconds``, whichever is further spent
-    (the first one spent stops the run)."""
-    shares = [0.0]
-    if steps is not None:
-        shares.append(step / steps)
-    if seconds:
-        shares.append((time.perf_counter() - t0) / seconds)
-    return max(shares)
 
 
 def draw_windows(n: int, H: int, W: int, win: int, prior: torch.Tensor | None = None,
@@ -161,10 +156,7 @@ def draw_windows(n: int, H: int, W: int, win: int, prior: torch.Tensor | None = 
         oy = torch.randint(H - win + 1, (n,), generator=g)
         ox = torch.randint(W - win + 1, (n,), generator=g)
         return oy, ox
-    p = prior.detach().to(torch.float64).reshape(-1).clamp(min=0)
-    if p.numel() != H * W or not bool(p.sum() > 0):
-        raise ValueError(f"prior must be ({H}, {W}) non-negative weights, not all zero")
-    k = torch.multinomial(p, n, replacement=True, generator=g)
+    k = _prior_pixels(prior, n, H, W, g)                                 # (n,)
     return ((k // W) - win // 2).clamp(0, H - win), ((k % W) - win // 2).clamp(0, W - win)
 
 
@@ -216,9 +208,10 @@ def train_inpainter(images_neg: torch.Tensor, config: InpaintConfig | None = Non
     ``shape_frac * side``, centred by ``prior`` when given) and takes one Adam step on
     :func:`inpaint_loss`. With ``train_crop`` < 1 each image is first cut to a random window
     (:func:`draw_windows`, :func:`cut_windows`) and its hole drawn inside the window, except in
-    the last ``whole_share`` of the budget (:func:`spent_share`). Seeded: on CPU, the same
-    images, config and ``steps`` give the same weights (a ``seconds`` budget stops after a
-    machine-dependent number of steps). The global torch RNG is not touched.
+    the last ``whole_share`` of the budget (:func:`~medxgan.generators.unet.spent_share`).
+    Seeded: on CPU, the same images, config and ``steps`` give the same weights (a ``seconds``
+    budget stops after a machine-dependent number of steps). The global torch RNG is not
+    touched.
 
     Args:
         images_neg: (N, 1, H, W) float in [0, 1], images f calls negative; H, W divisible by
@@ -262,7 +255,7 @@ def train_inpainter(images_neg: torch.Tensor, config: InpaintConfig | None = Non
         if budget_spent(cfg.steps, cfg.seconds, step, t0):
             break
         xb = draw_batch(x_all, cfg.batch, cfg.flip, g)                   # (b, 1, H, W)
-        if win < min(H, W) and spent_share(cfg.steps, cfg.seconds, step, t0) < \
+        if win < side and spent_share(cfg.steps, cfg.seconds, step, t0) < \
                 1.0 - cfg.whole_share:   # windows: the holes keep the whole image's scale
             oy, ox = draw_windows(cfg.batch, H, W, win, prior, g)
             xb = cut_windows(xb, oy, ox, win)                            # (b, 1, win, win)

@@ -104,12 +104,25 @@ class _Scorer:
     def filled_prob(self, idx: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """f's probability (N,) after in-filling images ``x[idx]`` (N,) with ``masks``
         (N, 1, H, W) bool."""
-        out = []
+        return self._filled(idx, masks, keep=False)[1]
+
+    def fill_and_prob(self, idx: torch.Tensor, masks: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The in-fillings (N, 1, H, W) of images ``x[idx]`` (N,) with ``masks`` and f's
+        probability (N,) of them, one in-filler pass."""
+        return self._filled(idx, masks, keep=True)
+
+    def _filled(self, idx: torch.Tensor, masks: torch.Tensor, keep: bool
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        fills, probs = [], []
         for s in range(0, len(idx), self.batch):
             xb = self.x[idx[s:s + self.batch]].to(self.dev)
             xf = self.g(xb, masks[s:s + self.batch].to(self.dev, xb.dtype))
-            out.append(torch.sigmoid(self.f(xf).float()).cpu())
-        return torch.cat(out) if out else torch.zeros(0)
+            probs.append(torch.sigmoid(self.f(xf).float()).cpu())
+            if keep:   # the search's hot paths need only f's probability
+                fills.append(xf.cpu())
+        return (torch.cat(fills) if fills else self.x[:0],
+                torch.cat(probs) if probs else torch.zeros(0))
 
 
 @torch.no_grad()
@@ -279,15 +292,20 @@ def _coarse(sc: _Scorer, idx: torch.Tensor, thr: float, cap: float, side: int, s
     return best
 
 
-def _flipped_rows(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def _flipped_rows(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float,
+                  keep_fills: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Rows of ``mask`` (n, 1, H, W) bool, non-empty, whose in-filling of images ``idx`` (n,)
-    f calls negative (p < ``thr``), and f's probability (r,) of those in-fillings."""
+    f calls negative (p < ``thr``), f's probability (r,) of those in-fillings and, with
+    ``keep_fills``, the in-fillings themselves (r, 1, H, W) (else None)."""
     has = mask.flatten(1).any(1).nonzero()[:, 0]
     if not len(has):
-        return has, torch.zeros(0)
+        return has, torch.zeros(0), sc.x[:0] if keep_fills else None
+    if keep_fills:
+        fills, p = sc.fill_and_prob(idx[has], mask[has])
+        return has[p < thr], p[p < thr], fills[p < thr]
     p = sc.filled_prob(idx[has], mask[has])
-    return has[p < thr], p[p < thr]
+    return has[p < thr], p[p < thr], None
 
 
 def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: int,
@@ -298,7 +316,7 @@ def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: 
     H, W = mask.shape[-2:]
     patches = _patch_masks(H, W, side, stride)                        # (K, 1, H, W)
     mask = mask.clone()
-    rows, _ = _flipped_rows(sc, idx, mask, thr)
+    rows, _, _ = _flipped_rows(sc, idx, mask, thr)
     if not len(rows):
         return mask
     touch = (mask[rows].flatten(1).float() @ patches.flatten(1).float().T) > 0  # (r, K)
@@ -329,14 +347,17 @@ def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: 
     return mask
 
 
-def _direction(d: torch.Tensor, cur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The finding's direction and contrast from d = image - in-filling (r, H, W) inside the
-    masks cur (r, H, W) bool: (sign (r, 1, 1), the sign of the median difference, +1 when 0;
-    m (r,), the 90th percentile of the signed difference)."""
+def _finding_cut(d: torch.Tensor, cur: torch.Tensor, tol: float, rel: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The finding's direction and the difference a pixel must pass, from d = image -
+    in-filling (r, H, W) inside the masks cur (r, H, W) bool: (sign (r, 1, 1), the sign of the
+    median difference, +1 when 0; cut (r, 1, 1) = ``max(tol, rel m)``, m the 90th percentile
+    of the signed difference)."""
     inside = torch.where(cur, d, float("nan")).flatten(1)             # (r, H W), NaN outside
     sign = inside.nanmedian(1).values.sign()
     sign = torch.where(sign == 0, torch.ones_like(sign), sign)[:, None, None]
-    return sign, (sign[:, :, 0] * inside).nanquantile(0.9, dim=1)
+    ref = (sign[:, :, 0] * inside).nanquantile(0.9, dim=1)           # (r,)
+    return sign, torch.clamp(rel * ref, min=tol)[:, None, None]
 
 
 def _support(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, tol: float,
@@ -344,21 +365,19 @@ def _support(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, tol
     """Cut the flipping masks of images ``idx`` (n,) to the finding's own pixels (step 5).
 
     A pixel of the mask stays where the image differs from the mask's in-filling in the
-    finding's direction by more than ``max(tol, rel m)`` (:func:`_direction`), grown by
+    finding's direction by more than ``max(tol, rel m)`` (:func:`_finding_cut`), grown by
     ``max(1, H/64)`` px and kept inside the mask; the cut mask replaces the mask only where its
     own in-filling still flips f (p < ``thr``). mask (n, 1, H, W) bool."""
     from medxgan.generators.inpaint.complete import dilate_masks
 
     mask = mask.clone()
-    rows, _ = _flipped_rows(sc, idx, mask, thr)
+    rows, _, fills = _flipped_rows(sc, idx, mask, thr, keep_fills=True)
     if not len(rows):
         return mask
     H = mask.shape[-2]
-    x = sc.x[idx[rows]][:, 0]                                         # (r, H, W)
     cur = mask[rows][:, 0]                                            # (r, H, W)
-    d = x - sc.fill(idx[rows], cur[:, None])[:, 0]                    # (r, H, W)
-    sign, ref = _direction(d, cur)
-    cut = torch.clamp(rel * ref, min=tol)[:, None, None]
+    d = (sc.x[idx[rows]] - fills)[:, 0]                               # (r, H, W)
+    sign, cut = _finding_cut(d, cur, tol, rel)
     core = cur & (sign * d > cut)                                     # (r, H, W)
     tight = dilate_masks(core, max(1, round(H / 64))) & cur
     smaller = tight.flatten(1).any(1) & (tight != cur).flatten(1).any(1)
@@ -383,7 +402,7 @@ def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, ar
     from medxgan.generators.inpaint.complete import dilate_masks
 
     mask = mask.clone()
-    rows, p_rows = _flipped_rows(sc, idx, mask, thr)
+    rows, p_rows, fills = _flipped_rows(sc, idx, mask, thr, keep_fills=True)
     if not len(rows):
         return mask
     H, W = mask.shape[-2:]
@@ -392,8 +411,7 @@ def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, ar
     x = sc.x[idx[rows]][:, 0]                                         # (r, H, W)
     cur = mask[rows][:, 0]                                            # (r, H, W)
     allowed = sc.allowed[idx[rows]][:, 0] if sc.allowed is not None else torch.ones_like(cur)
-    sign, ref = _direction(x - sc.fill(idx[rows], cur[:, None])[:, 0], cur)
-    cut = torch.clamp(rel * ref, min=tol)[:, None, None]
+    sign, cut = _finding_cut(x - fills[:, 0], cur, tol, rel)
     logit = torch.logit(p_rows, eps=1e-6)
     live = torch.ones(len(rows), dtype=torch.bool)
     for _ in range(max_steps):
