@@ -33,7 +33,12 @@ negative have no counterfactual, their difference map is empty, and the JSON cou
   inversion (``published-brain`` recipe, one image at a time, a published generator of the same
   size, random-init unless the family is ``published``) timed in the same run on the first
   ``--n-published`` of the same images, over ``explain_s_per_image``; ``flip_rate`` (f calls
-  x_neg negative) and ``area`` (share of the image's pixels x_neg changed).
+  x_neg negative) and ``area`` (share of the image's pixels x_neg changed);
+- the ceilings, in the JSON's ``test_health``: ``oracle_flip_true_twins`` and
+  ``flip_rate_true_twins`` (the oracle and f on the true healthy twins),
+  ``flip_rate_true_support`` / ``oracle_flip_true_support`` (f and the oracle on the
+  in-filling of the true lesion support: a perfect mask) and ``mask_dice_support_1px`` (the
+  mask Dice of that support grown by one pixel).
 
 The in-filler of an image-conditioned family is trained once per cohort, family, seed, minutes
 and options and reused by later runs (``--retrain`` trains it again); ``--search`` then only
@@ -219,6 +224,39 @@ def _family_scores(cohort, f, G, ids: list[str], seed: int, device: str, batch_s
     return (pd.concat(frames, ignore_index=True), seconds / max(1, len(ids)), cat)
 
 
+@torch.no_grad()
+def _true_support_ceiling(filler, f, oracle, x: torch.Tensor, twins: torch.Tensor,
+                          sel: torch.Tensor) -> dict[str, float]:
+    """What a perfect mask would give with this in-filler: images ``x`` (n, 1, S, S) in-filled
+    on their true lesion support (pixels that differ from the healthy ``twins`` by at least
+    ``SUPPORT_TOL``): f's flip rate (``flip_rate_true_support``) and the oracle's, among the
+    images ``sel`` (n,) bool it calls positive (``oracle_flip_true_support``): the ceilings of
+    ``flip_rate`` and ``oracle_flip`` when the mask is right and only the in-filling differs
+    from the twin; and ``mask_dice_support_1px``, the mask Dice of in-filling that support
+    grown by one pixel (how close to the true support a mask must be for a given Dice)."""
+    from medxgan.generators.inpaint.complete import dilate_masks
+    from medxgan.metrics.counterfactual import SUPPORT_TOL, counterfactual_dice
+
+    dev = next(iter(f.parameters())).device
+    x, twins = x.to(dev), twins.to(dev)
+    support = ((x - twins).abs() >= SUPPORT_TOL).float()
+
+    def fill(m: torch.Tensor) -> torch.Tensor:
+        return torch.cat([filler(x[s:s + 64], m[s:s + 64]) for s in range(0, len(x), 64)])
+
+    xf = fill(support)
+    grown = dilate_masks(support[:, 0] > 0, 1)[:, None].float()
+    dice_1px = counterfactual_dice(x - fill(grown), x - twins)
+    thr, thr_o = float(getattr(f, "threshold", 0.5)), float(getattr(oracle, "threshold", 0.5))
+    p_f = torch.sigmoid(f(xf).float()).cpu()
+    p_o = torch.sigmoid(oracle(xf).float()).cpu()
+    sel = sel.cpu()
+    return {"flip_rate_true_support": float((p_f < thr).float().mean()),
+            "oracle_flip_true_support": float((p_o[sel] < thr_o).float().mean())
+            if bool(sel.any()) else float("nan"),
+            "mask_dice_support_1px": float(dice_1px.nanmean())}
+
+
 def _loc(scores, method: str | None = None) -> dict[str, float]:
     s = scores if method is None else scores[scores["method"] == method]
     mean = s.groupby("metric")["value"].mean()
@@ -353,6 +391,13 @@ def main() -> None:
             p_tw = torch.sigmoid(oracle(twins.to(args.device)).float())
         health["oracle_flip_true_twins"] = float((p_tw[sel] < thr_o).float().mean()) \
             if bool(sel.any()) else float("nan")
+        with torch.no_grad():  # f on the true twins: the ceiling of flip_rate
+            p_f_tw = torch.sigmoid(f(twins.to(args.device)).float())
+        health["flip_rate_true_twins"] = float(
+            (p_f_tw < float(getattr(f, "threshold", 0.5))).float().mean())
+        filler = generator_family(args.family).infiller(G)
+        if filler is not None:  # a perfect mask: the in-filling of the true lesion support
+            health.update(_true_support_ceiling(filler, f, oracle, kept["x"], twins, sel))
     if getattr(G, "mask_net", None) is not None:  # share of images the amortised mask flipped
         again = G.counterfactual(kept["x"], f)
         health["amortised_share"] = float(again.amortised.float().mean())

@@ -3,9 +3,14 @@
 
     .venv/bin/python -m bench.generators_table bench/results/generators_*_s?.json
 
-Groups the JSON files by (dataset, family) and prints one markdown table per dataset: each
+Groups the JSON files by (dataset, variant) and prints one markdown table per dataset: each
 number is ``mean ± sd`` over the seeds (sample standard deviation; the seed count is in the
-first column), with Grad-CAM's and IG's numbers on the same images as rows of their own.
+first column), with Grad-CAM's and IG's numbers on the same images as rows of their own. A
+variant is the family, with the image side where it is not 64 px, the search's opt-in steps
+(``+ complete``, ``+ support``) and the in-filler's windows (``windows``) where the run used
+them.
+
+    .venv/bin/python -m bench.generators_table bench/results/*_s?_128px_window_whole*.json
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ COLUMNS = [("change similarity", "change_similarity"), ("universal flip", "unive
            ("oracle flip", "oracle_flip"), ("NCC own", "counterfactual_ncc"),
            ("NCC shuffled", "counterfactual_ncc_shuffled"), ("mass own", "mass_own"),
            ("mass shuffled", "mass_shuffled"), ("pointing own", "pointing_own"),
-           ("pointing shuffled", "pointing_shuffled"), ("s / image", "explain_s_per_image")]
+           ("pointing shuffled", "pointing_shuffled"), ("s / image", "explain_s_per_image"),
+           ("mask Dice", "mask_dice"), ("flip rate", "flip_rate"), ("area", "area"),
+           ("healthy control", "healthy_control")]
+FINE = {"area", "healthy_control"}  # shares of pixels / images under a few %: three digits
 
 
 def _ms(values: list[float], digits: int = 2) -> str:
@@ -34,37 +42,66 @@ def _ms(values: list[float], digits: int = 2) -> str:
     return f"{m:.{digits}f} ± {sd:.{digits}f}"
 
 
+def variant(r: dict) -> str:
+    """The row name of a ``bench.generators`` result: its family, its side where not 64 px,
+    the search's opt-in steps and the in-filler's training windows."""
+    name = [r["family"]]
+    if r.get("size", 64) != 64:
+        name.append(f"{r['size']} px")
+    own = ((r.get("train") or {}).get("train_config") or {}).get("inpaint") or {}
+    if own.get("train_crop", 1.0) < 1:
+        name.append("windows")
+    search = r.get("search") or {}
+    name += [f"+ {k}" for k in ("complete", "support") if search.get(k)]
+    return " ".join(name)
+
+
 def table(results: list[dict]) -> str:
     """Markdown tables (one per dataset) of ``bench.generators`` result dicts."""
     by: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
-        by[r["dataset"]][r["family"]].append(r)
+        by[r["dataset"]][variant(r)].append(r)
     out = []
     for ds in sorted(by):
         head = ["family (seeds, steps)"] + [c for c, _ in COLUMNS]
         out += [f"**{ds}**", "", "| " + " | ".join(head) + " |",
                 "|" + "---|" * len(head)]
-        base: dict[str, list[dict]] = defaultdict(list)
-        for fam in sorted(by[ds], key=lambda f: (f != "inpaint", f)):
+        base: dict[tuple, list[dict]] = defaultdict(list)
+        for fam in sorted(by[ds], key=lambda f: (not f.startswith("inpaint"), f)):
             rs = by[ds][fam]
             steps = _ms([float(r["train"]["steps"]) for r in rs], 0)
             cells = [f"{fam} ({len(rs)}, {steps})"]
-            cells += [_ms([r["result"][k] for r in rs]) for _, k in COLUMNS]
+            cells += [_ms([r["result"].get(k) for r in rs], 3 if k in FINE else 2)
+                      for _, k in COLUMNS]
             out.append("| " + " | ".join(cells) + " |")
             for r in rs:
-                base[r["seed"]].append(r)
-        seeds = {s: rs[0] for s, rs in base.items()}  # baselines: one row per seed's images
+                base[(r["seed"], r.get("size", 64))].append(r)
+        seeds = {s: rs[0] for s, rs in base.items()}  # baselines: one per seed's (size's) images
         for name, mk, pk in (("Grad-CAM, same images", "gradcam_mass", "gradcam_pointing"),
                              ("IG, same images", "ig_mass", "ig_pointing")):
             rs = [r["result"] for r in seeds.values()]
             cells = [f"{name} ({len(rs)})"] + ["—"] * 5 + [_ms([r[mk] for r in rs]), "—",
-                                                          _ms([r[pk] for r in rs]), "—", "—"]
+                                                          _ms([r[pk] for r in rs])]
+            cells += ["—"] * (len(head) - len(cells))
             out.append("| " + " | ".join(cells) + " |")
-        twins = [r["test_health"].get("oracle_flip_true_twins") for rs in by[ds].values()
-                 for r in rs]
+        def health(key: str) -> str:  # a property of the seed's images, f and in-filler:
+            return _ms([next((r["test_health"][key] for r in rs  # any run that measured it
+                              if r["test_health"].get(key) is not None), None)
+                        for rs in base.values()])
+
         skipped = [r.get("n_called_negative_skipped") for rs in by[ds].values() for r in rs]
-        out += ["", f"Oracle flip on the true twins (its ceiling): {_ms(twins)}; test "
-                f"positives f called negative, skipped before the 100: {_ms(skipped, 0)}.", ""]
+        n_test = "/".join(sorted({str(r.get("n_test", 100)) for r in seeds.values()}))
+        out += ["", f"Oracle flip on the true twins (its ceiling): "
+                f"{health('oracle_flip_true_twins')}; test positives f called negative, "
+                f"skipped before the {n_test}: {_ms(skipped, 0)}."]
+        if any("oracle_flip_true_support" in r["test_health"] for rs in base.values()
+               for r in rs):
+            out += [f"f's flip rate on the true twins: {health('flip_rate_true_twins')}. "
+                    f"In-filling the true lesion support (a perfect mask): f's flip rate "
+                    f"{health('flip_rate_true_support')}, oracle flip "
+                    f"{health('oracle_flip_true_support')}; mask Dice of that support grown "
+                    f"by one pixel {health('mask_dice_support_1px')}."]
+        out.append("")
     return "\n".join(out)
 
 

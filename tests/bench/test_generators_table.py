@@ -24,3 +24,20 @@ def test_mean_and_sample_sd_per_family():
     ig = next(ln for ln in lines if ln.startswith("| IG, same images"))
     assert ig.split(" | ")[6] == "0.30 ± 0.14"        # mass column: seeds 0 and 1
     assert "**phantom-cxr**" in md and "skipped before the 100: 0 ± 1" in md
+
+
+def test_variants_are_rows_of_their_own():
+    """Runs of one family that differ in size, the search's opt-in steps or the in-filler's
+    windows are separate rows, not averaged together; a run that has the in-filler's ceilings
+    prints them."""
+    plain = _result("inpaint", 0, 0.2)
+    done = {**_result("inpaint", 0, 0.6), "size": 128, "search": {"complete": True},
+            "train": {"steps": 100, "train_config": {"inpaint": {"train_crop": 0.5}}}}
+    done["test_health"] = {"oracle_flip_true_twins": 0.5, "flip_rate_true_support": 0.9,
+                           "oracle_flip_true_support": 0.7, "mask_dice_support_1px": 0.8}
+    lines = table([plain, done]).splitlines()
+    assert next(ln for ln in lines if ln.startswith("| inpaint (")).startswith(
+        "| inpaint (1, 100) | 0.20 |")
+    assert next(ln for ln in lines if ln.startswith("| inpaint 128")).startswith(
+        "| inpaint 128 px windows + complete (1, 100) | 0.60 |")
+    assert any("oracle flip 0.70" in ln and "one pixel 0.80" in ln for ln in lines)

@@ -23,13 +23,15 @@ Algorithm (every step batched over images and candidates, ``batch`` inpaintings 
    each removal is tried on the current mask and kept if f still calls the in-filling negative.
    With ``margin`` > 0, both stages aim at ``p < threshold - margin`` instead.
 4. **Complete** (``complete``, on flipped images only): the mask is grown to the whole finding
-   it covers part of (:func:`_complete`: ring by ring, at most ``complete_steps`` rings of
-   ``max(1, H/32)`` px, a pixel joins where the image differs from the healthy in-filling in
-   the finding's direction by more than ``max(complete_tol, complete_rel m)``, m the 90th
-   percentile of that difference inside the mask), up to ``area_cap``; a ring is kept only
-   while it lowers f's logit. The
-   search alone stops as soon as f crosses its threshold, so part of a lesion often stays and
-   a second classifier still sees it; completion removes the finding, not just enough of it.
+   it touches (:func:`_complete`): the mask's neighbourhood (``complete_steps`` rings of
+   ``max(1, H/32)`` px) is in-filled with it in one pass; the finding's pixels there are those
+   where the image differs from that in-filling in the finding's direction by more than
+   ``max(complete_tol, complete_rel m)``, m the 90th percentile of that difference inside the
+   mask; the ones connected to the mask, grown by ``max(1, H/64)`` px (the lesion's faint rim),
+   join it, up to ``area_cap``, where that lowers f's logit. The search alone stops as soon as f
+   crosses its threshold, so part of a lesion often stays and a second classifier still sees
+   it; completion removes the finding, not just enough of it. A finding the mask does not touch
+   (a second lesion) is not added: f did not need it to flip.
 5. **Support** (``support``, on flipped images only): the square-edged mask is cut to the
    finding's own pixels: those where the image differs from the in-filling in the finding's
    direction by more than ``max(complete_tol, support_rel m)`` (m and the direction as in
@@ -132,7 +134,7 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
                           max_patches: int = 32, crop: int | None = None,
                           margin: float = 0.0, allowed: torch.Tensor | None = None,
                           complete: bool = False, complete_tol: float = 0.06,
-                          complete_rel: float = 0.5, complete_steps: int = 3,
+                          complete_rel: float = 0.5, complete_steps: int = 2,
                           support: bool = False, support_rel: float = 0.25
                           ) -> SearchResult:
     """Smallest in-filled region that makes f call each image negative (see module docstring).
@@ -166,7 +168,8 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
             healthy anatomy.
         complete_rel: the share of the finding's own contrast (the 90th percentile of the
             signed difference inside the searched mask) a ring pixel must reach to join.
-        complete_steps: most rings grown (each ``max(1, H/32)`` px).
+        complete_steps: how far around the mask the finding is looked for, in rings of
+            ``max(1, H/32)`` px.
         support: cut each flipped image's mask to the finding's own pixels (step 5).
         support_rel: the share of the finding's contrast a pixel must reach to stay in the
             cut mask (and above ``complete_tol``).
@@ -389,16 +392,34 @@ def _support(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, tol
     return mask
 
 
-def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, area_cap: float,
-              tol: float, rel: float = 0.5, max_steps: int = 16) -> torch.Tensor:
-    """Grow the flipping masks of images ``idx`` (n,) to the whole finding (step 4).
+def _reconstruct(seed: torch.Tensor, within: torch.Tensor) -> torch.Tensor:
+    """Morphological reconstruction: the parts (8-connected) of ``within`` (r, H, W) bool that
+    ``seed`` (r, H, W) bool touches, grown one pixel at a time, batched over images."""
+    from medxgan.generators.inpaint.complete import dilate_masks
 
-    Ring by ring (``max(1, H/32)`` px): a ring pixel joins where the image differs from the
-    in-filling of mask + ring **in the finding's direction** (the sign of the median difference
-    inside the searched mask: a bright lesion is brighter than the healthy in-filling) by more
-    than ``max(tol, rel m)``, m the 90th percentile of that signed difference inside the
-    searched mask; the grown mask is kept only while it lowers f's logit (the finding's
-    evidence is still falling) and stays within ``area_cap``. mask (n, 1, H, W) bool."""
+    cur = seed & within
+    for _ in range(within.shape[-2] * within.shape[-1]):
+        nxt = dilate_masks(cur, 1) & within
+        if bool((nxt == cur).all()):
+            break
+        cur = nxt
+    return cur
+
+
+def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, area_cap: float,
+              tol: float, rel: float = 0.5, steps: int = 2) -> torch.Tensor:
+    """Grow the flipping masks of images ``idx`` (n,) to the whole finding they touch (step 4).
+
+    The neighbourhood of the mask (``steps * max(1, H/32)`` px around it) is in-filled with it
+    in one pass; the finding's pixels there are those where the image differs from that
+    in-filling **in the finding's direction** (the sign of the median difference inside the
+    searched mask: a bright lesion is brighter than the healthy in-filling) by more than
+    ``max(tol, rel m)``, m the 90th percentile of that signed difference inside the searched
+    mask (:func:`_finding_cut`). The parts of them connected to the mask
+    (:func:`_reconstruct`), grown by ``max(1, H/64)`` px (a lesion's faint rim) and kept in the
+    neighbourhood, join
+    it; the grown mask is kept where it lowers f's logit (the finding's evidence still falls)
+    and stays within ``area_cap``. mask (n, 1, H, W) bool."""
     from medxgan.generators.inpaint.complete import dilate_masks
 
     mask = mask.clone()
@@ -406,27 +427,20 @@ def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, ar
     if not len(rows):
         return mask
     H, W = mask.shape[-2:]
-    g = max(1, round(H / 32))
-    cap = area_cap * H * W
     x = sc.x[idx[rows]][:, 0]                                         # (r, H, W)
     cur = mask[rows][:, 0]                                            # (r, H, W)
     allowed = sc.allowed[idx[rows]][:, 0] if sc.allowed is not None else torch.ones_like(cur)
     sign, cut = _finding_cut(x - fills[:, 0], cur, tol, rel)
-    logit = torch.logit(p_rows, eps=1e-6)
-    live = torch.ones(len(rows), dtype=torch.bool)
-    for _ in range(max_steps):
-        ring = dilate_masks(cur, g) & ~cur & allowed & live[:, None, None]
-        live &= ring.flatten(1).any(1)
-        if not bool(live.any()):
-            break
-        r = live.nonzero()[:, 0]
-        filled = sc.fill(idx[rows[r]], (cur[r] | ring[r])[:, None])[:, 0]
-        grown = cur[r] | (ring[r] & (sign[r] * (x[r] - filled) > cut[r]))
-        grows = (grown != cur[r]).flatten(1).any(1) & (grown.flatten(1).sum(1) <= cap)
-        lg = torch.logit(sc.filled_prob(idx[rows[r]], grown[:, None]), eps=1e-6)
-        ok = grows & (lg < logit[r])                                  # the evidence still falls
-        cur[r[ok]] = grown[ok]
-        logit[r[ok]] = lg[ok]
-        live[r[~ok]] = False
-    mask[rows] = cur[:, None]
+    near = (dilate_masks(cur, steps * max(1, round(H / 32))) & allowed) | cur
+    filled = sc.fill(idx[rows], near[:, None])[:, 0]
+    finding = near & (sign * (x - filled) > cut)                      # (r, H, W)
+    joined = _reconstruct(finding & cur, finding)
+    grown = cur | (dilate_masks(joined, max(1, round(H / 64))) & near)
+    grows = (grown != cur).flatten(1).any(1) & (grown.flatten(1).sum(1) <= area_cap * H * W)
+    r = grows.nonzero()[:, 0]
+    if not len(r):
+        return mask
+    lg = torch.logit(sc.filled_prob(idx[rows[r]], grown[r][:, None]), eps=1e-6)
+    ok = lg < torch.logit(p_rows[r], eps=1e-6)                        # the evidence still falls
+    mask[rows[r[ok]]] = grown[r[ok]][:, None]
     return mask
