@@ -234,22 +234,18 @@ def _true_support_ceiling(filler, f, oracle, x: torch.Tensor, twins: torch.Tenso
     ``flip_rate`` and ``oracle_flip`` when the mask is right and only the in-filling differs
     from the twin; and ``mask_dice_support_1px``, the mask Dice of in-filling that support
     grown by one pixel (how close to the true support a mask must be for a given Dice)."""
-    from medxgan.generators.inpaint.complete import dilate_masks
+    from medxgan.generators.inpaint.complete import dilate_masks, fill_batches
     from medxgan.metrics.counterfactual import SUPPORT_TOL, counterfactual_dice
 
     dev = next(iter(f.parameters())).device
-    x, twins = x.to(dev), twins.to(dev)
-    support = ((x - twins).abs() >= SUPPORT_TOL).float()
-
-    def fill(m: torch.Tensor) -> torch.Tensor:
-        return torch.cat([filler(x[s:s + 64], m[s:s + 64]) for s in range(0, len(x), 64)])
-
-    xf = fill(support)
-    grown = dilate_masks(support[:, 0] > 0, 1)[:, None].float()
-    dice_1px = counterfactual_dice(x - fill(grown), x - twins)
+    x, twins = x.cpu(), twins.cpu()
+    support = (x - twins).abs()[:, 0] >= SUPPORT_TOL                  # (n, S, S) bool
+    xf = fill_batches(filler, x, support, 64)                         # (n, 1, S, S), CPU
+    dice_1px = counterfactual_dice(x - fill_batches(filler, x, dilate_masks(support, 1), 64),
+                                   x - twins)
     thr, thr_o = float(getattr(f, "threshold", 0.5)), float(getattr(oracle, "threshold", 0.5))
-    p_f = torch.sigmoid(f(xf).float()).cpu()
-    p_o = torch.sigmoid(oracle(xf).float()).cpu()
+    p_f = torch.sigmoid(f(xf.to(dev)).float()).cpu()
+    p_o = torch.sigmoid(oracle(xf.to(dev)).float()).cpu()
     sel = sel.cpu()
     return {"flip_rate_true_support": float((p_f < thr).float().mean()),
             "oracle_flip_true_support": float((p_o[sel] < thr_o).float().mean())
@@ -384,24 +380,22 @@ def main() -> None:
                                    kept["masks"], change=kept["change"].to(args.device),
                                    negatives=called_neg, twins=twins, oracle=oracle,
                                    seed=args.seed)
-    if twins is not None:  # the oracle's flip rate on the true twins: the ceiling of oracle_flip
-        with torch.no_grad():
+    filler = generator_family(args.family).infiller(G)  # None: the family has no in-filler
+    if twins is not None:  # the oracle and f on the true twins: the ceilings of oracle_flip and
+        with torch.no_grad():  # flip_rate
             thr_o = float(getattr(oracle, "threshold", 0.5))
             sel = torch.sigmoid(oracle(kept["x"].to(args.device)).float()) >= thr_o
             p_tw = torch.sigmoid(oracle(twins.to(args.device)).float())
+            p_f_tw = torch.sigmoid(f(twins.to(args.device)).float())
         health["oracle_flip_true_twins"] = float((p_tw[sel] < thr_o).float().mean()) \
             if bool(sel.any()) else float("nan")
-        with torch.no_grad():  # f on the true twins: the ceiling of flip_rate
-            p_f_tw = torch.sigmoid(f(twins.to(args.device)).float())
         health["flip_rate_true_twins"] = float(
             (p_f_tw < float(getattr(f, "threshold", 0.5))).float().mean())
-        filler = generator_family(args.family).infiller(G)
         if filler is not None:  # a perfect mask: the in-filling of the true lesion support
             health.update(_true_support_ceiling(filler, f, oracle, kept["x"], twins, sel))
     if getattr(G, "mask_net", None) is not None:  # share of images the amortised mask flipped
         again = G.counterfactual(kept["x"], f)
         health["amortised_share"] = float(again.amortised.float().mean())
-    filler = generator_family(args.family).infiller(G)
     health["healthy_control"] = healthy_control(filler, called_neg, f, seed=args.seed) \
         if filler is not None else float("nan")
     s_published = _published_s_per_image(G, args.family, f, kept["x"][:n_published], size,

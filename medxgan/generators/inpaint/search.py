@@ -417,9 +417,8 @@ def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, ar
     ``max(tol, rel m)``, m the 90th percentile of that signed difference inside the searched
     mask (:func:`_finding_cut`). The parts of them connected to the mask
     (:func:`_reconstruct`), grown by ``max(1, H/64)`` px (a lesion's faint rim) and kept in the
-    neighbourhood, join
-    it; the grown mask is kept where it lowers f's logit (the finding's evidence still falls)
-    and stays within ``area_cap``. mask (n, 1, H, W) bool."""
+    neighbourhood, join it; the grown mask is kept where it lowers f's logit (the finding's
+    evidence still falls) and stays within ``area_cap``. mask (n, 1, H, W) bool."""
     from medxgan.generators.inpaint.complete import dilate_masks
 
     mask = mask.clone()
