@@ -5,7 +5,10 @@ On a phantom cohort (``--dataset``, 64 px, 1 200 images: ~820 train, ~260 test) 
 classifier f is trained (10 epochs; seed ``--seed``) and an oracle: the same architecture
 trained with seed + 1 (the issue's "second classifier trained with another seed"; its flip rate
 on the true twins, ``oracle_flip_true_twins`` in the JSON's ``test_health``, is the ceiling of
-``oracle_flip``).
+``oracle_flip``). Either is trained again from scratch with 20, then 40 epochs while its
+validation AUROC is below ``--auroc-floor`` (0.9; the JSON's ``classifier.epochs`` and
+``oracle.epochs`` say how many it got): every 64 px classifier passes at 10, but 10 epochs left
+cxr at 128 px at test AUROC 0.65-0.90, a classifier that reads little of the lesions.
 Then the family's generator is trained by the GAN stage itself (``train_gan`` with
 ``gan.model.family``; ``--minutes`` of wall clock; published: the benches' G 0.25 / D 0.5
 variant, checkpoint kept by held-out *val* fidelity; inpaint: the default in-filler and search,
@@ -40,8 +43,9 @@ negative have no counterfactual, their difference map is empty, and the JSON cou
   in-filling of the true lesion support: a perfect mask) and ``mask_dice_support_1px`` (the
   mask Dice of that support grown by one pixel).
 
-The in-filler of an image-conditioned family is trained once per cohort, family, seed, minutes
-and options and reused by later runs (``--retrain`` trains it again); ``--search`` then only
+The in-filler of an image-conditioned family is trained once per cohort, family, seed, minutes,
+options and f (it learns healthy anatomy from the train images f calls negative) and reused by
+later runs (``--retrain`` trains it again); ``--search`` then only
 changes how the loaded generator searches (``G.search``), so search variants are compared on
 the same in-filler.
 
@@ -146,16 +150,34 @@ def _published_s_per_image(G, family: str, f, x: torch.Tensor, size: int, seed: 
     return (time.perf_counter() - t) / len(x)
 
 
-def _classifier(cohort_url: str, url: str, arch: str, epochs: int, seed: int, device: str):
+EPOCHS = 10  # f's and the oracle's first try
+AUROC_FLOOR = 0.9  # --auroc-floor's default
+
+
+def _classifier(cohort_url: str, url: str, arch: str, epochs: int, seed: int, device: str,
+                floor: float = 0.0):
+    """The classifier of ``url`` (trained for ``epochs`` when absent) and its metrics; while its
+    validation AUROC is below ``floor`` it is trained again from scratch with twice the epochs
+    (at most 4 x ``epochs``; kept in ``<url>-e<epochs>``). The metrics gain ``epochs``.
+
+    A classifier that does not read the lesions makes every counterfactual number a statement
+    about it, not about the generator: 10 epochs gave cxr at 128 px test AUROC 0.65 on seed 2
+    (20 epochs: 0.94)."""
     from medxgan.classifiers import load_classifier
     from medxgan.classifiers.train import train_classifier
     from medxgan.config.models import ClassifierTrainConfig
     from medxgan.storage import Store
 
-    if not Store(url).exists("spec.yaml"):
-        train_classifier(cohort_url, url, ClassifierTrainConfig(
-            arch=arch, epochs=epochs, batch=64, max_lr=2e-3, seed=seed, device=device))
-    return load_classifier(f"{url}/spec.yaml").to(device), Store(url).read_json("metrics.json")
+    tries = (epochs, 2 * epochs, 4 * epochs)
+    for k, ep in enumerate(tries):
+        u = url if k == 0 else f"{url}-e{ep}"
+        if not Store(u).exists("spec.yaml"):
+            train_classifier(cohort_url, u, ClassifierTrainConfig(
+                arch=arch, epochs=ep, batch=64, max_lr=2e-3, seed=seed, device=device))
+        metrics = {**Store(u).read_json("metrics.json"), "epochs": ep}
+        if not metrics["val"]["auroc"] < floor or k == len(tries) - 1:  # NaN passes
+            return load_classifier(f"{u}/spec.yaml").to(device), metrics
+    raise AssertionError("unreachable")
 
 
 def _test_ids(cohort, n: int, label: int) -> list[str]:
@@ -295,6 +317,9 @@ def main() -> None:
     ap.add_argument("--inpaint", default=None,
                     help="inpaint: InpaintConfig fields as YAML, e.g. "
                          "'{amortise: {images: 160}}'")
+    ap.add_argument("--auroc-floor", type=float, default=AUROC_FLOOR,
+                    help="f and the oracle are trained again with twice the epochs (at most "
+                    "4x) while their validation AUROC is below this (0: off; --quick: off)")
     ap.add_argument("--n-test", type=int, default=None, help="test positives (default 100)")
     ap.add_argument("--work", default="/tmp/medxgan-bench/generators", help="store folder")
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/"
@@ -321,12 +346,14 @@ def main() -> None:
     cohort_url = str(work / f"cohort-{args.dataset}-{size}-n{n_images}-s{args.seed}")
     phantom_cohort(cohort_url, args.dataset, n_images, size=size, seed=args.seed)
     cohort = Cohort(cohort_url)
-    epochs = 20 if args.quick else 10
+    epochs = 20 if args.quick else EPOCHS
+    floor = 0.0 if args.quick else args.auroc_floor
     f, f_metrics = _classifier(cohort_url, f"{cohort_url}-clf-small_cnn2-s{args.seed}",
-                               "small_cnn2", epochs, args.seed, args.device)
+                               "small_cnn2", epochs, args.seed, args.device, floor)
     oracle, o_metrics = _classifier(cohort_url, f"{cohort_url}-oracle-small_cnn2-s{args.seed + 1}",
-                                    "small_cnn2", epochs, args.seed + 1, args.device)
-    print(f"classifier test {f_metrics['test']}  oracle test {o_metrics['test']}", flush=True)
+                                    "small_cnn2", epochs, args.seed + 1, args.device, floor)
+    print(f"classifier ({f_metrics['epochs']} epochs) test {f_metrics['test']}  oracle "
+          f"({o_metrics['epochs']} epochs) test {o_metrics['test']}", flush=True)
 
     import yaml
 
@@ -344,10 +371,12 @@ def main() -> None:
     out_url = str(work / f"gen-{args.family}-{args.dataset}-{size}px-s{args.seed}-{minutes:g}m"
                   f"{tag}")
     trained = Store(out_url).exists("manifest.json") and not args.retrain
-    if trained and not late_search:  # a run of other configs (an older release): train again
-        kept = Store(out_url).read_json("manifest.json")
-        trained = kept.get("train_config") == tc.model_dump(mode="json") and \
-            kept.get("gan_config") == gc.model_dump(mode="json")
+    if trained:  # trained for another f (the in-filler learns from what f calls negative), or
+        kept = Store(out_url).read_json("manifest.json")  # of other configs: train again
+        trained = kept.get("classifier_sha256") == str(getattr(f, "sha256", ""))
+        if not late_search:
+            trained = trained and kept.get("train_config") == tc.model_dump(mode="json") and \
+                kept.get("gan_config") == gc.model_dump(mode="json")
     if not trained:
         Store(out_url).delete("")
     t = time.perf_counter()
@@ -428,8 +457,11 @@ def main() -> None:
         "size": size, "cohort": cohort.manifest["counts"], "n_test": len(ids),
         "n_called_negative_skipped": skipped,
         "n_negatives": int(len(called_neg)),
-        "classifier": {k: f_metrics.get(k) for k in ("arch", "val", "test", "train_seconds")},
-        "oracle": {k: o_metrics.get(k) for k in ("arch", "val", "test", "train_seconds")},
+        "classifier": {k: f_metrics.get(k) for k in ("arch", "epochs", "val", "test",
+                                                     "train_seconds")},
+        "oracle": {k: o_metrics.get(k) for k in ("arch", "epochs", "val", "test",
+                                                 "train_seconds")},
+        "auroc_floor": floor,
         "train": {"steps": summary["steps"], "seconds": round(train_s, 1),
                   "kept_step": meta["step"], "val_health": meta["health"],
                   "gan_config": gc.model_dump(mode="json"),

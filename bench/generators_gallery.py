@@ -1,7 +1,8 @@
 """A picture of a trained family's counterfactuals on held-out positives (issue #14): per row
 image | generated twin x_neg | true healthy twin | |x - x_neg| | boxes, with per-image numbers.
 
-Reads what ``bench.generators`` left in its work folder (cohort, classifier, generator of
+Reads what ``bench.generators`` left in its work folder (cohort, classifier f as the bench
+picks it under its default AUROC floor, generator of
 ``--family`` / ``--dataset`` / ``--seed`` / ``--minutes``), takes the first ``--n`` test
 positives with boxes that f calls positive (the bench's own selection) and computes their
 counterfactuals with the generator's own ``counterfactual`` (inpaint) as ``medxgan`` does.
@@ -48,14 +49,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from bench.generators import _called_positive_ids, run_tag
+    from bench.generators import AUROC_FLOOR, EPOCHS, _called_positive_ids, _classifier, run_tag
     from medxgan.cohort.png import encode_png, from_unit
     from medxgan.cohort.reader import Cohort
     from medxgan.metrics.counterfactual import counterfactual_ncc
     from medxgan.metrics.masks import boxes_to_masks
-    from medxgan.classifiers import load_classifier
     from medxgan.generators import load_generator
     from medxgan.phantoms import true_twins
+    from medxgan.storage import Store
 
     import yaml
 
@@ -64,10 +65,15 @@ def main() -> None:
     work = Path(args.work)
     c = str(work / f"cohort-{args.dataset}-{args.size}-n1200-s{args.seed}")
     cohort = Cohort(c)
-    f = load_classifier(f"{c}-clf-small_cnn2-s{args.seed}/spec.yaml")
+    f, _ = _classifier(c, f"{c}-clf-small_cnn2-s{args.seed}", "small_cnn2", EPOCHS, args.seed,
+                       "cpu", AUROC_FLOOR)  # the bench's f: its epochs under the AUROC floor
     tag = run_tag(yaml.safe_load(args.inpaint) if args.inpaint else None)
-    G, _ = load_generator(str(work / f"gen-{args.family}-{args.dataset}-{args.size}px-"
-                                     f"s{args.seed}-{args.minutes:g}m{tag}"))
+    gen = str(work / f"gen-{args.family}-{args.dataset}-{args.size}px-s{args.seed}-"
+              f"{args.minutes:g}m{tag}")
+    if Store(gen).read_json("manifest.json").get("classifier_sha256") != f.sha256:
+        raise SystemExit(f"{gen}: trained for another classifier than the bench's f; run "
+                         "bench.generators with the same options first")
+    G, _ = load_generator(gen)
     if args.search:
         G.search = SearchConfig.model_validate(yaml.safe_load(args.search))
     ids, _ = _called_positive_ids(cohort, f, args.n, "cpu")

@@ -44,8 +44,9 @@ class SearchConfig(BaseModel):
             around the mask, in rings of H/32 px (2: 8 px at 128 px).
             Off by default: on the 64 px phantoms (seed 0) it raised oracle agreement by
             0.19-0.22, mask Dice by 0.10-0.11 and NCC by 0.06-0.09 but lowered pointing by
-            0.04-0.05; at 128 px over 3 seeds pointing fell by 0.02-0.10
-            (docs/generator-families.md, "Completing the mask", "Three seeds at 128 px").
+            0.04-0.05; at 128 px over 3 seeds it raised oracle agreement by 0.14 (cxr) /
+            0.33 (brain) and lowered pointing by 0.06 / 0.10 (docs/generator-families.md,
+            "Completing the mask", "Three seeds at 128 px").
         support: cut each flipping mask to the finding's own pixels, those differing from the
             in-filling in the finding's direction by more than ``max(complete_tol,
             support_rel m)`` (m: the finding's 90th-percentile contrast), grown by H/64 px,

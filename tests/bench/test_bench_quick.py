@@ -108,3 +108,29 @@ def test_shortcuts_quick(tmp_path: Path) -> None:
     assert [c["name"] for c in cases] == ["cxr-tag-r0.9-l0.5-s0", "cxr-none-r0-l1-s0"]
     assert set(cases[0]["infill"]) == {"blur", "noisy_linear", "inpaint"}
 
+
+
+def test_generators_classifier_floor(tmp_path: Path) -> None:
+    """bench.generators' f and oracle: trained again with 2x, then 4x the epochs while the
+    validation AUROC is below the floor (an unreachable floor: all three tries, the last kept),
+    each try kept in its own folder and reused by a later call; no floor: the first try."""
+    import torch
+
+    from bench._common import phantom_cohort
+    from bench.generators import _classifier
+    from medxgan.storage import Store
+
+    torch.set_num_threads(1)
+    cohort = str(tmp_path / "cohort")
+    phantom_cohort(cohort, "phantom-cxr", 96, size=32, seed=0)
+    url = str(tmp_path / "clf")
+    _, m = _classifier(cohort, url, "small_cnn", 1, 0, "cpu", floor=1.01)
+    assert m["epochs"] == 4
+    assert [Store(u).read_json("metrics.json")["config"]["epochs"]
+            for u in (url, f"{url}-e2", f"{url}-e4")] == [1, 2, 4]
+    spec = Path(f"{url}-e4/spec.yaml")
+    before = spec.stat().st_mtime_ns
+    f, again = _classifier(cohort, url, "small_cnn", 1, 0, "cpu", floor=1.01)
+    assert spec.stat().st_mtime_ns == before and again["test"] == m["test"]  # reused
+    assert f(torch.zeros(2, 1, 32, 32)).shape == (2,)  # one logit per image
+    assert _classifier(cohort, url, "small_cnn", 1, 0, "cpu", floor=0.0)[1]["epochs"] == 1
