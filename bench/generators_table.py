@@ -7,8 +7,8 @@ Groups the JSON files by (dataset, variant) and prints one markdown table per da
 number is ``mean ± sd`` over the seeds (sample standard deviation; the seed count is in the
 first column), with Grad-CAM's and IG's numbers on the same images as rows of their own. A
 variant is the family, with the image side where it is not 64 px, the search's opt-in steps
-(``+ complete``, ``+ support``) and the in-filler's windows (``windows``) where the run used
-them.
+(``+ complete``, ``+ support``), the in-filler's windows (``windows``) and its step budget
+(``4000 steps``) where the run used them.
 
     .venv/bin/python -m bench.generators_table bench/results/*_s?_128px_window_whole*.json
 """
@@ -42,15 +42,27 @@ def _ms(values: list[float], digits: int = 2) -> str:
     return f"{m:.{digits}f} ± {sd:.{digits}f}"
 
 
+def _default_steps() -> int | None:
+    from medxgan.config.inpaint import InpaintConfig
+
+    return InpaintConfig.model_fields["steps"].default
+
+
+DEFAULT_STEPS = _default_steps()
+
+
 def variant(r: dict) -> str:
     """The row name of a ``bench.generators`` result: its family, its side where not 64 px,
-    the search's opt-in steps and the in-filler's training windows."""
+    the search's opt-in steps, the in-filler's training windows and its step budget where it
+    is not the default (``InpaintConfig.steps``)."""
     name = [r["family"]]
     if r.get("size", 64) != 64:
         name.append(f"{r['size']} px")
     own = ((r.get("train") or {}).get("train_config") or {}).get("inpaint") or {}
     if own.get("train_crop", 1.0) < 1:
         name.append("windows")
+    if own.get("steps") not in (None, DEFAULT_STEPS):  # an in-filler of another step budget
+        name.append(f"{own['steps']} steps")
     search = r.get("search") or {}
     name += [f"+ {k}" for k in ("complete", "support") if search.get(k)]
     return " ".join(name)

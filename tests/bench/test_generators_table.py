@@ -41,3 +41,17 @@ def test_variants_are_rows_of_their_own():
     assert next(ln for ln in lines if ln.startswith("| inpaint 128")).startswith(
         "| inpaint 128 px windows + complete (1, 100) | 0.60 |")
     assert any("oracle flip 0.70" in ln and "one pixel 0.80" in ln for ln in lines)
+
+
+def test_an_infiller_of_another_step_budget_is_a_row_of_its_own():
+    """Two in-fillers that differ only in their configured step budget are two rows; the
+    default budget adds nothing to the name."""
+    def run(steps: int, v: float) -> dict:
+        return {**_result("inpaint", 0, v), "size": 128,
+                "train": {"steps": steps, "train_config": {"inpaint": {"steps": steps}}}}
+
+    lines = table([run(2000, 0.2), run(4000, 0.6)]).splitlines()
+    assert next(ln for ln in lines if ln.startswith("| inpaint 128 px (")).startswith(
+        "| inpaint 128 px (1, 2000) | 0.20 |")
+    assert next(ln for ln in lines if ln.startswith("| inpaint 128 px 4000")).startswith(
+        "| inpaint 128 px 4000 steps (1, 4000) | 0.60 |")
