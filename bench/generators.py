@@ -168,16 +168,24 @@ def _classifier(cohort_url: str, url: str, arch: str, epochs: int, seed: int, de
     from medxgan.config.models import ClassifierTrainConfig
     from medxgan.storage import Store
 
-    tries = (epochs, 2 * epochs, 4 * epochs)
-    for k, ep in enumerate(tries):
+    for k, ep in enumerate((epochs, 2 * epochs, 4 * epochs)):  # the last try is kept anyway
         u = url if k == 0 else f"{url}-e{ep}"
         if not Store(u).exists("spec.yaml"):
             train_classifier(cohort_url, u, ClassifierTrainConfig(
                 arch=arch, epochs=ep, batch=64, max_lr=2e-3, seed=seed, device=device))
         metrics = {**Store(u).read_json("metrics.json"), "epochs": ep}
-        if not metrics["val"]["auroc"] < floor or k == len(tries) - 1:  # NaN passes
-            return load_classifier(f"{u}/spec.yaml").to(device), metrics
-    raise AssertionError("unreachable")
+        if not metrics["val"]["auroc"] < floor:  # NaN passes
+            break
+    return load_classifier(f"{u}/spec.yaml").to(device), metrics
+
+
+def trained_for(run_url: str, f) -> bool:
+    """Whether the generator run at ``run_url`` was trained for classifier ``f`` (its manifest's
+    ``classifier_sha256``): an in-filler learns healthy anatomy from what f calls negative."""
+    from medxgan.storage import Store
+
+    kept = Store(run_url).read_json("manifest.json") or {}
+    return kept.get("classifier_sha256") == str(getattr(f, "sha256", ""))
 
 
 def _test_ids(cohort, n: int, label: int) -> list[str]:
@@ -371,9 +379,9 @@ def main() -> None:
     out_url = str(work / f"gen-{args.family}-{args.dataset}-{size}px-s{args.seed}-{minutes:g}m"
                   f"{tag}")
     trained = Store(out_url).exists("manifest.json") and not args.retrain
-    if trained:  # trained for another f (the in-filler learns from what f calls negative), or
-        kept = Store(out_url).read_json("manifest.json")  # of other configs: train again
-        trained = kept.get("classifier_sha256") == str(getattr(f, "sha256", ""))
+    if trained:  # trained for another f, or of other configs (an older release): train again
+        kept = Store(out_url).read_json("manifest.json")
+        trained = trained_for(out_url, f)
         if not late_search:
             trained = trained and kept.get("train_config") == tc.model_dump(mode="json") and \
                 kept.get("gan_config") == gc.model_dump(mode="json")

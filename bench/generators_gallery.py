@@ -49,14 +49,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from bench.generators import AUROC_FLOOR, EPOCHS, _called_positive_ids, _classifier, run_tag
+    from bench.generators import (AUROC_FLOOR, EPOCHS, _called_positive_ids, _classifier,
+                                  run_tag, trained_for)
     from medxgan.cohort.png import encode_png, from_unit
     from medxgan.cohort.reader import Cohort
     from medxgan.metrics.counterfactual import counterfactual_ncc
     from medxgan.metrics.masks import boxes_to_masks
     from medxgan.generators import load_generator
     from medxgan.phantoms import true_twins
-    from medxgan.storage import Store
 
     import yaml
 
@@ -70,7 +70,7 @@ def main() -> None:
     tag = run_tag(yaml.safe_load(args.inpaint) if args.inpaint else None)
     gen = str(work / f"gen-{args.family}-{args.dataset}-{args.size}px-s{args.seed}-"
               f"{args.minutes:g}m{tag}")
-    if Store(gen).read_json("manifest.json").get("classifier_sha256") != f.sha256:
+    if not trained_for(gen, f):
         raise SystemExit(f"{gen}: trained for another classifier than the bench's f; run "
                          "bench.generators with the same options first")
     G, _ = load_generator(gen)
