@@ -41,7 +41,9 @@ negative have no counterfactual, their difference map is empty, and the JSON cou
   ``flip_rate_true_twins`` (the oracle and f on the true healthy twins),
   ``flip_rate_true_support`` / ``oracle_flip_true_support`` (f and the oracle on the
   in-filling of the true lesion support: a perfect mask) and ``mask_dice_support_1px`` (the
-  mask Dice of that support grown by one pixel).
+  mask Dice of that support grown by one pixel); ``mask_precision`` / ``mask_recall`` (the
+  halves of ``mask_dice``) and ``mask_recall_visible`` / ``support_faint_share`` (the recall on
+  the lesion pixels above ``VISIBLE`` contrast, the share of the support below it).
 
 The in-filler of an image-conditioned family is trained once per cohort, family, seed, minutes,
 options and f (it learns healthy anatomy from the train images f calls negative) and reused by
@@ -80,6 +82,17 @@ KEYS = ["change_similarity", "universal_flip", "oracle_flip", "counterfactual_nc
         "recon_mse", "explain_s_per_image", "size", "mask_dice", "healthy_control",
         "speedup_vs_published", "flip_rate", "area"]
 
+
+
+def _visible_tol() -> float:
+    from medxgan.config.inpaint import SearchConfig
+
+    return SearchConfig.model_fields["complete_tol"].default
+
+
+VISIBLE = _visible_tol()
+"""Contrast (intensity in [0, 1]) above the in-filler's own error on healthy anatomy: the
+smallest difference the search's completion reads as the finding (``SearchConfig.complete_tol``)."""
 
 def _configs(family: str, size: int, minutes: float, seed: int, device: str, quick: bool,
              search: dict | None = None, options: dict | None = None):
@@ -283,6 +296,27 @@ def _true_support_ceiling(filler, f, oracle, x: torch.Tensor, twins: torch.Tenso
             "mask_dice_support_1px": float(dice_1px.nanmean())}
 
 
+def _visible_recall(x: torch.Tensor, x_neg: torch.Tensor, twins: torch.Tensor,
+                    visible: float) -> dict[str, float]:
+    """Where the mask Dice's recall is lost: ``mask_recall_visible``, the share of each lesion's
+    pixels of contrast ``|x - twin| >= visible`` (intensity in [0, 1]) that x_neg changed (by at
+    least ``SUPPORT_TOL``), and ``support_faint_share``, the share of the true support (every
+    pixel the lesion moved by ``SUPPORT_TOL``) fainter than ``visible``: the lesion's tails,
+    which count in Dice but which no in-filler's error bar resolves. Means over images with a
+    lesion; x, x_neg, twins (n, 1, S, S)."""
+    from medxgan.metrics.counterfactual import SUPPORT_TOL
+
+    true = (x - twins.to(x.device)).abs()[:, 0]                          # (n, S, S)
+    changed = (x - x_neg).abs()[:, 0] >= SUPPORT_TOL
+    support, vis = true >= SUPPORT_TOL, true >= visible
+    n_vis, n_sup = vis.flatten(1).sum(1).double(), support.flatten(1).sum(1).double()
+    rec = (changed & vis).flatten(1).sum(1).double() / n_vis.clamp(min=1)
+    return {"mask_recall_visible": float(rec[n_vis > 0].mean()) if bool((n_vis > 0).any())
+            else float("nan"),
+            "support_faint_share": float((1 - n_vis / n_sup.clamp(min=1))[n_sup > 0].mean())
+            if bool((n_sup > 0).any()) else float("nan")}
+
+
 def _loc(scores, method: str | None = None) -> dict[str, float]:
     s = scores if method is None else scores[scores["method"] == method]
     mean = s.groupby("metric")["value"].mean()
@@ -430,6 +464,7 @@ def main() -> None:
             (p_f_tw < float(getattr(f, "threshold", 0.5))).float().mean())
         if filler is not None:  # a perfect mask: the in-filling of the true lesion support
             health.update(_true_support_ceiling(filler, f, oracle, kept["x"], twins, sel))
+        health.update(_visible_recall(kept["x"], kept["x_neg"], twins, VISIBLE))
     if getattr(G, "mask_net", None) is not None:  # share of images the amortised mask flipped
         again = G.counterfactual(kept["x"], f)
         health["amortised_share"] = float(again.amortised.float().mean())

@@ -82,13 +82,15 @@ def counterfactual_health(f: nn.Module, images: torch.Tensor, x_neg: torch.Tenso
     ``counterfactual_ncc`` / ``counterfactual_ncc_shuffled`` (NCC with the image's own true
     change images - twins, and with a partner's), ``mask_dice`` / ``mask_dice_shuffled`` (Dice
     of the changed pixels with the true lesion's, and with a partner's:
-    :func:`medxgan.metrics.counterfactual.counterfactual_dice`), ``change_in_boxes`` / ``change_out_boxes``
+    :func:`medxgan.metrics.counterfactual.counterfactual_dice`), ``mask_precision`` /
+    ``mask_recall`` (Dice's halves, :func:`medxgan.metrics.counterfactual.mask_overlap`: the
+    share of changed pixels that are lesion, the share of the lesion changed), ``change_in_boxes`` / ``change_out_boxes``
     (mean squared change inside / outside the own boxes), ``twin_l1_in_boxes`` (mean
     |x_neg - twin| inside the boxes), ``null_change`` (mean |change| on real negatives) and
     ``n_health``.
     """
     from medxgan.metrics.counterfactual import (counterfactual_dice, counterfactual_ncc,
-                                                universal_flip)
+                                                mask_overlap, universal_flip)
     from medxgan.metrics.localization import derangement
 
     nan = float("nan")
@@ -122,12 +124,16 @@ def counterfactual_health(f: nn.Module, images: torch.Tensor, x_neg: torch.Tenso
     out["change_out_boxes"] = float((sq * (1 - mf)).sum() / (1 - mf).sum().clamp_min(1))
     out["counterfactual_ncc"] = out["counterfactual_ncc_shuffled"] = nan
     out["mask_dice"] = out["mask_dice_shuffled"] = nan
+    out["mask_precision"] = out["mask_recall"] = nan
     out["twin_l1_in_boxes"] = nan
     if twins is not None:
         true = (images - twins.to(images.device))[:, 0]                   # (P, S, S)
         out["counterfactual_ncc"] = float(counterfactual_ncc(d, true).nanmean())
         removed = images[:, 0] - x_neg[:, 0]                              # (P, S, S)
-        out["mask_dice"] = float(counterfactual_dice(removed, true).nanmean())
+        overlap = mask_overlap(removed, true)
+        out["mask_dice"] = float(overlap["dice"].nanmean())
+        out["mask_precision"] = float(overlap["precision"].nanmean())
+        out["mask_recall"] = float(overlap["recall"].nanmean())
         if P >= 2:
             partner = derangement(P, seed=seed).to(d.device)
             out["counterfactual_ncc_shuffled"] = float(counterfactual_ncc(d, true[partner])

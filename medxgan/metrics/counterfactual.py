@@ -133,15 +133,39 @@ def counterfactual_dice(change: torch.Tensor, true_change: torch.Tensor,
 
     Returns: (B,) float64 in [0, 1]; NaN where the true change is empty (no lesion).
     """
+    return mask_overlap(change, true_change, tol)["dice"]
+
+
+def mask_overlap(change: torch.Tensor, true_change: torch.Tensor, tol: float = SUPPORT_TOL
+                 ) -> dict[str, torch.Tensor]:
+    """Dice and its two halves, per image: where a counterfactual's mask Dice is lost.
+
+    With A = {|change| >= tol} and T = {|true_change| >= tol}: ``dice`` = 2 |A ∩ T| / (|A| +
+    |T|) (:func:`counterfactual_dice`), ``precision`` = |A ∩ T| / |A| (the share of changed
+    pixels that are lesion: low when the in-filling redraws healthy anatomy around it) and
+    ``recall`` = |A ∩ T| / |T| (the share of the lesion that was changed: low when part of it
+    stays). Dice is their harmonic mean.
+
+    Args:
+        change: (B, ...) x - x_neg in [0, 1] intensity units.
+        true_change: same shape, x - x_true_negative.
+        tol: the smallest change that counts, intensity in [0, 1].
+
+    Returns: {"dice", "precision", "recall"}: (B,) float64 in [0, 1] each; NaN where the true
+    change is empty (no lesion), ``precision`` also NaN where nothing changed.
+    """
     if change.shape != true_change.shape:
         raise ValueError(f"shapes differ: {tuple(change.shape)} vs {tuple(true_change.shape)}")
     B = change.shape[0]
     a = change.detach().abs().reshape(B, -1) >= tol                     # (B, D)
     t = true_change.detach().abs().reshape(B, -1).to(a.device) >= tol
     inter = (a & t).sum(1).to(torch.float64)
-    den = (a.sum(1) + t.sum(1)).to(torch.float64)
-    dice = 2 * inter / den.clamp(min=1)
-    return torch.where(t.any(1), dice, torch.full_like(dice, float("nan")))
+    n_a, n_t = a.sum(1).to(torch.float64), t.sum(1).to(torch.float64)
+    nan = torch.full_like(inter, float("nan"))
+    lesion = n_t > 0
+    return {"dice": torch.where(lesion, 2 * inter / (n_a + n_t).clamp(min=1), nan),
+            "precision": torch.where(lesion & (n_a > 0), inter / n_a.clamp(min=1), nan),
+            "recall": torch.where(lesion, inter / n_t.clamp(min=1), nan)}
 
 
 @torch.no_grad()

@@ -78,6 +78,11 @@ def test_generators_quick(tmp_path: Path, family: str) -> None:
     assert got["size"] == 32 and got["speedup_vs_published"] > 0 and 0 <= got["area"] <= 1
     # the inpaint family has a healthy in-filler to control, the residual family none
     assert math.isnan(got["healthy_control"]) == (family == "residual")
+    # where Dice is lost: its halves and the recall on the visible lesion, shares in [0, 1]
+    health = json.loads((tmp_path / "out.json").read_text())["test_health"]
+    for k in ("mask_precision", "mask_recall", "mask_recall_visible", "support_faint_share"):
+        assert math.isnan(health[k]) or 0 <= health[k] <= 1, (k, health[k])
+    assert 0 <= health["support_faint_share"] < 1  # a phantom's lesions have visible pixels
 
 
 def test_ingest_speed_quick(tmp_path: Path) -> None:

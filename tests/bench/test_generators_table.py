@@ -55,3 +55,12 @@ def test_an_infiller_of_another_step_budget_is_a_row_of_its_own():
         "| inpaint 128 px (1, 2000) | 0.20 |")
     assert next(ln for ln in lines if ln.startswith("| inpaint 128 px 4000")).startswith(
         "| inpaint 128 px 4000 steps (1, 4000) | 0.60 |")
+
+
+def test_the_restore_step_names_its_row():
+    """A run with the search's step 7 (``restore``) is a row of its own, named after it."""
+    lines = table([_result("inpaint", 0, 0.2),
+                   {**_result("inpaint", 0, 0.6), "search": {"complete": True, "restore": True}}]
+                  ).splitlines()
+    assert next(ln for ln in lines if ln.startswith("| inpaint + complete + restore")).startswith(
+        "| inpaint + complete + restore (1, 100) | 0.60 |")

@@ -238,3 +238,82 @@ def test_support_cuts_the_square_mask_to_the_lesion():
     nothing = search_counterfactual(x, f, BackgroundFill(), support=True, complete_tol=0.99,
                                     **kw)
     assert torch.equal(nothing.mask, square.mask)
+
+
+class NoisyFill(nn.Module):
+    """In-fills holes with the background level plus a fixed zero-mean noise (sd 0.01, at
+    most 0.02 in size): an in-filler that draws healthy anatomy with an error, in both
+    directions, under three of its sds and under the smallest difference that reads as a
+    finding (``complete_tol``, 0.06)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+        g = torch.Generator().manual_seed(1)
+        self.register_buffer("noise", 0.01 * torch.randn(1, 1, S, S, generator=g).clamp(-2, 2))
+
+    def forward(self, x, m):
+        return x * (1 - m) + (BG + self.noise).clamp(0, 1) * m
+
+
+def test_restore_gives_back_the_pixels_the_in_filling_only_redrew():
+    """Coarse 12 px patches cover the 8 px square and flat background around it; the in-filler
+    redraws that background with its own error. ``restore`` keeps the in-filling on the square
+    (and one pixel around it) and gives every other pixel back its value, without in-filling
+    again, only where f still flips; the mask is the restored region."""
+    x, squares = _images()
+    x = torch.where(x > 0.5, x, torch.full_like(x, BG))    # flat background: any change is error
+    f = WindowMean().eval()
+    kw = {"patch_sizes": (12,), "area_cap": 0.3}
+    square = search_counterfactual(x, f, NoisyFill(), **kw)
+    kept = search_counterfactual(x, f, NoisyFill(), restore=True, **kw)
+    assert kept.flipped[:3].all() and not kept.mask[3].any()
+    assert torch.equal(kept.x_neg[3], x[3])
+    for i, (x0, y0) in enumerate(squares):
+        sq = _square_mask(x0, y0)
+        before, after = square.mask[i, 0], kept.mask[i, 0]
+        assert bool((after <= before).all()) and int(after.sum()) < int(before.sum())
+        assert bool((after <= _square_mask(x0, y0, grow=1)).all())   # nothing past one ring
+        assert int((after & sq).sum()) == int((before & sq).sum())    # the lesion it covered
+        assert _dice(after, sq) > _dice(before, sq)
+        assert torch.equal(kept.x_neg[i, 0][~after], x[i, 0][~after])  # x, exactly
+        assert torch.equal(kept.x_neg[i, 0][after], square.x_neg[i, 0][after])  # no new fill
+    # k so large nothing but the core passes: still the core's connected part, and the ring
+    tight = search_counterfactual(x, f, NoisyFill(), restore=True, restore_k=1e6, **kw)
+    assert bool((tight.mask <= kept.mask).all()) and tight.flipped[:3].all()
+
+
+def test_restore_never_gives_back_a_fainter_finding_in_the_mask():
+    """A faint second spot (contrast 0.1, under the core's cut of half the square's contrast,
+    over ``complete_tol``) that the in-filled mask covers but that does not touch the square
+    stays removed: only what the in-filling merely redrew is given back."""
+    x, squares = _images()
+    x = torch.where(x > 0.5, x, torch.full_like(x, BG))
+    x0, y0 = squares[0]
+    x[0, 0, y0 + 2:y0 + 4, x0 - 4:x0 - 2] = BG + 0.1       # a 2 px gap left of the square
+    f = WindowMean().eval()
+    kw = {"patch_sizes": (12,), "area_cap": 0.3}
+    square = search_counterfactual(x, f, NoisyFill(), **kw)
+    kept = search_counterfactual(x, f, NoisyFill(), restore=True, **kw)
+    spot = torch.zeros(S, S, dtype=torch.bool)
+    spot[y0 + 2:y0 + 4, x0 - 4:x0 - 2] = True
+    assert bool(square.mask[0, 0][spot].all())             # the in-filled mask covers it
+    assert bool(kept.mask[0, 0][spot].all()) and kept.flipped[0]
+    assert int(kept.mask[0].sum()) < int(square.mask[0].sum())
+
+
+def test_restore_keeps_both_signs_of_a_ring_lesion():
+    """A ring-enhancing lesion: a bright square with a dark core (darker than the background).
+    The core differs from the healthy in-filling against the rim's sign; it is part of the
+    finding and stays removed."""
+    x, squares = _images()
+    x = torch.where(x > 0.5, x, torch.full_like(x, BG))
+    x0, y0 = squares[0]
+    x[0, 0, y0 + 2:y0 + 6, x0 + 2:x0 + 6] = BG - 0.1               # the necrotic core
+    f = WindowMean().eval()
+    kept = search_counterfactual(x, f, NoisyFill(), restore=True, patch_sizes=(12,),
+                                 area_cap=0.3)
+    core = torch.zeros(S, S, dtype=torch.bool)
+    core[y0 + 2:y0 + 6, x0 + 2:x0 + 6] = True
+    assert kept.flipped[0] and bool(kept.mask[0, 0][core].all())
+    assert bool((kept.x_neg[0, 0][core] > BG - 0.05).all())        # in-filled, not given back

@@ -110,6 +110,27 @@ def test_counterfactual_dice_against_the_true_support():
         counterfactual_dice(change, true[:, :4])
 
 
+def test_mask_overlap_splits_dice_into_precision_and_recall():
+    """A mask too big loses precision, a mask that leaves part of the lesion loses recall;
+    Dice is their harmonic mean, and an empty change has no precision."""
+    from medxgan.metrics.counterfactual import counterfactual_dice, mask_overlap
+
+    true = torch.zeros(3, 8, 8)
+    true[:, 2:6, 2:6] = 0.3                      # 16 lesion pixels
+    change = torch.zeros(3, 8, 8)
+    change[0, 1:7, 1:7] = 0.1                    # the lesion and a ring: 36 pixels
+    change[1, 2:6, 2:4] = 0.1                    # half the lesion
+    o = mask_overlap(change, true)
+    torch.testing.assert_close(o["precision"][:2], torch.tensor([16 / 36, 1.0],
+                                                                dtype=torch.float64))
+    torch.testing.assert_close(o["recall"][:2], torch.tensor([1.0, 0.5], dtype=torch.float64))
+    p, r = o["precision"][:2], o["recall"][:2]
+    torch.testing.assert_close(o["dice"][:2], 2 * p * r / (p + r))
+    torch.testing.assert_close(o["dice"], counterfactual_dice(change, true), equal_nan=True)
+    assert math.isnan(o["precision"][2]) and o["recall"][2] == 0 and o["dice"][2] == 0
+    assert all(math.isnan(v[0]) for v in mask_overlap(change[:1], torch.zeros(1, 8, 8)).values())
+
+
 def test_healthy_control_tells_an_in_filler_that_invents_findings():
     """f calls an image positive when any 3x3 mean is bright; an in-filler that draws healthy
     background is never called positive, one that paints a bright spot in every hole always."""

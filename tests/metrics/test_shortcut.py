@@ -250,3 +250,22 @@ def test_similarity_outside_a_region():
     region[0:4, 28:32] = True
     whole, outside = similarity_outside(changes, region)
     assert whole > 0.8 and abs(outside) < 0.1
+
+
+def test_reconstruction_keeps_the_8_connected_parts_the_seed_touches():
+    """reconstruct_masks against scikit-image's 8-connected labels: every part of ``within``
+    that a seed pixel lies in, whole, and nothing else (random masks, batched)."""
+    from skimage.measure import label
+
+    from medxgan.generators.inpaint.complete import reconstruct_masks
+
+    g = torch.Generator().manual_seed(0)
+    within = torch.rand(4, 24, 24, generator=g) < 0.45
+    seed = torch.rand(4, 24, 24, generator=g) < 0.01
+    got = reconstruct_masks(seed, within)
+    for b in range(4):
+        lab = label(within[b].numpy(), connectivity=2)
+        keep = set(np.unique(lab[(seed[b] & within[b]).numpy()])) - {0}
+        want = np.isin(lab, sorted(keep)) & (lab > 0)
+        assert np.array_equal(got[b].numpy(), want), b
+    assert got.any() and not bool((got & ~within).any())

@@ -100,7 +100,8 @@ def test_train_dispatch_writes_the_run_contract_and_reloads(blob_cohort, tmp_pat
     h = best["health"]
     for k in ("change_similarity", "change_similarity_boxes", "universal_flip", "fidelity",
               "fidelity_shuffled", "change_in_boxes", "change_out_boxes", "null_change",
-              "flip_rate", "oracle_flip", "counterfactual_ncc", "mask_dice", "healthy_control"):
+              "flip_rate", "oracle_flip", "counterfactual_ncc", "mask_dice", "mask_precision",
+              "mask_recall", "healthy_control"):
         assert k in h, k
     assert 0 <= h["healthy_control"] <= 1 or math.isnan(h["healthy_control"])
     assert math.isnan(h["oracle_flip"]) and math.isnan(h["counterfactual_ncc"])  # no oracle,

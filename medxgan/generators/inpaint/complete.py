@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["complete_regions", "dilate_masks", "fill_batches"]
+__all__ = ["complete_regions", "dilate_masks", "fill_batches", "reconstruct_masks"]
 
 
 def dilate_masks(masks: torch.Tensor, px: int) -> torch.Tensor:
@@ -24,6 +24,18 @@ def dilate_masks(masks: torch.Tensor, px: int) -> torch.Tensor:
         return masks.clone()
     m = masks[:, None].float()
     return F.max_pool2d(m, 2 * px + 1, stride=1, padding=px)[:, 0] > 0
+
+
+def reconstruct_masks(seed: torch.Tensor, within: torch.Tensor) -> torch.Tensor:
+    """Morphological reconstruction: the 8-connected parts of ``within`` (B, H, W) bool that
+    ``seed`` (B, H, W) bool touches, grown one pixel at a time, batched over images."""
+    cur = seed & within
+    for _ in range(within.shape[-2] * within.shape[-1]):
+        nxt = dilate_masks(cur, 1) & within
+        if bool((nxt == cur).all()):
+            break
+        cur = nxt
+    return cur
 
 
 def fill_batches(filler: nn.Module, x: torch.Tensor, m: torch.Tensor, batch_size: int

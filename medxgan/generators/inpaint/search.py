@@ -40,6 +40,18 @@ Algorithm (every step batched over images and candidates, ``batch`` inpaintings 
    healthy pixels around the lesion too; in-filling them changes the image where nothing is
    wrong (lower counterfactual Dice and NCC).
 6. The final mask is in-filled once more: ``x_neg = inpainter(x, M)``, ``p_neg = f(x_neg)``.
+7. **Restore** (``restore``, on flipped images only): the pixels of M where the in-filling
+   differs from the image by no more than the in-filler's own error are given back their
+   values (:func:`_restore`). With d = x - x_neg, both signs (a ring-enhancing lesion is a
+   bright rim, a dark core and a dark halo): the core is ``|d| > max(complete_tol,
+   complete_rel m)``, m the 90th percentile of |d| in M; the in-filler's error sigma is the
+   MAD-based sd of d over M's pixels farther than H/32 px from the core; the finding is the
+   core, the pixels connected to it where ``|d| > max(restore_k sigma, 1/255)`` and every
+   pixel where ``|d| > complete_tol`` (what reads as a finding is never given back), grown by
+   ``max(1, H/128)`` px. x_neg keeps its in-filled values there and is x elsewhere. Unlike
+   step 5 nothing is in-filled again (a tight mask lets the in-filler copy the lesion's rim
+   back from its context). Kept where f still calls it negative; the returned mask is then
+   the restored region.
 
 The classifier contract is the repo's (``medxgan.classifiers.wrapper``): ``f(x (B, 1, H, W) in
 [0, 1]) -> positive logit (B,)`` with an optional ``threshold`` attribute on the probability.
@@ -135,7 +147,8 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
                           margin: float = 0.0, allowed: torch.Tensor | None = None,
                           complete: bool = False, complete_tol: float = 0.06,
                           complete_rel: float = 0.5, complete_steps: int = 2,
-                          support: bool = False, support_rel: float = 0.25
+                          support: bool = False, support_rel: float = 0.25,
+                          restore: bool = False, restore_k: float = 3.0
                           ) -> SearchResult:
     """Smallest in-filled region that makes f call each image negative (see module docstring).
 
@@ -173,6 +186,9 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
         support: cut each flipped image's mask to the finding's own pixels (step 5).
         support_rel: the share of the finding's contrast a pixel must reach to stay in the
             cut mask (and above ``complete_tol``).
+        restore: give the pixels the in-filling only redrew back their values (step 7).
+        restore_k: how many of the in-filler's error sigmas a difference in the finding's
+            direction must pass to stay changed (step 7).
 
     Returns: :class:`SearchResult` on the CPU.
     """
@@ -208,6 +224,12 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
     if len(has):
         x_neg[has] = sc.fill(has, mask[has])
         p_neg[has] = sc.prob(x_neg[has])
+        if restore:
+            rows = has[p_neg[has] < thr]
+            if len(rows):
+                x_neg[rows], mask[rows], p_neg[rows] = _restore(
+                    sc, x[rows], x_neg[rows], mask[rows], p_neg[rows], thr, complete_tol,
+                    complete_rel, restore_k)
     area = mask.flatten(1).float().mean(1)
     return SearchResult(x_neg, mask, p_x, p_neg, area, thr)
 
@@ -392,20 +414,6 @@ def _support(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, tol
     return mask
 
 
-def _reconstruct(seed: torch.Tensor, within: torch.Tensor) -> torch.Tensor:
-    """Morphological reconstruction: the parts (8-connected) of ``within`` (r, H, W) bool that
-    ``seed`` (r, H, W) bool touches, grown one pixel at a time, batched over images."""
-    from medxgan.generators.inpaint.complete import dilate_masks
-
-    cur = seed & within
-    for _ in range(within.shape[-2] * within.shape[-1]):
-        nxt = dilate_masks(cur, 1) & within
-        if bool((nxt == cur).all()):
-            break
-        cur = nxt
-    return cur
-
-
 def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, area_cap: float,
               tol: float, rel: float = 0.5, steps: int = 2) -> torch.Tensor:
     """Grow the flipping masks of images ``idx`` (n,) to the whole finding they touch (step 4).
@@ -416,10 +424,10 @@ def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, ar
     searched mask: a bright lesion is brighter than the healthy in-filling) by more than
     ``max(tol, rel m)``, m the 90th percentile of that signed difference inside the searched
     mask (:func:`_finding_cut`). The parts of them connected to the mask
-    (:func:`_reconstruct`), grown by ``max(1, H/64)`` px (a lesion's faint rim) and kept in the
-    neighbourhood, join it; the grown mask is kept where it lowers f's logit (the finding's
+    (:func:`~medxgan.generators.inpaint.complete.reconstruct_masks`), grown by
+    ``max(1, H/64)`` px (a lesion's faint rim) and kept in the neighbourhood, join it; the grown mask is kept where it lowers f's logit (the finding's
     evidence still falls) and stays within ``area_cap``. mask (n, 1, H, W) bool."""
-    from medxgan.generators.inpaint.complete import dilate_masks
+    from medxgan.generators.inpaint.complete import dilate_masks, reconstruct_masks
 
     mask = mask.clone()
     rows, p_rows, fills = _flipped_rows(sc, idx, mask, thr, keep_fills=True)
@@ -433,7 +441,7 @@ def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, ar
     near = (dilate_masks(cur, steps * max(1, round(H / 32))) & allowed) | cur
     filled = sc.fill(idx[rows], near[:, None])[:, 0]
     finding = near & (sign * (x - filled) > cut)                      # (r, H, W)
-    joined = _reconstruct(finding & cur, finding)
+    joined = reconstruct_masks(finding & cur, finding)
     grown = cur | (dilate_masks(joined, max(1, round(H / 64))) & near)
     grows = (grown != cur).flatten(1).any(1) & (grown.flatten(1).sum(1) <= area_cap * H * W)
     r = grows.nonzero()[:, 0]
@@ -443,3 +451,52 @@ def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, ar
     ok = lg < torch.logit(p_rows[r], eps=1e-6)                        # the evidence still falls
     mask[rows[r[ok]]] = grown[r[ok]][:, None]
     return mask
+
+
+def _restore(sc: _Scorer, x: torch.Tensor, x_neg: torch.Tensor, mask: torch.Tensor,
+             p_neg: torch.Tensor, thr: float, tol: float, rel: float, k: float
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Give back the pixels the in-filling only redrew (step 7) on r flipped images.
+
+    Both signs count: a ring-enhancing lesion has a bright rim, a dark core and a dark halo,
+    and all three are the finding. With d = x - x_neg inside the mask, the core is
+    ``|d| > max(tol, rel m)`` (m the 90th percentile of |d| in the mask), the in-filler's error
+    sigma the MAD-based sd (1.4826 MAD) of d over the mask's pixels farther than
+    ``max(1, H/32)`` px from the core (0 where there are none), and the finding the core, the
+    pixels connected to it where ``|d| > max(k sigma, 1/255)``, and every pixel where
+    ``|d| > tol``; it is grown by ``max(1, H/128)`` px and kept inside the mask.
+
+    Args:
+        x, x_neg: (r, 1, H, W) images and their in-fillings of ``mask`` (r, 1, H, W) bool;
+            p_neg (r,) f's probability of x_neg.
+        thr: f's threshold; tol, rel: the core's cut as in step 4, intensity in [0, 1] and a
+            share of m; k: sigmas of the in-filler's error a difference must pass.
+
+    Returns: (x_neg, mask, p_neg), each replaced by the restored one where f still calls it
+    negative (p < ``thr``).
+    """
+    from medxgan.generators.inpaint.complete import dilate_masks, reconstruct_masks
+
+    H = x.shape[-2]
+    cur = mask[:, 0]                                                  # (r, H, W)
+    d = (x - x_neg)[:, 0]                                             # (r, H, W)
+    a = d.abs()
+    nan = torch.tensor(float("nan"))
+    m = torch.where(cur, a, nan).flatten(1).nanquantile(0.9, dim=1)   # (r,)
+    core = cur & (a > torch.clamp(rel * m, min=tol)[:, None, None])
+    away = torch.where(cur & ~dilate_masks(core, max(1, round(H / 32))), d, nan).flatten(1)
+    med = away.nanmedian(1).values                                    # (r,), NaN: none away
+    sigma = 1.4826 * (away - med[:, None]).abs().nanmedian(1).values
+    low = torch.clamp(k * torch.nan_to_num(sigma, nan=0.0), min=1 / 255)[:, None, None]
+    finding = reconstruct_masks(core, core | (cur & (a > low))) | (cur & (a > tol))
+    keep = dilate_masks(finding, max(1, round(H / 128))) & cur
+    smaller = keep.flatten(1).any(1) & (keep != cur).flatten(1).any(1)
+    r = smaller.nonzero()[:, 0]
+    if not len(r):
+        return x_neg, mask, p_neg
+    cand = torch.where(keep[r, None], x_neg[r], x[r])                 # (m, 1, H, W)
+    p = sc.prob(cand)
+    ok = p < thr
+    x_neg, mask, p_neg = x_neg.clone(), mask.clone(), p_neg.clone()
+    x_neg[r[ok]], mask[r[ok]], p_neg[r[ok]] = cand[ok], keep[r[ok], None], p[ok]
+    return x_neg, mask, p_neg
