@@ -7,8 +7,8 @@ Groups the JSON files by (dataset, variant) and prints one markdown table per da
 number is ``mean ± sd`` over the seeds (sample standard deviation; the seed count is in the
 first column), with Grad-CAM's and IG's numbers on the same images as rows of their own. A
 variant is the family, with the image side where it is not 64 px, the search's opt-in steps
-(``+ complete``, ``+ support``, ``+ restore``), the in-filler's windows (``windows``) and its
-step budget (``4000 steps``) where the run used them.
+(``+ complete``, ``(both signs)``, ``+ support``, ``+ restore``), the in-filler's windows
+(``windows``) and its step budget (``4000 steps``) where the run used them.
 
     .venv/bin/python -m bench.generators_table bench/results/*_s?_128px_window_whole*.json
 """
@@ -65,6 +65,8 @@ def variant(r: dict) -> str:
         name.append(f"{own['steps']} steps")
     search = r.get("search") or {}
     name += [f"+ {k}" for k in ("complete", "support", "restore") if search.get(k)]
+    if search.get("complete_both_signs"):
+        name.append("(both signs)")
     return " ".join(name)
 
 

@@ -84,8 +84,9 @@ def counterfactual_health(f: nn.Module, images: torch.Tensor, x_neg: torch.Tenso
     of the changed pixels with the true lesion's, and with a partner's:
     :func:`medxgan.metrics.counterfactual.counterfactual_dice`), ``mask_precision`` /
     ``mask_recall`` (Dice's halves, :func:`medxgan.metrics.counterfactual.mask_overlap`: the
-    share of changed pixels that are lesion, the share of the lesion changed), ``change_in_boxes`` / ``change_out_boxes``
-    (mean squared change inside / outside the own boxes), ``twin_l1_in_boxes`` (mean
+    share of changed pixels that are lesion, the share of the lesion changed),
+    ``change_in_boxes`` / ``change_out_boxes`` (mean squared change inside / outside the own
+    boxes), ``twin_l1_in_boxes`` (mean
     |x_neg - twin| inside the boxes), ``null_change`` (mean |change| on real negatives) and
     ``n_health``.
     """

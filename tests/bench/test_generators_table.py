@@ -58,9 +58,13 @@ def test_an_infiller_of_another_step_budget_is_a_row_of_its_own():
 
 
 def test_the_restore_step_names_its_row():
-    """A run with the search's step 7 (``restore``) is a row of its own, named after it."""
+    """A run with the search's step 7 (``restore``) or with completion on both signs is a row of
+    its own, named after it."""
     lines = table([_result("inpaint", 0, 0.2),
                    {**_result("inpaint", 0, 0.6), "search": {"complete": True, "restore": True}}]
                   ).splitlines()
     assert next(ln for ln in lines if ln.startswith("| inpaint + complete + restore")).startswith(
         "| inpaint + complete + restore (1, 100) | 0.60 |")
+    both = table([{**_result("inpaint", 0, 0.4),
+                   "search": {"complete": True, "complete_both_signs": True}}]).splitlines()
+    assert any(ln.startswith("| inpaint + complete (both signs) (1, 100) | 0.40 |") for ln in both)

@@ -317,3 +317,36 @@ def test_restore_keeps_both_signs_of_a_ring_lesion():
     core[y0 + 2:y0 + 6, x0 + 2:x0 + 6] = True
     assert kept.flipped[0] and bool(kept.mask[0, 0][core].all())
     assert bool((kept.x_neg[0, 0][core] > BG - 0.05).all())        # in-filled, not given back
+
+
+def test_completion_on_both_signs_reaches_the_bright_core_from_a_dark_halo():
+    """A tumour: a bright 6x6 core in a 3 px dark halo (oedema). A mask mostly on the halo and
+    one row of the core flips f (which reads the bright core); the median difference in it is
+    dark, so completion that follows the finding's sign grows along the halo and leaves the
+    core; ``complete_both_signs`` follows |difference| and takes the whole core."""
+    from medxgan.generators.inpaint.search import _complete, _Scorer
+
+    class BrightMean(nn.Module):
+        threshold = 0.5
+
+        def forward(self, x):
+            return 400.0 * ((x - 0.5).clamp(min=0).mean((1, 2, 3)) * (S * S) / 400 - 0.032)
+
+    x = torch.full((1, 1, S, S), BG)
+    x[0, 0, 9:21, 9:21] = BG - 0.1                      # the halo
+    x[0, 0, 12:18, 12:18] = 0.9                         # the core, rows / columns 12..17
+    mask = torch.zeros(1, 1, S, S, dtype=torch.bool)
+    mask[0, 0, 17:21, 9:21] = True                      # the lower halo and the core's last row
+    f = BrightMean().eval()
+    sc = _Scorer(x, f, BackgroundFill(), 64)
+    filled = BackgroundFill()(x, mask.float())
+    assert float(torch.sigmoid(f(x))) > 0.5 > float(torch.sigmoid(f(filled)))
+    core = torch.zeros(S, S, dtype=torch.bool)
+    core[12:18, 12:18] = True
+    idx = torch.tensor([0])
+    signed = _complete(sc, idx, mask, 0.5, 0.5, 0.06, 0.5, steps=8)[0, 0]
+    both = _complete(sc, idx, mask, 0.5, 0.5, 0.06, 0.5, steps=8, both_signs=True)[0, 0]
+    inner = torch.zeros(S, S, dtype=torch.bool)
+    inner[13:17, 13:17] = True                          # past the halo's one-pixel rim growth
+    assert not bool((signed & inner).any())             # the signed rule grew along the halo
+    assert bool(both[core].all()) and bool((mask[0, 0] <= both).all())

@@ -28,10 +28,11 @@ Algorithm (every step batched over images and candidates, ``batch`` inpaintings 
    where the image differs from that in-filling in the finding's direction by more than
    ``max(complete_tol, complete_rel m)``, m the 90th percentile of that difference inside the
    mask; the ones connected to the mask, grown by ``max(1, H/64)`` px (the lesion's faint rim),
-   join it, up to ``area_cap``, where that lowers f's logit. The search alone stops as soon as f
-   crosses its threshold, so part of a lesion often stays and a second classifier still sees
-   it; completion removes the finding, not just enough of it. A finding the mask does not touch
-   (a second lesion) is not added: f did not need it to flip.
+   join it, up to ``area_cap``, where that lowers f's logit. With ``complete_both_signs`` the
+   absolute difference replaces the signed one (m then of |d|). The search alone stops as
+   soon as f crosses its threshold, so part of a lesion often stays and a second classifier
+   still sees it; completion removes the finding, not just enough of it. A finding the mask
+   does not touch (a second lesion) is not added: f did not need it to flip.
 5. **Support** (``support``, on flipped images only): the square-edged mask is cut to the
    finding's own pixels: those where the image differs from the in-filling in the finding's
    direction by more than ``max(complete_tol, support_rel m)`` (m and the direction as in
@@ -147,6 +148,7 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
                           margin: float = 0.0, allowed: torch.Tensor | None = None,
                           complete: bool = False, complete_tol: float = 0.06,
                           complete_rel: float = 0.5, complete_steps: int = 2,
+                          complete_both_signs: bool = False,
                           support: bool = False, support_rel: float = 0.25,
                           restore: bool = False, restore_k: float = 3.0
                           ) -> SearchResult:
@@ -181,6 +183,9 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
             healthy anatomy.
         complete_rel: the share of the finding's own contrast (the 90th percentile of the
             signed difference inside the searched mask) a ring pixel must reach to join.
+        complete_both_signs: completion follows |image - in-filling| instead of the
+            finding's sign (a mask that started on a tumour's dark oedema grows to its
+            bright core too).
         complete_steps: how far around the mask the finding is looked for, in rings of
             ``max(1, H/32)`` px.
         support: cut each flipped image's mask to the finding's own pixels (step 5).
@@ -215,7 +220,7 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
             mask[todo] = _trim(sc, todo, mask[todo], thr - margin, side, max(1, side // 2))
         if complete:
             mask[todo] = _complete(sc, todo, mask[todo], thr, area_cap, complete_tol,
-                                   complete_rel, complete_steps)
+                                   complete_rel, complete_steps, complete_both_signs)
         if support:
             mask[todo] = _support(sc, todo, mask[todo], thr, complete_tol, support_rel)
     x_neg = x.clone()
@@ -415,7 +420,8 @@ def _support(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, tol
 
 
 def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, area_cap: float,
-              tol: float, rel: float = 0.5, steps: int = 2) -> torch.Tensor:
+              tol: float, rel: float = 0.5, steps: int = 2, both_signs: bool = False
+              ) -> torch.Tensor:
     """Grow the flipping masks of images ``idx`` (n,) to the whole finding they touch (step 4).
 
     The neighbourhood of the mask (``steps * max(1, H/32)`` px around it) is in-filled with it
@@ -425,8 +431,10 @@ def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, ar
     ``max(tol, rel m)``, m the 90th percentile of that signed difference inside the searched
     mask (:func:`_finding_cut`). The parts of them connected to the mask
     (:func:`~medxgan.generators.inpaint.complete.reconstruct_masks`), grown by
-    ``max(1, H/64)`` px (a lesion's faint rim) and kept in the neighbourhood, join it; the grown mask is kept where it lowers f's logit (the finding's
-    evidence still falls) and stays within ``area_cap``. mask (n, 1, H, W) bool."""
+    ``max(1, H/64)`` px (a lesion's faint rim) and kept in the neighbourhood, join it; the
+    grown mask is kept where it lowers f's logit (the finding's evidence still falls) and
+    stays within ``area_cap``. With ``both_signs`` the absolute difference replaces the signed
+    one. mask (n, 1, H, W) bool."""
     from medxgan.generators.inpaint.complete import dilate_masks, reconstruct_masks
 
     mask = mask.clone()
@@ -437,10 +445,14 @@ def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, ar
     x = sc.x[idx[rows]][:, 0]                                         # (r, H, W)
     cur = mask[rows][:, 0]                                            # (r, H, W)
     allowed = sc.allowed[idx[rows]][:, 0] if sc.allowed is not None else torch.ones_like(cur)
-    sign, cut = _finding_cut(x - fills[:, 0], cur, tol, rel)
+    if both_signs:  # |difference|: the sign plays no part
+        sign, cut = _finding_cut((x - fills[:, 0]).abs(), cur, tol, rel)
+    else:
+        sign, cut = _finding_cut(x - fills[:, 0], cur, tol, rel)
     near = (dilate_masks(cur, steps * max(1, round(H / 32))) & allowed) | cur
     filled = sc.fill(idx[rows], near[:, None])[:, 0]
-    finding = near & (sign * (x - filled) > cut)                      # (r, H, W)
+    diff = (x - filled).abs() if both_signs else sign * (x - filled)
+    finding = near & (diff > cut)                                     # (r, H, W)
     joined = reconstruct_masks(finding & cur, finding)
     grown = cur | (dilate_masks(joined, max(1, round(H / 64))) & near)
     grows = (grown != cur).flatten(1).any(1) & (grown.flatten(1).sum(1) <= area_cap * H * W)
