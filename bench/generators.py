@@ -83,7 +83,6 @@ KEYS = ["change_similarity", "universal_flip", "oracle_flip", "counterfactual_nc
         "speedup_vs_published", "flip_rate", "area"]
 
 
-
 def _visible_tol() -> float:
     from medxgan.config.inpaint import SearchConfig
 
@@ -93,6 +92,7 @@ def _visible_tol() -> float:
 VISIBLE = _visible_tol()
 """Contrast (intensity in [0, 1]) above the in-filler's own error on healthy anatomy: the
 smallest difference the search's completion reads as the finding (``SearchConfig.complete_tol``)."""
+
 
 def _configs(family: str, size: int, minutes: float, seed: int, device: str, quick: bool,
              search: dict | None = None, options: dict | None = None):
@@ -304,15 +304,14 @@ def _visible_recall(x: torch.Tensor, x_neg: torch.Tensor, twins: torch.Tensor,
     pixel the lesion moved by ``SUPPORT_TOL``) fainter than ``visible``: the lesion's tails,
     which count in Dice but which no in-filler's error bar resolves. Means over images with a
     lesion; x, x_neg, twins (n, 1, S, S)."""
-    from medxgan.metrics.counterfactual import SUPPORT_TOL
+    from medxgan.metrics.counterfactual import SUPPORT_TOL, mask_overlap
 
-    true = (x - twins.to(x.device)).abs()[:, 0]                          # (n, S, S)
-    changed = (x - x_neg).abs()[:, 0] >= SUPPORT_TOL
-    support, vis = true >= SUPPORT_TOL, true >= visible
-    n_vis, n_sup = vis.flatten(1).sum(1).double(), support.flatten(1).sum(1).double()
-    rec = (changed & vis).flatten(1).sum(1).double() / n_vis.clamp(min=1)
-    return {"mask_recall_visible": float(rec[n_vis > 0].mean()) if bool((n_vis > 0).any())
-            else float("nan"),
+    true = (x - twins.to(x.device))[:, 0]                                # (n, S, S)
+    vis = true.abs() >= visible
+    n_vis = vis.flatten(1).sum(1).double()
+    n_sup = (true.abs() >= SUPPORT_TOL).flatten(1).sum(1).double()
+    rec = mask_overlap((x - x_neg)[:, 0], torch.where(vis, true, 0.0))["recall"]  # NaN: no vis
+    return {"mask_recall_visible": float(rec.nanmean()),
             "support_faint_share": float((1 - n_vis / n_sup.clamp(min=1))[n_sup > 0].mean())
             if bool((n_sup > 0).any()) else float("nan")}
 

@@ -218,6 +218,19 @@ def test_complete_adds_no_finding_the_mask_does_not_touch():
     assert float(done.p_neg[0]) < float(alone.p_neg[0])
 
 
+def _assert_cut_to_the_squares(before_masks: torch.Tensor, after_masks: torch.Tensor,
+                               squares: list[tuple[int, int]]) -> None:
+    """Each image's mask (B, 1, S, S) shrank to its square's pixels it covered and at most one
+    ring around them, with a higher Dice with the square."""
+    for i, (x0, y0) in enumerate(squares):
+        sq = _square_mask(x0, y0)
+        before, after = before_masks[i, 0], after_masks[i, 0]
+        assert bool((after <= before).all()) and int(after.sum()) < int(before.sum())
+        assert bool((after <= _square_mask(x0, y0, grow=1)).all())   # nothing past one ring
+        assert int((after & sq).sum()) == int((before & sq).sum())    # the lesion it covered
+        assert _dice(after, sq) > _dice(before, sq)
+
+
 def test_support_cuts_the_square_mask_to_the_lesion():
     """Coarse 12 px patches cover the 8 px square and background around it; ``support`` cuts
     the mask to the pixels that differ from the healthy in-filling (the square, grown by one
@@ -228,13 +241,7 @@ def test_support_cuts_the_square_mask_to_the_lesion():
     square = search_counterfactual(x, f, BackgroundFill(), **kw)
     cut = search_counterfactual(x, f, BackgroundFill(), support=True, **kw)
     assert cut.flipped[:3].all() and not cut.mask[3].any()
-    for i, (x0, y0) in enumerate(squares):
-        sq = _square_mask(x0, y0)
-        before, after = square.mask[i, 0], cut.mask[i, 0]
-        assert bool((after <= before).all()) and int(after.sum()) < int(before.sum())
-        assert bool((after <= _square_mask(x0, y0, grow=1)).all())   # nothing past one ring
-        assert int((after & sq).sum()) == int((before & sq).sum())    # the lesion it covered
-        assert _dice(after, sq) > _dice(before, sq)
+    _assert_cut_to_the_squares(square.mask, cut.mask, squares)
     nothing = search_counterfactual(x, f, BackgroundFill(), support=True, complete_tol=0.99,
                                     **kw)
     assert torch.equal(nothing.mask, square.mask)
@@ -269,13 +276,9 @@ def test_restore_gives_back_the_pixels_the_in_filling_only_redrew():
     kept = search_counterfactual(x, f, NoisyFill(), restore=True, **kw)
     assert kept.flipped[:3].all() and not kept.mask[3].any()
     assert torch.equal(kept.x_neg[3], x[3])
-    for i, (x0, y0) in enumerate(squares):
-        sq = _square_mask(x0, y0)
-        before, after = square.mask[i, 0], kept.mask[i, 0]
-        assert bool((after <= before).all()) and int(after.sum()) < int(before.sum())
-        assert bool((after <= _square_mask(x0, y0, grow=1)).all())   # nothing past one ring
-        assert int((after & sq).sum()) == int((before & sq).sum())    # the lesion it covered
-        assert _dice(after, sq) > _dice(before, sq)
+    _assert_cut_to_the_squares(square.mask, kept.mask, squares)
+    for i in range(len(squares)):
+        after = kept.mask[i, 0]
         assert torch.equal(kept.x_neg[i, 0][~after], x[i, 0][~after])  # x, exactly
         assert torch.equal(kept.x_neg[i, 0][after], square.x_neg[i, 0][after])  # no new fill
     # k so large nothing but the core passes: still the core's connected part, and the ring

@@ -192,8 +192,8 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
         support_rel: the share of the finding's contrast a pixel must reach to stay in the
             cut mask (and above ``complete_tol``).
         restore: give the pixels the in-filling only redrew back their values (step 7).
-        restore_k: how many of the in-filler's error sigmas a difference in the finding's
-            direction must pass to stay changed (step 7).
+        restore_k: how many of the in-filler's error sigmas |image - in-filling| must pass
+            to stay changed (step 7).
 
     Returns: :class:`SearchResult` on the CPU.
     """
@@ -445,14 +445,11 @@ def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, ar
     x = sc.x[idx[rows]][:, 0]                                         # (r, H, W)
     cur = mask[rows][:, 0]                                            # (r, H, W)
     allowed = sc.allowed[idx[rows]][:, 0] if sc.allowed is not None else torch.ones_like(cur)
-    if both_signs:  # |difference|: the sign plays no part
-        sign, cut = _finding_cut((x - fills[:, 0]).abs(), cur, tol, rel)
-    else:
-        sign, cut = _finding_cut(x - fills[:, 0], cur, tol, rel)
+    fold = torch.abs if both_signs else (lambda t: t)  # |difference|: the sign is then +1
+    sign, cut = _finding_cut(fold(x - fills[:, 0]), cur, tol, rel)
     near = (dilate_masks(cur, steps * max(1, round(H / 32))) & allowed) | cur
     filled = sc.fill(idx[rows], near[:, None])[:, 0]
-    diff = (x - filled).abs() if both_signs else sign * (x - filled)
-    finding = near & (diff > cut)                                     # (r, H, W)
+    finding = near & (sign * fold(x - filled) > cut)                  # (r, H, W)
     joined = reconstruct_masks(finding & cur, finding)
     grown = cur | (dilate_masks(joined, max(1, round(H / 64))) & near)
     grows = (grown != cur).flatten(1).any(1) & (grown.flatten(1).sum(1) <= area_cap * H * W)
@@ -493,10 +490,10 @@ def _restore(sc: _Scorer, x: torch.Tensor, x_neg: torch.Tensor, mask: torch.Tens
     cur = mask[:, 0]                                                  # (r, H, W)
     d = (x - x_neg)[:, 0]                                             # (r, H, W)
     a = d.abs()
-    nan = torch.tensor(float("nan"))
-    m = torch.where(cur, a, nan).flatten(1).nanquantile(0.9, dim=1)   # (r,)
-    core = cur & (a > torch.clamp(rel * m, min=tol)[:, None, None])
-    away = torch.where(cur & ~dilate_masks(core, max(1, round(H / 32))), d, nan).flatten(1)
+    _, cut = _finding_cut(a, cur, tol, rel)                           # on |d|: both signs
+    core = cur & (a > cut)
+    away = torch.where(cur & ~dilate_masks(core, max(1, round(H / 32))), d, float("nan")
+                       ).flatten(1)
     med = away.nanmedian(1).values                                    # (r,), NaN: none away
     sigma = 1.4826 * (away - med[:, None]).abs().nanmedian(1).values
     low = torch.clamp(k * torch.nan_to_num(sigma, nan=0.0), min=1 / 255)[:, None, None]
