@@ -64,6 +64,7 @@ last line of ``key=value`` pairs (``family`` first, a name; every other value a 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -190,6 +191,44 @@ def _classifier(cohort_url: str, url: str, arch: str, epochs: int, seed: int, de
         if not metrics["val"]["auroc"] < floor:  # NaN passes
             break
     return load_classifier(f"{u}/spec.yaml").to(device), metrics
+
+
+def _distil(G, cohort, f, fields: dict, size: int, seed: int, device: str, cache: Path) -> dict:
+    """Distil an amortised mask net (``AmortiseConfig`` ``fields``) onto the loaded in-filler G
+    from the search (G's config) on the train images f calls positive, as the GAN stage does
+    (:func:`medxgan.generators.inpaint.amortised.distil`); returns its stats with
+    ``seconds_total`` (search and training). The net is kept in ``cache`` (a folder named by
+    the in-filler run, the search and the fields that shape the net) and reused from there:
+    ``prune``, ``trim`` and ``thresholds`` act at explanation time only."""
+    import hashlib
+
+    from medxgan.cohort.loading import load_train_data
+    from medxgan.config.inpaint import AmortiseConfig
+    from medxgan.explain._torch import probabilities
+    from medxgan.generators.inpaint.amortised import MaskNet, distil
+
+    cfg = AmortiseConfig.model_validate(fields)
+    G.amortise = cfg
+    shaping = {**cfg.model_dump(mode="json", exclude={"prune", "trim", "thresholds"}),
+               "search": G.search.model_dump(mode="json"), "seed": seed}
+    key = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache / f"mask-net-{key}.pt"
+    if path.exists():
+        kept = torch.load(path, weights_only=True)
+        G.mask_net = MaskNet(cfg.base, cfg.depth)
+        G.mask_net.load_state_dict(kept["state_dict"])
+        G.mask_net.to(device).eval()
+        return {**kept["stats"], "reused": True}
+    t = time.perf_counter()
+    data = load_train_data(cohort, size)
+    called = probabilities(f, data.images, device=device) >= float(getattr(f, "threshold", 0.5))
+    rec, stats = distil(G, f, data.images[called], cfg, seed, torch.device(device))
+    stats["seconds_total"] = round(time.perf_counter() - t, 1)
+    if rec is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": rec["state_dict"], "stats": stats}, path)
+    print(f"amortised mask: {stats}", flush=True)
+    return stats
 
 
 def trained_for(run_url: str, f) -> bool:
@@ -358,6 +397,11 @@ def main() -> None:
     ap.add_argument("--inpaint", default=None,
                     help="inpaint: InpaintConfig fields as YAML, e.g. "
                          "'{amortise: {images: 160}}'")
+    ap.add_argument("--amortise", default=None,
+                    help="inpaint: AmortiseConfig fields as YAML, e.g. '{images: 160, trim: "
+                         "true}': a mask net distilled (medxgan.generators.inpaint.amortised."
+                         "distil, with --search) onto the in-filler trained without one, which "
+                         "is reused; its seconds count as training")
     ap.add_argument("--auroc-floor", type=float, default=AUROC_FLOOR,
                     help="f and the oracle are trained again with twice the epochs (at most "
                     "4x) while their validation AUROC is below this (0: off; --quick: off)")
@@ -434,6 +478,8 @@ def main() -> None:
         G.search = SearchConfig.model_validate(search)
     print(f"{args.family}: {summary['steps']} steps in {train_s:.0f} s, kept step {meta['step']}"
           + (" (trained before: reused)" if summary.get("reused") else ""), flush=True)
+    distilled = _distil(G, cohort, f, yaml.safe_load(args.amortise), size, args.seed,
+                        args.device, Path(out_url)) if args.amortise else None
 
     if args.quick:  # its weak 32 px classifier calls few positives positive: take them all
         ids, skipped = _test_ids(cohort, n_test, 1), 0
@@ -506,11 +552,13 @@ def main() -> None:
         "auroc_floor": floor,
         "train": {"steps": summary["steps"], "seconds": round(train_s, 1),
                   "kept_step": meta["step"], "val_health": meta["health"],
+                  **({"amortise": distilled} if distilled else {}),
                   "gan_config": gc.model_dump(mode="json"),
                   "train_config": tc.model_dump(mode="json")},
         "test_health": health, "baseline_s_per_image": base_s,
         "published_s_per_image": s_published, "n_published": n_published,
         "search": G.search.model_dump(mode="json") if hasattr(G, "search") else None,
+        "amortise": G.amortise.model_dump(mode="json") if distilled else None,
         "reused_generator": bool(summary.get("reused")), "result": line,
         "total_seconds": round(time.perf_counter() - t0, 1)})
     print(f"wrote {out}", flush=True)

@@ -8,7 +8,10 @@ number is ``mean ± sd`` over the seeds (sample standard deviation; the seed cou
 first column), with Grad-CAM's and IG's numbers on the same images as rows of their own. A
 variant is the family, with the image side where it is not 64 px, the search's opt-in steps
 (``+ complete``, ``(both signs)``, ``+ support``, ``+ restore``), the in-filler's windows
-(``windows``) and its step budget (``4000 steps``) where the run used them.
+(``windows``), its step budget (``4000 steps``) and the amortised mask net that starts the
+search (``amortised (prune, trim)``, ``bench.generators --amortise``) where the run used
+them. The last column is the speed-up over the published per-image inversion timed in the
+same run.
 
     .venv/bin/python -m bench.generators_table bench/results/*_s?_128px_window_whole*.json
 """
@@ -27,7 +30,7 @@ COLUMNS = [("change similarity", "change_similarity"), ("universal flip", "unive
            ("mass shuffled", "mass_shuffled"), ("pointing own", "pointing_own"),
            ("pointing shuffled", "pointing_shuffled"), ("s / image", "explain_s_per_image"),
            ("mask Dice", "mask_dice"), ("flip rate", "flip_rate"), ("area", "area"),
-           ("healthy control", "healthy_control")]
+           ("healthy control", "healthy_control"), ("x published", "speedup_vs_published")]
 FINE = {"area", "healthy_control"}  # shares of pixels / images under a few %: three digits
 
 
@@ -54,7 +57,8 @@ DEFAULT_STEPS = _default_steps()
 def variant(r: dict) -> str:
     """The row name of a ``bench.generators`` result: its family, its side where not 64 px,
     the search's opt-in steps, the in-filler's training windows and its step budget where it
-    is not the default (``InpaintConfig.steps``)."""
+    is not the default (``InpaintConfig.steps``), the amortised mask net and what trims its
+    mask."""
     name = [r["family"]]
     if r.get("size", 64) != 64:
         name.append(f"{r['size']} px")
@@ -63,6 +67,10 @@ def variant(r: dict) -> str:
         name.append("windows")
     if own.get("steps") not in (None, DEFAULT_STEPS):  # an in-filler of another step budget
         name.append(f"{own['steps']} steps")
+    am = r.get("amortise") or {}
+    if am:  # bench.generators --amortise: the mask net starts the search
+        steps = [k for k in ("prune", "trim") if am.get(k)]
+        name.append("amortised" + (f" ({', '.join(steps)})" if steps else ""))
     search = r.get("search") or {}
     name += [f"+ {k}" for k in ("complete", "support", "restore") if search.get(k)]
     if search.get("complete_both_signs"):

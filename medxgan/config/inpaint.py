@@ -148,7 +148,12 @@ class AmortiseConfig(BaseModel):
         max_pos_weight: cap of the weight of mask pixels in the cross-entropy (the weight is
             the masks' background / foreground ratio).
         thresholds: cuts of the predicted probability tried in order (tight first); the first
-            whose in-filling flips f, within ``search.area_cap``, is the mask.
+            whose in-filling flips f, within ``search.area_cap``, is the start mask.
+        prune: the start mask's connected parts f does not need are dropped (step 2b of the
+            search: one in-filling per part, least finding-like first).
+        trim: the start mask goes through the search's trimming (step 3) too. Completion,
+            the support cut and restore (steps 4, 5, 7) follow ``search`` either way; the
+            coarse ranking (step 2) is what the net replaces.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -162,6 +167,8 @@ class AmortiseConfig(BaseModel):
     lr: float = Field(2e-3, gt=0)
     max_pos_weight: float = Field(20.0, gt=0)
     thresholds: tuple[float, ...] = (0.7, 0.5, 0.3, 0.15)
+    prune: bool = False
+    trim: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> "AmortiseConfig":

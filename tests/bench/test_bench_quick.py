@@ -85,6 +85,20 @@ def test_generators_quick(tmp_path: Path, family: str) -> None:
     assert 0 <= health["support_faint_share"] < 1  # a phantom's lesions have visible pixels
 
 
+def test_generators_quick_amortised(tmp_path: Path) -> None:
+    """bench.generators --amortise: a mask net distilled onto the in-filler (its stats in the
+    JSON's train section, kept in the run's folder), the share of test images it flipped in
+    the health, the same last-line keys."""
+    work = tmp_path / "work"
+    line = _run("generators", tmp_path / "out.json", "--work", str(work), "--amortise",
+                "{images: 40, steps: 3, seconds: null, base: 4, depth: 2}")
+    assert line.split()[0] == "family=inpaint"
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["train"]["amortise"]["steps"] == 3 and out["amortise"]["images"] == 40
+    assert 0 <= out["test_health"]["amortised_share"] <= 1
+    assert len(list(work.rglob("mask-net-*.pt"))) == 1
+
+
 def test_ingest_speed_quick(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     last = json.loads(_run("ingest_speed", out))  # its last line is the JSON record

@@ -68,3 +68,17 @@ def test_the_restore_step_names_its_row():
     both = table([{**_result("inpaint", 0, 0.4),
                    "search": {"complete": True, "complete_both_signs": True}}]).splitlines()
     assert any(ln.startswith("| inpaint + complete (both signs) (1, 100) | 0.40 |") for ln in both)
+
+
+def test_an_amortised_start_names_its_row():
+    """A run whose search starts from the amortised mask net (bench.generators --amortise) is a
+    row of its own, named with what trims the net's mask; the last column is the speed-up
+    over the published inversion."""
+    run = {**_result("inpaint", 0, 0.6), "search": {"complete": True},
+           "amortise": {"images": 160, "prune": False, "trim": True}}
+    lines = table([_result("inpaint", 0, 0.2), run]).splitlines()
+    row = next(ln for ln in lines if ln.startswith("| inpaint amortised"))
+    assert row.startswith("| inpaint amortised (trim) + complete (1, 100) | 0.60 |")
+    assert row.endswith("| 0.60 |") and lines[2].endswith("| x published |")
+    bare = table([{**run, "amortise": {"images": 160}}]).splitlines()
+    assert any(ln.startswith("| inpaint amortised + complete (1, 100)") for ln in bare)

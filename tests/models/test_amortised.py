@@ -20,16 +20,24 @@ from tests.models.test_inpaint_family import (S, BlobClassifier, ConstantFill, S
 
 
 class FixedMask(nn.Module):
-    """A 'mask net' that says ``p_in`` on rows/cols 10..15 and ``p_out`` elsewhere."""
+    """A 'mask net' that says ``p_in`` on rows/cols ``lo``..``hi - 1`` (10..15) and ``p_out``
+    elsewhere."""
 
-    def __init__(self, p_in: float, p_out: float = 0.01):
+    def __init__(self, p_in: float, p_out: float = 0.01, lo: int = 10, hi: int = 16):
         super().__init__()
-        self.p_in, self.p_out = p_in, p_out
+        self.p_in, self.p_out, self.lo, self.hi = p_in, p_out, lo, hi
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = torch.full_like(x, self.p_out)
-        p[:, :, 10:16, 10:16] = self.p_in
+        p[:, :, self.lo:self.hi, self.lo:self.hi] = self.p_in
         return p
+
+
+def _square(lo: int, hi: int) -> torch.Tensor:
+    """(S, S) bool: rows/cols lo..hi - 1."""
+    m = torch.zeros(S, S, dtype=torch.bool)
+    m[lo:hi, lo:hi] = True
+    return m
 
 
 def test_mask_net_learns_the_masks_it_is_shown():
@@ -47,6 +55,22 @@ def test_mask_net_learns_the_masks_it_is_shown():
     iou = float((pred & m[:16]).sum() / (pred | m[:16]).sum())
     assert iou > 0.8, iou
     assert stats["steps"] == 200 and stats["pos_weight"] == 15.0 and not net.training
+    assert stats["fit_iou"] > 0.8                      # its own fit, on all 64 images
+
+
+def test_a_collapsed_mask_net_is_reported(caplog):
+    """A net that cannot fit its masks (no steps: one map for every image) says so: its
+    fit IoU is low and a warning names the cause."""
+    x = 0.3 + 0.03 * torch.randn(16, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    m = torch.zeros(16, 1, 16, 16, dtype=torch.bool)
+    for i in range(16):
+        m[i, :, i % 12:i % 12 + 4, 2:6] = True
+        x[i, :, i % 12:i % 12 + 4, 2:6] = 0.9
+    with caplog.at_level("WARNING"):
+        _, stats = train_mask_net(x, m, AmortiseConfig(steps=1, seconds=None, base=4, depth=2,
+                                                       lr=1e-9))
+    assert stats["fit_iou"] < 0.2
+    assert "fits its own masks badly" in caplog.text
 
 
 def test_amortised_mask_is_used_where_it_flips_and_the_search_elsewhere():
@@ -89,3 +113,63 @@ def test_run_trains_stores_and_reloads_the_mask_net(blob_cohort, tmp_path):
     assert meta["content_hash"] == Store(out).read_json("best.json")["content_hash"]
     x = torch.rand(3, 1, S, S, generator=torch.Generator().manual_seed(2))
     assert G.counterfactual(x, BlobClassifier()).amortised.shape == (3,)
+
+
+def test_the_net_s_mask_is_completed_to_the_whole_finding():
+    """The net replaces the coarse ranking only: a net mask on part of a lesion is grown to
+    the whole lesion by completion (search.complete), as a searched mask would be."""
+    f = BlobClassifier()                      # the net marks 10..15 of a 9..16 lesion
+    x = 0.3 + 0.02 * torch.randn(3, 1, S, S, generator=torch.Generator().manual_seed(1))
+    x[:, :, 9:17, 9:17] = 0.9
+    x = x.clamp(0, 1)
+    lesion = _square(9, 17)
+    part = InpaintGenerator(ConstantFill(), S, mask_net=FixedMask(0.9)).counterfactual(x, f)
+    assert part.amortised.all() and bool((part.mask[:, 0] == _square(10, 16)).all())
+    G = InpaintGenerator(ConstantFill(), S, {"complete": True}, mask_net=FixedMask(0.9))
+    res = G.counterfactual(x, f)
+    assert res.amortised.all() and res.flipped.all()
+    m = res.mask[:, 0]
+    assert bool((m & lesion).eq(lesion).all())                        # the whole lesion
+    grown = _square(8, 18)
+    assert not bool((m & ~grown).any())                               # and one ring at most
+    assert float((x - res.x_neg).abs()[:, 0][:, lesion].min()) > 0.5      # all of it in-filled
+
+
+def test_trim_cuts_the_net_s_mask_to_what_f_needs():
+    """amortise.trim: the net's mask goes through the search's fine trimming; without it the
+    net's (too large) mask is kept as it is."""
+    f = SquareClassifier()
+    x = _square_images(2)                                             # lesion 10..15
+    wide = FixedMask(0.9, lo=7, hi=19)                                # 12 x 12 around it
+    kept = InpaintGenerator(ConstantFill(), S, mask_net=wide).counterfactual(x, f)
+    assert kept.amortised.all() and bool((kept.mask[:, 0] == _square(7, 19)).all())
+    G = InpaintGenerator(ConstantFill(), S, mask_net=wide, amortise={"trim": True})
+    res = G.counterfactual(x, f)
+    assert res.amortised.all() and res.flipped.all()
+    assert not bool((res.mask[:, 0] & ~_square(10, 16)).any())       # inside the lesion
+    assert float(res.area.max()) < 0.5 * float(kept.area.min()), (res.area, kept.area)
+
+
+class TwoPlaces(nn.Module):
+    """A 'mask net' sure of the lesion (10..15) and of a healthy place (rows/cols 22..27)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.full_like(x, 0.01)
+        p[:, :, 10:16, 10:16] = 0.9
+        p[:, :, 22:28, 22:28] = 0.9
+        return p
+
+
+def test_prune_drops_the_places_f_does_not_need():
+    """amortise.prune: a part of the net's mask away from the lesion (in-filling it changes
+    nothing f reads) is dropped, the lesion's part kept; without prune both are in-filled."""
+    f = SquareClassifier()
+    x = _square_images(3)
+    both = _square(10, 16) | _square(22, 28)
+    kept = InpaintGenerator(ConstantFill(), S, mask_net=TwoPlaces()).counterfactual(x, f)
+    assert kept.amortised.all() and bool((kept.mask[:, 0] == both).all())
+    G = InpaintGenerator(ConstantFill(), S, mask_net=TwoPlaces(), amortise={"prune": True})
+    res = G.counterfactual(x, f)
+    assert res.amortised.all() and res.flipped.all()
+    assert bool((res.mask[:, 0] == _square(10, 16)).all())
+    assert torch.equal(res.x_neg[..., 22:28, 22:28], x[..., 22:28, 22:28])   # left as it was

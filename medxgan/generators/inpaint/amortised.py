@@ -7,10 +7,13 @@ trunk on x alone) is distilled from the search's own masks on train images f cal
 (:func:`train_mask_net`: binary cross-entropy, positives weighted by the masks' rarity). At
 explanation time (:func:`amortised_counterfactual`) its probability map is cut at each of
 ``thresholds`` (tight first); the first cut whose in-filling makes f call the image negative,
-within the area cap, is the mask; the images no cut flips go to the search. x_neg is always an
-in-filling of a binary mask by the same in-filler, and f's decision is checked on it, so the
-family's contract is unchanged; what changes is which mask is found (a learned guess of where
-the search would look, not the smallest one).
+within the area cap, is the start mask; the images no cut flips go to the search. The net
+replaces the search's coarse ranking (step 2, most of its cost) only: a start mask is pruned
+(``prune``), trimmed (``trim``) and completed, cut and restored as the search's config says
+(steps 2b-7 of :mod:`medxgan.generators.inpaint.search`). x_neg is always an in-filling of a binary mask by
+the same in-filler, and f's decision is checked on it, so the family's contract is unchanged;
+what changes is which mask is found (a learned guess of where the search would look, not the
+smallest one).
 
 Off by default (``InpaintConfig.amortise.images`` = 0); docs/generator-families.md has its
 measurements.
@@ -27,7 +30,6 @@ import torch.nn.functional as F
 
 from medxgan.config.inpaint import AmortiseConfig
 from medxgan.explain._torch import probabilities
-from medxgan.generators.base import SearchResult
 from medxgan.generators.unet import UNet, budget_spent, draw_batch
 
 __all__ = ["MaskNet", "amortised_counterfactual", "distil", "train_mask_net"]
@@ -59,7 +61,8 @@ def train_mask_net(images: torch.Tensor, masks: torch.Tensor, config: AmortiseCo
         seed: seeds the weights and the batches (flips applied to image and mask alike).
 
     Returns: (the net in eval mode on ``device``, stats ``steps``, ``seconds``, ``n_images``,
-    ``final_loss`` (mean of the last up to 50 steps), ``pos_weight``).
+    ``final_loss`` (mean of the last up to 50 steps), ``pos_weight``, ``fit_iou`` (IoU of its
+    0.5 cut with the masks it was shown; under 0.2 is logged as a warning)).
     """
     if len(images) == 0 or images.shape != masks.shape:
         raise ValueError(f"need (N, 1, H, W) images and masks of one shape, N > 0; got "
@@ -87,9 +90,23 @@ def train_mask_net(images: torch.Tensor, masks: torch.Tensor, config: AmortiseCo
         step += 1
         recent = (recent + [float(loss.detach())])[-50:]
     net.eval()
+    iou = _fit_iou(net, x, m > 0.5, device)
+    if not iou >= 0.2:
+        log.warning("the mask net fits its own masks badly (IoU %.2f at the 0.5 cut): it will "
+                    "start few searches", iou)
     return net, {"steps": step, "seconds": time.perf_counter() - t0, "n_images": len(x),
                  "final_loss": sum(recent) / len(recent) if recent else float("nan"),
-                 "pos_weight": float(pos_weight)}
+                 "pos_weight": float(pos_weight), "fit_iou": iou}
+
+
+@torch.no_grad()
+def _fit_iou(net: MaskNet, x: torch.Tensor, m: torch.Tensor, device, n: int = 256) -> float:
+    """IoU of the net's 0.5 cut with the masks it was trained on, pooled over the first ``n``
+    images (a collapsed net, one map for every image, scores near 0)."""
+    pred = torch.cat([net(x[s:s + 64].to(device)).cpu() > 0.5 for s in range(0, min(n, len(x)), 64)])
+    true = m[:len(pred)]
+    union = float((pred | true).sum())
+    return float((pred & true).sum()) / union if union else float("nan")
 
 
 def distil(G, f, pos: torch.Tensor, config: AmortiseConfig, seed: int, device: torch.device
@@ -123,7 +140,11 @@ def amortised_counterfactual(G, images: torch.Tensor, classifier, search):
             ``amortise`` (:class:`~medxgan.config.inpaint.AmortiseConfig`).
         images: (B, 1, H, W) in [0, 1] (CPU).
         classifier: f.
-        search: ``search(images) -> SearchResult`` for the images no cut flips.
+        search: ``search(images, init=masks, trim_init=bool, prune_init=bool) ->
+            SearchResult`` (:func:`~medxgan.generators.inpaint.search.search_counterfactual`
+            with G's search config): the images no cut flips are searched, the others start
+            from the net's mask (pruned with ``amortise.prune``, trimmed with
+            ``amortise.trim``, then completed / cut / restored as the search config says).
 
     Returns: a :class:`~medxgan.generators.base.SearchResult` (CPU) with an extra
     attribute ``amortised`` (B,) bool: the mask came from the net.
@@ -135,7 +156,6 @@ def amortised_counterfactual(G, images: torch.Tensor, classifier, search):
     cap = G.search.area_cap * H * W
 
     p_x = probabilities(classifier, x, device=dev)                      # (B,)
-    x_neg, p_neg = x.clone(), p_x.clone()
     mask = torch.zeros(B, 1, H, W, dtype=torch.bool)
     done = p_x < thr                                                    # already negative
     pm = torch.cat([G.mask_net(x[s:s + 256].to(dev)).cpu() for s in range(0, B, 256)]) \
@@ -149,16 +169,10 @@ def amortised_counterfactual(G, images: torch.Tensor, classifier, search):
         idx, m = idx[ok], m[ok]
         if not len(idx):
             continue
-        xf = G.fill(x[idx], m)
-        pf = probabilities(classifier, xf, device=dev)
-        win = pf < thr
-        i = idx[win]
-        x_neg[i], p_neg[i], mask[i], done[i] = xf[win], pf[win], m[win], True
+        win = probabilities(classifier, G.fill(x[idx], m), device=dev) < thr
+        mask[idx[win]], done[idx[win]] = m[win], True
     amortised = done & (p_x >= thr)
-    rest = (~done).nonzero()[:, 0]
-    if len(rest):
-        r = search(x[rest])
-        x_neg[rest], p_neg[rest], mask[rest] = r.x_neg, r.p_neg, r.mask
-    res = SearchResult(x_neg, mask, p_x, p_neg, mask.flatten(1).float().mean(1), thr)
+    res = search(x, init=mask, trim_init=G.amortise.trim,   # the rest searched; all finished
+                 prune_init=G.amortise.prune)
     res.amortised = amortised
     return res

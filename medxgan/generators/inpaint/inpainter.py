@@ -350,8 +350,8 @@ class InpaintGenerator(nn.Module):
         amortised mask is tried first and only the images it does not flip are searched
         (:func:`medxgan.generators.inpaint.amortised.amortised_counterfactual`)."""
 
-        def search(x: torch.Tensor) -> SearchResult:
-            return search_counterfactual(x, classifier, self.inpainter,
+        def search(x: torch.Tensor, **start) -> SearchResult:
+            return search_counterfactual(x, classifier, self.inpainter, **start,
                                          **self.search.for_size(min(x.shape[-2:]), 2 ** getattr(
                                              self.inpainter, "depth", 0)))
 

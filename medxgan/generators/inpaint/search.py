@@ -17,10 +17,17 @@ Algorithm (every step batched over images and candidates, ``batch`` inpaintings 
    would exceed ``area_cap``), the union is in-filled and scored, until ``p < threshold`` or
    ``max_patches`` patches were tried. Unflipped images keep the union with the lowest
    probability seen (empty if none lowered it).
+   Images given a start mask (``init``: the amortised mask net's,
+   :mod:`medxgan.generators.inpaint.amortised`) skip this step and start from it.
+   **Prune** (``prune_init``, started images only): the start mask's 8-connected parts are
+   dropped one at a time, least finding-like first (the smallest mean |image - in-filling|
+   over the part, from one in-filling of the whole start mask), each drop kept if f still
+   calls the in-filling negative: a learned mask marks places f never needed.
 3. **Trim**, for each finer side in ``patch_sizes[1:]`` (stride half the side), on flipped
-   images only: every fine patch touching the mask is removed from it alone and scored; in order
-   of that score (least needed first, only those whose removal alone keeps ``p < threshold``)
-   each removal is tried on the current mask and kept if f still calls the in-filling negative.
+   images only (started images only with ``trim_init``): every fine patch touching the mask
+   is removed from it alone and scored; in order of that score (least needed first, only
+   those whose removal alone keeps ``p < threshold``) each removal is tried on the current
+   mask and kept if f still calls the in-filling negative.
    With ``margin`` > 0, both stages aim at ``p < threshold - margin`` instead.
 4. **Complete** (``complete``, on flipped images only): the mask is grown to the whole finding
    it touches (:func:`_complete`): the mask's neighbourhood (``complete_steps`` rings of
@@ -150,8 +157,9 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
                           complete_rel: float = 0.5, complete_steps: int = 2,
                           complete_both_signs: bool = False,
                           support: bool = False, support_rel: float = 0.25,
-                          restore: bool = False, restore_k: float = 3.0
-                          ) -> SearchResult:
+                          restore: bool = False, restore_k: float = 3.0,
+                          init: torch.Tensor | None = None, trim_init: bool = False,
+                          prune_init: bool = False) -> SearchResult:
     """Smallest in-filled region that makes f call each image negative (see module docstring).
 
     Args:
@@ -194,6 +202,13 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
         restore: give the pixels the in-filling only redrew back their values (step 7).
         restore_k: how many of the in-filler's error sigmas |image - in-filling| must pass
             to stay changed (step 7).
+        init: (B, 1, H, W) or (B, H, W) bool start masks (the amortised mask net's,
+            :mod:`medxgan.generators.inpaint.amortised`), or None. An image f calls positive with
+            a non-empty start mask skips step 2 (the coarse ranking, most of the search's cost)
+            and starts from it; steps 4-7 follow as configured.
+        trim_init: whether started images go through step 3 (trimming) too.
+        prune_init: started images drop the parts of their start mask f does not need
+            (step 2b, :func:`_prune`) before step 3.
 
     Returns: :class:`SearchResult` on the CPU.
     """
@@ -213,11 +228,24 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
     p_x = sc.prob(x)                                                  # (B,)
     mask = torch.zeros(B, 1, H, W, dtype=torch.bool)
     todo = (p_x >= thr).nonzero()[:, 0]                               # (n,)
+    started = torch.zeros(B, dtype=torch.bool)
+    if init is not None:
+        init = init.detach().to(torch.bool).cpu().reshape(B, 1, H, W)
+        if allowed is not None:
+            init = init & allowed
+        started = (p_x >= thr) & init.flatten(1).any(1)
+        mask[started] = init[started]
     if len(todo):
-        mask[todo] = _coarse(sc, todo, thr - margin, cap, patch_sizes[0],
-                             stride or max(1, patch_sizes[0] // 2), max_patches, crop)
-        for side in patch_sizes[1:]:
-            mask[todo] = _trim(sc, todo, mask[todo], thr - margin, side, max(1, side // 2))
+        cold = todo[~started[todo]]
+        if len(cold):
+            mask[cold] = _coarse(sc, cold, thr - margin, cap, patch_sizes[0],
+                                 stride or max(1, patch_sizes[0] // 2), max_patches, crop)
+        warm = todo[started[todo]]
+        if prune_init and len(warm):
+            mask[warm] = _prune(sc, warm, mask[warm], thr - margin)
+        trim = todo if trim_init else cold
+        for side in patch_sizes[1:] if len(trim) else ():
+            mask[trim] = _trim(sc, trim, mask[trim], thr - margin, side, max(1, side // 2))
         if complete:
             mask[todo] = _complete(sc, todo, mask[todo], thr, area_cap, complete_tol,
                                    complete_rel, complete_steps, complete_both_signs)
@@ -374,6 +402,42 @@ def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: 
         p = sc.filled_prob(idx[rr], cand)
         ok = p < thr
         mask[rr[ok]] = cand[ok]
+    return mask
+
+
+def _prune(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float) -> torch.Tensor:
+    """Drop the 8-connected parts of flipping masks that f does not need (step 2b).
+
+    The parts of each mask are tried for removal in ascending order of the mean |image -
+    in-filling| over the part (the in-filling of the whole mask; healthy anatomy the in-filler
+    redraws first, the finding last), one part per image per round, batched over images; a
+    removal is kept where f still calls the in-filling negative (p < ``thr``).
+
+    Args: idx (n,) image indices, mask (n, 1, H, W) bool. Returns the pruned masks."""
+    from skimage.measure import label
+
+    mask = mask.clone()
+    rows, _, fills = _flipped_rows(sc, idx, mask, thr, keep_fills=True)
+    if not len(rows):
+        return mask
+    d = (sc.x[idx[rows]] - fills).abs()[:, 0]                          # (r, H, W)
+    parts: dict[int, list[torch.Tensor]] = {}
+    for j, r in enumerate(rows.tolist()):
+        lab = torch.from_numpy(label(mask[r, 0].numpy(), connectivity=2)).long()
+        if int(lab.max()) < 2:
+            continue
+        onehot = lab[None] == torch.arange(1, int(lab.max()) + 1)[:, None, None]  # (c, H, W)
+        score = (onehot * d[j]).flatten(1).sum(1) / onehot.flatten(1).sum(1)
+        parts[r] = [onehot[k] for k in torch.argsort(score).tolist()]
+    for t in range(max((len(v) for v in parts.values()), default=0)):
+        rr = [r for r, v in parts.items() if t < len(v)]
+        cand = torch.stack([mask[r, 0] & ~parts[r][t] for r in rr])[:, None]  # (m, 1, H, W)
+        live = cand.flatten(1).any(1)                                  # never the last part
+        if not bool(live.any()):
+            continue
+        rr_t = torch.tensor(rr)[live]
+        ok = sc.filled_prob(idx[rr_t], cand[live]) < thr
+        mask[rr_t[ok]] = cand[live][ok]
     return mask
 
 
