@@ -9,7 +9,7 @@ first column), with Grad-CAM's and IG's numbers on the same images as rows of th
 variant is the family, with the image side where it is not 64 px, the search's opt-in steps
 (``+ complete``, ``(both signs)``, ``+ support``, ``+ restore``), the in-filler's windows
 (``windows``), its step budget (``4000 steps``) and the amortised mask net that starts the
-search (``amortised (prune, trim)``, ``bench.generators --amortise``) where the run used
+search (``amortised 300 steps (prune, trim)``, ``bench.generators --amortise``) where the run used
 them. The last column is the speed-up over the published per-image inversion timed in the
 same run.
 
@@ -70,7 +70,8 @@ def variant(r: dict) -> str:
     am = r.get("amortise") or {}
     if am:  # bench.generators --amortise: the mask net starts the search
         steps = [k for k in ("prune", "trim") if am.get(k)]
-        name.append("amortised" + (f" ({', '.join(steps)})" if steps else ""))
+        budget = f" {am['steps']} steps" if am.get("steps") else ""  # the net's training
+        name.append("amortised" + budget + (f" ({', '.join(steps)})" if steps else ""))
     search = r.get("search") or {}
     name += [f"+ {k}" for k in ("complete", "support", "restore") if search.get(k)]
     if search.get("complete_both_signs"):

@@ -82,3 +82,9 @@ def test_an_amortised_start_names_its_row():
     assert row.endswith("| 0.60 |") and lines[2].endswith("| x published |")
     bare = table([{**run, "amortise": {"images": 160}}]).splitlines()
     assert any(ln.startswith("| inpaint amortised + complete (1, 100)") for ln in bare)
+    nets = table([{**run, "amortise": {"steps": 300, "trim": True}},
+                  {**run, "amortise": {"steps": 900, "trim": True}}]).splitlines()
+    assert any(ln.startswith("| inpaint amortised 300 steps (trim) + complete (1, 100)")
+               for ln in nets)
+    assert any(ln.startswith("| inpaint amortised 900 steps (trim) + complete (1, 100)")
+               for ln in nets)
