@@ -388,21 +388,29 @@ def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: 
     if not len(r_of):
         return mask
     # per image: candidate removals in ascending order of p_rm (least needed first)
-    lists: dict[int, list[int]] = {}
+    lists: dict[int, list[torch.Tensor]] = {}
     for j in torch.argsort(p_rm).tolist():
-        lists.setdefault(int(r_of[j]), []).append(int(k_of[j]))
-    for t in range(max(len(v) for v in lists.values())):
-        rr = torch.tensor([r for r, v in lists.items() if t < len(v)])
-        kk = torch.tensor([lists[r][t] for r in rr.tolist()])
-        cand = mask[rr] & ~patches[kk]                                # (m, 1, H, W)
+        lists.setdefault(int(r_of[j]), []).append(patches[k_of[j]])
+    _remove_in_turn(sc, idx, mask, thr, lists)
+    return mask
+
+
+def _remove_in_turn(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float,
+                    removals: dict[int, list[torch.Tensor]]) -> None:
+    """Try each row's ``removals`` (row of ``mask`` -> (1, H, W) bool regions, in the order to
+    try) on ``mask`` (n, 1, H, W) bool, in place: round t tries every row's t-th removal at
+    once (one batch of in-fillings), skipping one that would empty the mask or change nothing,
+    and keeps it where f still calls the in-filling of image ``idx[row]`` negative (p <
+    ``thr``). Shared by trimming (fine patches) and pruning (connected parts)."""
+    for t in range(max((len(v) for v in removals.values()), default=0)):
+        rr = torch.tensor([r for r, v in removals.items() if t < len(v)])
+        cand = mask[rr] & ~torch.stack([removals[r][t] for r in rr.tolist()])  # (m, 1, H, W)
         nonempty = cand.flatten(1).any(1) & (cand != mask[rr]).flatten(1).any(1)
         if not bool(nonempty.any()):
             continue
         rr, cand = rr[nonempty], cand[nonempty]
-        p = sc.filled_prob(idx[rr], cand)
-        ok = p < thr
+        ok = sc.filled_prob(idx[rr], cand) < thr
         mask[rr[ok]] = cand[ok]
-    return mask
 
 
 def _prune(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float) -> torch.Tensor:
@@ -428,16 +436,8 @@ def _prune(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float) -> to
             continue
         onehot = lab[None] == torch.arange(1, int(lab.max()) + 1)[:, None, None]  # (c, H, W)
         score = (onehot * d[j]).flatten(1).sum(1) / onehot.flatten(1).sum(1)
-        parts[r] = [onehot[k] for k in torch.argsort(score).tolist()]
-    for t in range(max((len(v) for v in parts.values()), default=0)):
-        rr = [r for r, v in parts.items() if t < len(v)]
-        cand = torch.stack([mask[r, 0] & ~parts[r][t] for r in rr])[:, None]  # (m, 1, H, W)
-        live = cand.flatten(1).any(1)                                  # never the last part
-        if not bool(live.any()):
-            continue
-        rr_t = torch.tensor(rr)[live]
-        ok = sc.filled_prob(idx[rr_t], cand[live]) < thr
-        mask[rr_t[ok]] = cand[live][ok]
+        parts[r] = [onehot[k][None] for k in torch.argsort(score).tolist()]
+    _remove_in_turn(sc, idx, mask, thr, parts)                         # never the last part
     return mask
 
 
