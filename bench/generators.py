@@ -513,6 +513,9 @@ def main() -> None:
     if getattr(G, "mask_net", None) is not None:  # share of images the amortised mask flipped
         again = G.counterfactual(kept["x"], f)
         health["amortised_share"] = float(again.amortised.float().mean())
+    elif getattr(getattr(G, "search", None), "start", "coarse") != "coarse":  # Grad-CAM start:
+        again = G.counterfactual(kept["x"], f)                   # share of images it started
+        health["started_share"] = float(again.started.float().mean())
     health["healthy_control"] = healthy_control(filler, called_neg, f, seed=args.seed) \
         if filler is not None else float("nan")
     s_published = _published_s_per_image(G, args.family, f, kept["x"][:n_published], size,

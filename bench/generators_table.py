@@ -53,12 +53,29 @@ def _default_steps() -> int | None:
 
 DEFAULT_STEPS = _default_steps()
 
+_SEARCH_KNOBS = ("patch_sizes", "stride", "crop", "max_patches", "start_areas")
+
+
+def _search_defaults() -> dict:
+    from medxgan.config.inpaint import SearchConfig
+
+    return SearchConfig().model_dump(mode="json", include=set(_SEARCH_KNOBS))
+
+
+_SEARCH_DEFAULTS = _search_defaults()
+
+
+def _knob(v):
+    """A knob's value as a row name shows it: sequences as ``a/b/c``."""
+    return "/".join(f"{e:g}" for e in v) if isinstance(v, (list, tuple)) else v
+
 
 def variant(r: dict) -> str:
     """The row name of a ``bench.generators`` result: its family, its side where not 64 px,
-    the search's opt-in steps, the in-filler's training windows and its step budget where it
-    is not the default (``InpaintConfig.steps``), the amortised mask net and what trims its
-    mask."""
+    the search's opt-in steps, its cost knobs (patch sides, stride, crop, patches tried) and
+    its start where not the defaults, the in-filler's training windows and its step budget
+    where it is not the default (``InpaintConfig.steps``), the amortised mask net and what
+    trims its mask."""
     name = [r["family"]]
     if r.get("size", 64) != 64:
         name.append(f"{r['size']} px")
@@ -74,8 +91,17 @@ def variant(r: dict) -> str:
         name.append("amortised" + budget + (f" ({', '.join(steps)})" if steps else ""))
     search = r.get("search") or {}
     name += [f"+ {k}" for k in ("complete", "support", "restore") if search.get(k)]
+    name += [f"{k} {_knob(search[k])}" for k in _SEARCH_KNOBS  # the search's cost knobs,
+             if k in search and _knob(search[k]) != _knob(_SEARCH_DEFAULTS[k])]  # where moved
     if search.get("complete_both_signs"):
         name.append("(both signs)")
+    if search.get("start", "coarse") != "coarse":  # where the search starts (Grad-CAM)
+        name.append(f"{search['start']} start" + (" (pruned)" if search.get("start_prune")
+                                                   else "")
+                    + ("" if not search.get("start_trim", True) or not
+                       search.get("start_trim_above") else
+                       f" (trimmed above {search['start_trim_above']:g})")
+                    + ("" if search.get("start_trim", True) else " (untrimmed)"))
     return " ".join(name)
 
 

@@ -99,6 +99,16 @@ def test_generators_quick_amortised(tmp_path: Path) -> None:
     assert len(list(work.rglob("mask-net-*.pt"))) == 1
 
 
+def test_generators_quick_gradcam_start(tmp_path: Path) -> None:
+    """bench.generators --search '{start: gradcam}': the run's search config names the start,
+    the health the share of test images a Grad-CAM cut started, the same last-line keys."""
+    line = _run("generators", tmp_path / "out.json", "--search", "{start: gradcam}")
+    assert line.split()[0] == "family=inpaint"
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["search"]["start"] == "gradcam"
+    assert 0 <= out["test_health"]["started_share"] <= 1
+
+
 def test_ingest_speed_quick(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     last = json.loads(_run("ingest_speed", out))  # its last line is the JSON record

@@ -88,3 +88,20 @@ def test_an_amortised_start_names_its_row():
                for ln in nets)
     assert any(ln.startswith("| inpaint amortised 900 steps (trim) + complete (1, 100)")
                for ln in nets)
+
+
+def test_the_search_s_start_and_cost_knobs_name_their_rows():
+    """A Grad-CAM start (trimmed or not) and a moved cost knob (crop, stride) are rows of their
+    own; a knob left at its default names nothing."""
+    base = _result("inpaint", 0, 0.6)
+    runs = [{**base, "search": {"complete": True, "start": "gradcam", "start_trim": True}},
+            {**base, "search": {"complete": True, "start": "gradcam", "start_trim": False}},
+            {**base, "search": {"complete": True, "start": "coarse", "crop": 32, "stride": None}},
+            {**base, "search": {"complete": True, "crop": 48}},
+            {**base, "search": {"complete": True, "start": "gradcam", "start_trim_above": 0.03}}]
+    lines = table(runs).splitlines()
+    for name in ("inpaint + complete gradcam start (1, 100)",
+                 "inpaint + complete gradcam start (untrimmed) (1, 100)",
+                 "inpaint + complete crop 32 (1, 100)", "inpaint + complete (1, 100)",
+                 "inpaint + complete gradcam start (trimmed above 0.03) (1, 100)"):
+        assert any(ln.startswith(f"| {name} |") for ln in lines), (name, lines)

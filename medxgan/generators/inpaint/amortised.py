@@ -32,7 +32,8 @@ from medxgan.config.inpaint import AmortiseConfig
 from medxgan.explain._torch import probabilities
 from medxgan.generators.unet import UNet, budget_spent, draw_batch
 
-__all__ = ["MaskNet", "amortised_counterfactual", "distil", "train_mask_net"]
+__all__ = ["MaskNet", "amortised_counterfactual", "distil", "first_flipping_cut",
+           "train_mask_net"]
 
 log = logging.getLogger(__name__)
 
@@ -150,29 +151,49 @@ def amortised_counterfactual(G, images: torch.Tensor, classifier, search):
     attribute ``amortised`` (B,) bool: the mask came from the net.
     """
     dev = next(G.inpainter.parameters()).device
+    x = images.detach().to(torch.float32).cpu()
+    B = x.shape[0]
+    pm = torch.cat([G.mask_net(x[s:s + 256].to(dev)).cpu() for s in range(0, B, 256)]) \
+        if B else x
+    mask, amortised = first_flipping_cut(G, x, classifier,
+                                         [pm > cut for cut in G.amortise.thresholds])
+    res = search(x, init=mask, trim_init=G.amortise.trim,   # the rest searched; all finished
+                 prune_init=G.amortise.prune)
+    res.amortised = amortised
+    return res
+
+
+def first_flipping_cut(G, images: torch.Tensor, classifier, cuts
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's first candidate mask whose in-filling by ``G.fill`` f calls negative.
+
+    Args:
+        G: the inpaint generator (``fill``, ``inpainter``, ``search.area_cap``).
+        images: (B, 1, H, W) in [0, 1] (CPU).
+        classifier: f.
+        cuts: (B, 1, H, W) bool candidate masks per image, in the order to try (tight first);
+            an empty candidate, or one above the search's area cap, is skipped.
+
+    Returns: (masks (B, 1, H, W) bool, the first flipping candidate or empty; started (B,)
+    bool: f called the image positive and a candidate flipped it).
+    """
+    dev = next(G.inpainter.parameters()).device
     thr = float(getattr(classifier, "threshold", 0.5))
     x = images.detach().to(torch.float32).cpu()
     B, _, H, W = x.shape
     cap = G.search.area_cap * H * W
-
     p_x = probabilities(classifier, x, device=dev)                      # (B,)
     mask = torch.zeros(B, 1, H, W, dtype=torch.bool)
     done = p_x < thr                                                    # already negative
-    pm = torch.cat([G.mask_net(x[s:s + 256].to(dev)).cpu() for s in range(0, B, 256)]) \
-        if B else x
-    for cut in G.amortise.thresholds:                                   # tight first
+    for cand in cuts:                                                   # tight first
         idx = (~done).nonzero()[:, 0]
         if not len(idx):
             break
-        m = pm[idx] > cut                                               # (n, 1, H, W)
+        m = cand[idx].reshape(len(idx), 1, H, W).to(torch.bool)         # (n, 1, H, W)
         ok = m.flatten(1).any(1) & (m.flatten(1).sum(1) <= cap)
         idx, m = idx[ok], m[ok]
         if not len(idx):
             continue
         win = probabilities(classifier, G.fill(x[idx], m), device=dev) < thr
         mask[idx[win]], done[idx[win]] = m[win], True
-    amortised = done & (p_x >= thr)
-    res = search(x, init=mask, trim_init=G.amortise.trim,   # the rest searched; all finished
-                 prune_init=G.amortise.prune)
-    res.amortised = amortised
-    return res
+    return mask, done & (p_x >= thr)

@@ -40,6 +40,7 @@ from medxgan.config.inpaint import AmortiseConfig, InpaintConfig, SearchConfig
 from medxgan.generators.base import SearchResult
 from medxgan.generators.inpaint.amortised import amortised_counterfactual
 from medxgan.generators.inpaint.search import search_counterfactual
+from medxgan.generators.inpaint.start import gradcam_counterfactual
 from medxgan.generators.unet import UNet, budget_spent, device, draw_batch, spent_share
 
 __all__ = ["InpaintConfig", "InpaintGenerator", "Inpainter", "UNet", "inpaint_loss",
@@ -348,13 +349,17 @@ class InpaintGenerator(nn.Module):
         """:class:`~medxgan.generators.base.SearchResult` of (B, 1, H, W) images in [0, 1]
         (CPU tensors; the search runs on the in-filler's device). With a ``mask_net`` the
         amortised mask is tried first and only the images it does not flip are searched
-        (:func:`medxgan.generators.inpaint.amortised.amortised_counterfactual`)."""
+        (:func:`medxgan.generators.inpaint.amortised.amortised_counterfactual`); else with
+        ``search.start`` ``gradcam`` f's Grad-CAM proposes the start
+        (:func:`medxgan.generators.inpaint.start.gradcam_counterfactual`)."""
 
         def search(x: torch.Tensor, **start) -> SearchResult:
             return search_counterfactual(x, classifier, self.inpainter, **start,
                                          **self.search.for_size(min(x.shape[-2:]), 2 ** getattr(
                                              self.inpainter, "depth", 0)))
 
-        if self.mask_net is None:
-            return search(images)
-        return amortised_counterfactual(self, images, classifier, search)
+        if self.mask_net is not None:
+            return amortised_counterfactual(self, images, classifier, search)
+        if self.search.start == "gradcam":
+            return gradcam_counterfactual(self, images, classifier, search)
+        return search(images)

@@ -18,7 +18,8 @@ Algorithm (every step batched over images and candidates, ``batch`` inpaintings 
    ``max_patches`` patches were tried. Unflipped images keep the union with the lowest
    probability seen (empty if none lowered it).
    Images given a start mask (``init``: the amortised mask net's,
-   :mod:`medxgan.generators.inpaint.amortised`) skip this step and start from it.
+   :mod:`medxgan.generators.inpaint.amortised`, or a cut of f's Grad-CAM,
+   :mod:`medxgan.generators.inpaint.start`) skip this step and start from it.
    **Prune** (``prune_init``, started images only): the start mask's 8-connected parts are
    dropped one at a time, least finding-like first (the smallest mean |image - in-filling|
    over the part, from one in-filling of the whole start mask), each drop kept if f still
@@ -158,7 +159,8 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
                           complete_both_signs: bool = False,
                           support: bool = False, support_rel: float = 0.25,
                           restore: bool = False, restore_k: float = 3.0,
-                          init: torch.Tensor | None = None, trim_init: bool = False,
+                          init: torch.Tensor | None = None,
+                          trim_init: bool | torch.Tensor = False,
                           prune_init: bool = False) -> SearchResult:
     """Smallest in-filled region that makes f call each image negative (see module docstring).
 
@@ -206,7 +208,8 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
             :mod:`medxgan.generators.inpaint.amortised`), or None. An image f calls positive with
             a non-empty start mask skips step 2 (the coarse ranking, most of the search's cost)
             and starts from it; steps 4-7 follow as configured.
-        trim_init: whether started images go through step 3 (trimming) too.
+        trim_init: whether started images go through step 3 (trimming) too: one bool for
+            all, or (B,) bool per image.
         prune_init: started images drop the parts of their start mask f does not need
             (step 2b, :func:`_prune`) before step 3.
 
@@ -243,7 +246,10 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
         warm = todo[started[todo]]
         if prune_init and len(warm):
             mask[warm] = _prune(sc, warm, mask[warm], thr - margin)
-        trim = todo if trim_init else cold
+        if isinstance(trim_init, torch.Tensor):
+            trim = todo[trim_init.to(torch.bool).cpu()[todo] | ~started[todo]]
+        else:
+            trim = todo if trim_init else cold
         for side in patch_sizes[1:] if len(trim) else ():
             mask[trim] = _trim(sc, trim, mask[trim], thr - margin, side, max(1, side // 2))
         if complete:
