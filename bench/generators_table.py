@@ -96,12 +96,13 @@ def variant(r: dict) -> str:
     if search.get("complete_both_signs"):
         name.append("(both signs)")
     if search.get("start", "coarse") != "coarse":  # where the search starts (Grad-CAM)
-        name.append(f"{search['start']} start" + (" (pruned)" if search.get("start_prune")
-                                                   else "")
-                    + ("" if not search.get("start_trim", True) or not
-                       search.get("start_trim_above") else
-                       f" (trimmed above {search['start_trim_above']:g})")
-                    + ("" if search.get("start_trim", True) else " (untrimmed)"))
+        name.append(f"{search['start']} start")
+        if search.get("start_prune"):
+            name.append("(pruned)")
+        if not search.get("start_trim", True):
+            name.append("(untrimmed)")
+        elif search.get("start_trim_above"):
+            name.append(f"(trimmed above {search['start_trim_above']:g})")
     return " ".join(name)
 
 

@@ -3,8 +3,9 @@ since session 14; ``coarse`` restores the coarse ranking).
 
 The search's coarse ranking (step 2 of :mod:`medxgan.generators.inpaint.search`) in-fills
 every coarse patch alone, about 100 in-fillings and classifier passes per image at 128 px and
-two thirds of the search's time. Here one Grad-CAM pass of f (captum's ``LayerGradCam`` on
-:func:`~medxgan.explain.gradcam.find_target_layer`, ReLU, bilinear upsampling) proposes where
+two thirds of the search's time. Here one Grad-CAM pass of f (the audit's own
+:class:`~medxgan.explain.gradcam.GradCAMExplainer` with its default config: captum's
+``LayerGradCam`` on the classifier's Grad-CAM layer, ReLU, bilinear upsampling) proposes where
 to look instead: its map is cut at the top ``start_areas`` shares of the image's pixels (tight
 first); the first cut whose in-filling f calls negative starts the search, which then goes
 through its later steps (pruning with ``start_prune``; trimming with ``start_trim`` where
@@ -25,9 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from medxgan.explain._torch import logit
-
-__all__ = ["gradcam_cuts", "gradcam_counterfactual"]
+__all__ = ["gradcam_counterfactual", "gradcam_cuts"]
 
 
 def gradcam_cuts(images: torch.Tensor, classifier: nn.Module, areas: Sequence[float], *,
@@ -47,27 +46,23 @@ def gradcam_cuts(images: torch.Tensor, classifier: nn.Module, areas: Sequence[fl
     run on f (:func:`~medxgan.explain.gradcam.gradcam_unsupported`: TorchScript) or f has no
     layer to hook (no ``Conv2d`` and no ``target_layer()``).
     """
-    from captum.attr import LayerAttribution, LayerGradCam
-
-    from medxgan.explain.gradcam import find_target_layer, gradcam_unsupported
+    from medxgan.explain.gradcam import (
+        GradCAMExplainer,
+        find_target_layer,
+        gradcam_unsupported,
+    )
 
     if gradcam_unsupported(classifier) is not None:
         return None
     try:
-        layer = find_target_layer(classifier)
+        find_target_layer(classifier)
     except ValueError:                                   # no Conv2d: nothing to hook
         return None
     x = images.detach().to(torch.float32)
     B, _, H, W = x.shape
-    cam = LayerGradCam(lambda z: logit(classifier, z), layer)
-    maps = []
-    for s in range(0, B, batch):
-        xi = x[s:s + batch].to(device).requires_grad_(True)
-        with torch.enable_grad():                        # callers may hold no_grad
-            a = cam.attribute(xi, relu_attributions=True)               # (b, 1, h, w)
-        up = LayerAttribution.interpolate(a, (H, W), "bilinear")        # (b, 1, H, W)
-        maps.append(up.sum(1, keepdim=True).detach().cpu())
-    m = torch.cat(maps) if maps else x.cpu()                            # (B, 1, H, W)
+    cam = GradCAMExplainer(classifier)                   # the audit's Grad-CAM, default config
+    maps = [cam.explain(x[s:s + batch].to(device)).maps.cpu() for s in range(0, B, batch)]
+    m = torch.cat(maps) if maps else x.cpu()[:, 0]                      # (B, H, W)
     flat = m.flatten(1)                                                 # (B, H W)
     out = []
     for a in areas:
