@@ -446,9 +446,10 @@ def main() -> None:
     text = vars(args).get(args.family)  # --inpaint / --residual: that family's own options
     options = yaml.safe_load(text) if text else None
     # the search does not change what is trained (unless it is amortised): one in-filler for
-    # every search variant, the variant applied to the loaded generator
-    late_search = bool(search) and _has_search(args.family) and not (options or {}).get(
-        "amortise")
+    # every search variant, the variant (or today's defaults, with no --search) applied to the
+    # loaded generator; a cached in-filler is never retrained because the search's defaults
+    # or fields changed (session 15: `--search '{}'` did, and deleted the cached in-filler)
+    late_search = _has_search(args.family) and not (options or {}).get("amortise")
     trained_with = None if late_search else search
     gc, tc = _configs(args.family, size, minutes, args.seed, args.device, args.quick,
                       trained_with, options)
@@ -475,7 +476,7 @@ def main() -> None:
     if late_search:  # today's defaults with the given fields (the run was trained without any)
         from medxgan.config.inpaint import SearchConfig
 
-        G.search = SearchConfig.model_validate(search)
+        G.search = SearchConfig.model_validate(search or {})
     print(f"{args.family}: {summary['steps']} steps in {train_s:.0f} s, kept step {meta['step']}"
           + (" (trained before: reused)" if summary.get("reused") else ""), flush=True)
     distilled = _distil(G, cohort, f, yaml.safe_load(args.amortise), size, args.seed,

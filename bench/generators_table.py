@@ -73,7 +73,8 @@ def _knob(v):
 def variant(r: dict) -> str:
     """The row name of a ``bench.generators`` result: its family, its side where not 64 px,
     the search's opt-in steps, its cost knobs (patch sides, stride, crop, patches tried) and
-    its start where not the defaults, the in-filler's training windows and its step budget
+    its start where not the defaults, its trim where not ``exact`` (every result before
+    session 15 trimmed so), the in-filler's training windows and its step budget
     where it is not the default (``InpaintConfig.steps``), the amortised mask net and what
     trims its mask."""
     name = [r["family"]]
@@ -95,6 +96,13 @@ def variant(r: dict) -> str:
              if k in search and _knob(search[k]) != _knob(_SEARCH_DEFAULTS[k])]  # where moved
     if search.get("complete_both_signs"):
         name.append("(both signs)")
+    trim = search.get("trim", "exact")        # how it trims (results before session 15: no
+    if trim == "auto":                         # key, each removal in-filled alone)
+        from medxgan.config.inpaint import SearchConfig
+
+        trim = SearchConfig(trim="auto").trim_at(int(r.get("size", 64)))
+    if trim != "exact":
+        name.append(f"{trim} trim")
     if search.get("start", "coarse") != "coarse":  # where the search starts (Grad-CAM)
         name.append(f"{search['start']} start")
         if search.get("start_prune"):

@@ -79,8 +79,11 @@ class MedXGANExplainer(Explainer):
                                 inversion=cfg.inversion,
                                 seeds=lambda: self._seeds(images, ids, cfg.seed))
         it = fam.interpolation(self.G, self.f, images, cf, cfg.n_frames, cfg.batch_size)
-        with torch.no_grad():
-            p_x = torch.sigmoid(logit(self.f, images))
+        if cf.p_x is not None:   # the family's search computed it
+            p_x = cf.p_x.to(images.device, torch.float32)
+        else:
+            with torch.no_grad():
+                p_x = torch.sigmoid(logit(self.f, images))
         p_neg = it.frame_probs[:, 0]
         extras: dict[str, Any] = dict(
             x_pos=it.x_pos, x_neg=it.x_neg, change=it.change, z_a=cf.z_a.detach(),

@@ -86,6 +86,9 @@ class Counterfactual:
         mask: (B, 1, H, W) bool, the changed region, or None (a latent family).
         recon_mse: (B,) the fit's reconstruction error when the family fitted its code to
             these images (an inversion), else None.
+        p_x, p_neg: (B,) f's probability of the images and of x_neg where the family's
+            search already computed them (the inpaint family's ``SearchResult``), else None;
+            the explainer and the interpolation reuse them instead of running f again.
     """
 
     z_a: torch.Tensor
@@ -94,6 +97,8 @@ class Counterfactual:
     x_neg: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     recon_mse: torch.Tensor | None = None
+    p_x: torch.Tensor | None = None
+    p_neg: torch.Tensor | None = None
 
 
 @dataclass

@@ -69,6 +69,7 @@ class ImageFamily(GeneratorFamily):
     def counterfactual(self, G, images, f, *, latents=None, inversion=None, seeds=None):
         """``G.counterfactual``'s x_neg and mask, or ``G.fill`` of the mask that ``latents``
         carries (the ``z_a`` of an earlier ``medxgan`` explanation); on the images' device."""
+        p_x = p_neg = None
         if latents is not None:
             code = latents.z_a if hasattr(latents, "z_a") else latents[0]
             mask = code.to(images.device).reshape(images.shape) > 0.5
@@ -76,11 +77,12 @@ class ImageFamily(GeneratorFamily):
         else:
             res = G.counterfactual(images.detach().cpu(), f)
             x_neg, mask = res.x_neg.to(images.device), res.mask.to(images.device)
+            p_x, p_neg = res.p_x.to(images.device), res.p_neg.to(images.device)
         area = mask.flatten(1).float().mean(1)                          # (B,)
         return Counterfactual(z_a=mask.flatten(1).float(), z_p=area[:, None],
                               steps_run=torch.zeros(images.shape[0], dtype=torch.int64,
                                                     device=images.device),
-                              x_neg=x_neg, mask=mask)
+                              x_neg=x_neg, mask=mask, p_x=p_x, p_neg=p_neg)
 
     def interpolation(self, G, f, images, cf, n, batch_size):
         B, H, W = images.shape[0], images.shape[-2], images.shape[-1]
@@ -88,10 +90,17 @@ class ImageFamily(GeneratorFamily):
         with torch.no_grad():
             alphas = torch.linspace(0, 1, n, device=images.device)    # (n,)
             path = x_neg[:, None] + alphas[None, :, None, None, None] * (images - x_neg)[:, None]
-            path = path.reshape(B * n, 1, H, W)                         # (B n, 1, H, W)
-            probs = torch.cat([torch.sigmoid(logit(f, path[s]))
-                               for s in chunks(B * n, batch_size)])
-            frames, probs = path[:, 0].reshape(B, n, H, W), probs.reshape(B, n)
+            frames = path[:, :, 0]                                      # (B, n, H, W)
+            known = cf.p_x is not None and cf.p_neg is not None         # the search's own
+            inner = path[:, 1:-1] if known else path                    # f on the rest only
+            m = inner.shape[1]
+            inner = inner.reshape(B * m, 1, H, W)                       # (B m, 1, H, W)
+            probs = torch.cat([torch.sigmoid(logit(f, inner[s]))
+                               for s in chunks(B * m, batch_size)] or
+                              [inner.new_zeros(0)]).reshape(B, m)
+            if known:  # frame 0 is x_neg, frame n - 1 the image: f already saw both
+                probs = torch.cat([cf.p_neg.to(probs)[:, None], probs,
+                                   cf.p_x.to(probs)[:, None]], 1)       # (B, n)
         return Interpolation(
             frames=frames, frame_probs=probs, x_neg=x_neg, x_pos=images.detach().clone(),
             change=(images - x_neg)[:, 0], recon_mse=torch.zeros(B, device=images.device),

@@ -210,7 +210,8 @@ def driver_search_options(side: int, multiple: int = 8) -> dict[str, Any]:
     from medxgan.config.inpaint import SearchConfig
 
     cfg = SearchConfig(patch_sizes=(16, 8, 4), stride=8, area_cap=0.3, max_patches=32, crop=48,
-                       complete=False)  # completed afterwards, with an object's tolerances
+                       complete=False,  # completed afterwards, with an object's tolerances
+                       trim="exact")    # validated on the shortcut panel with this trim
     return cfg.for_size(side, multiple)
 
 

@@ -109,6 +109,25 @@ def test_generators_quick_gradcam_start(tmp_path: Path) -> None:
     assert 0 <= out["test_health"]["started_share"] <= 1
 
 
+def test_generators_reuses_an_infiller_trained_under_other_search_defaults(tmp_path: Path) -> None:
+    """The search does not change what the in-filler learns: a cached in-filler whose stored
+    search config differs from today's defaults (an older release; here its ``trim`` field
+    removed from the manifest) is reused, with and without ``--search``, not deleted and
+    retrained (session 15: ``--search '{}'`` did)."""
+    work = tmp_path / "work"
+    _run("generators", tmp_path / "a.json", "--work", str(work))
+    manifest = next(work.rglob("gen-inpaint-*/manifest.json"))
+    kept = json.loads(manifest.read_text())
+    del kept["train_config"]["inpaint"]["search"]["trim"]              # an older release's
+    manifest.write_text(json.dumps(kept))
+    for extra in ((), ("--search", "{}")):
+        _run("generators", tmp_path / "b.json", "--work", str(work), *extra)
+        out = json.loads((tmp_path / "b.json").read_text())
+        assert out["reused_generator"] is True, extra
+        assert out["search"]["trim"] == "auto"                        # today's defaults
+    assert json.loads(manifest.read_text()) == kept                    # untouched
+
+
 def test_ingest_speed_quick(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     last = json.loads(_run("ingest_speed", out))  # its last line is the JSON record

@@ -105,3 +105,21 @@ def test_the_search_s_start_and_cost_knobs_name_their_rows():
                  "inpaint + complete crop 32 (1, 100)", "inpaint + complete (1, 100)",
                  "inpaint + complete gradcam start (trimmed above 0.03) (1, 100)"):
         assert any(ln.startswith(f"| {name} |") for ln in lines), (name, lines)
+
+
+def test_the_trim_names_its_row():
+    """A run trimmed with a ranking (``trim: bisect`` or ``ranked``) is a row of its own; a
+    result with no ``trim`` key (before session 15), ``trim: exact`` or ``trim: auto`` at 64 px
+    (exact there) is not renamed; ``auto`` at 128 px is named ``ranked``."""
+    rows = [_result("inpaint", 0, 0.2),
+            {**_result("inpaint", 0, 0.3), "search": {"trim": "exact"}},
+            {**_result("inpaint", 0, 0.6), "search": {"trim": "bisect", "start": "gradcam"}},
+            {**_result("inpaint", 0, 0.4), "search": {"trim": "auto"}},       # exact at 64 px
+            {**_result("inpaint", 0, 0.8), "size": 128, "search": {"trim": "auto"}}]
+    lines = table(rows).splitlines()
+    assert next(ln for ln in lines if ln.startswith("| inpaint 128 px")).startswith(
+        "| inpaint 128 px ranked trim (1, 100) | 0.80 |")
+    assert next(ln for ln in lines if ln.startswith("| inpaint (")).startswith(
+        "| inpaint (3, 100 ± 0) | 0.30 ± 0.10 |")
+    assert next(ln for ln in lines if ln.startswith("| inpaint bisect")).startswith(
+        "| inpaint bisect trim gradcam start (1, 100) | 0.60 |")

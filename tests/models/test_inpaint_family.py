@@ -162,6 +162,42 @@ def test_explain_batch_reuses_the_medxgan_counterfactual():
     assert torch.allclose(again.maps, out["latent_ig"].maps)
 
 
+class CountingSquare(SquareClassifier):
+    """SquareClassifier that counts the images it scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.n += x.shape[0]
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("n_frames", [2, 5])
+def test_medxgan_reuses_the_search_s_probabilities_of_x_and_x_neg(n_frames):
+    """The search already ran f on each image and on its x_neg: the explanation's p_x, frame 0
+    and frame n - 1 are those values (equal to f run again), and f runs on the inner frames
+    only."""
+    from medxgan.config.explain import MedXGANConfig
+
+    f = CountingSquare()
+    G = InpaintGenerator(ConstantFill(), S)
+    x = _square_images()
+    cfg = MedXGANConfig(n_frames=n_frames)
+    expl = make_explainer("medxgan", f, generator=G, config=cfg).explain(x)
+    ex = expl.extras
+    with torch.no_grad():
+        p_frames = torch.sigmoid(SquareClassifier()(ex["frames"].reshape(-1, 1, S, S)))
+        p_x = torch.sigmoid(SquareClassifier()(x))
+    assert torch.allclose(ex["frame_probs"], p_frames.reshape(4, n_frames), atol=1e-6)
+    assert torch.allclose(ex["p_x"], p_x, atol=1e-6)
+    assert torch.allclose(ex["p_neg"], ex["frame_probs"][:, 0])
+    search = CountingSquare()
+    G.counterfactual(x, search)                                        # the search alone
+    assert f.n == search.n + 4 * (n_frames - 2)
+
+
 def test_published_family_ignores_the_new_fields():
     """A published GanConfig saved before ``family`` existed validates to today's default, and
     the published generator still has no ``family`` of its own."""

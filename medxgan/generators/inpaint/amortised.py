@@ -163,7 +163,7 @@ def amortised_counterfactual(G, images: torch.Tensor, classifier, search):
     return res
 
 
-def first_flipping_cut(G, images: torch.Tensor, classifier, cuts
+def first_flipping_cut(G, images: torch.Tensor, classifier, cuts, p_x: torch.Tensor | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each image's first candidate mask whose in-filling by ``G.fill`` f calls negative.
 
@@ -173,6 +173,7 @@ def first_flipping_cut(G, images: torch.Tensor, classifier, cuts
         classifier: f.
         cuts: (B, 1, H, W) bool candidate masks per image, in the order to try (tight first);
             an empty candidate, or one above the search's area cap, is skipped.
+        p_x: (B,) f's probability of the images where the caller has it, else None (f runs).
 
     Returns: (masks (B, 1, H, W) bool, the first flipping candidate or empty; started (B,)
     bool: f called the image positive and a candidate flipped it).
@@ -182,7 +183,8 @@ def first_flipping_cut(G, images: torch.Tensor, classifier, cuts
     x = images.detach().to(torch.float32).cpu()
     B, _, H, W = x.shape
     cap = G.search.area_cap * H * W
-    p_x = probabilities(classifier, x, device=dev)                      # (B,)
+    if p_x is None:
+        p_x = probabilities(classifier, x, device=dev)                  # (B,)
     mask = torch.zeros(B, 1, H, W, dtype=torch.bool)
     done = p_x < thr                                                    # already negative
     for cand in cuts:                                                   # tight first

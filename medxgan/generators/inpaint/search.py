@@ -29,6 +29,16 @@ Algorithm (every step batched over images and candidates, ``batch`` inpaintings 
    is removed from it alone and scored; in order of that score (least needed first, only
    those whose removal alone keeps ``p < threshold``) each removal is tried on the current
    mask and kept if f still calls the in-filling negative.
+   That is ``trim: exact``: P in-fillings to rank P touching patches, then one per removal
+   tried. ``trim: bisect`` ranks the touching patches instead by the mean |image -
+   in-filling| of the whole mask over each patch's part of it (one in-filling: the patches
+   the in-filling redraws faithfully first, the finding last) and removes the longest prefix
+   of that ranking whose removal, all at once, still flips f, found by bisection (about
+   log2 P + 2 in-fillings per image instead of about 2 P): it stops at the first removal f
+   needs in the ranking's order, so it keeps more of the finding. ``trim: ranked`` (the
+   configured default at 128 px and above since session 15, ``SearchConfig.trim: auto``)
+   does the same and then tries each later patch of the ranking in turn, kept where f still
+   flips (as ``exact`` does with its own ranking).
    With ``margin`` > 0, both stages aim at ``p < threshold - margin`` instead.
 4. **Complete** (``complete``, on flipped images only): the mask is grown to the whole finding
    it touches (:func:`_complete`): the mask's neighbourhood (``complete_steps`` rings of
@@ -161,7 +171,8 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
                           restore: bool = False, restore_k: float = 3.0,
                           init: torch.Tensor | None = None,
                           trim_init: bool | torch.Tensor = False,
-                          prune_init: bool = False) -> SearchResult:
+                          prune_init: bool = False, trim: str = "exact",
+                          p_x: torch.Tensor | None = None) -> SearchResult:
     """Smallest in-filled region that makes f call each image negative (see module docstring).
 
     Args:
@@ -212,6 +223,13 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
             all, or (B,) bool per image.
         prune_init: started images drop the parts of their start mask f does not need
             (step 2b, :func:`_prune`) before step 3.
+        trim: how step 3 ranks and removes fine patches: ``exact`` (each removal in-filled
+            alone to rank, then tried in turn), ``bisect`` (ranked by the whole mask's
+            in-filling change, the longest removable prefix found by bisection) or
+            ``ranked`` (``bisect``, then each later patch tried in turn); the module
+            docstring, step 3.
+        p_x: (B,) f's probability of ``images`` where the caller computed it (the Grad-CAM
+            start), else None: f runs on them first (step 1).
 
     Returns: :class:`SearchResult` on the CPU.
     """
@@ -221,6 +239,8 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
         raise ValueError("patch_sizes must name at least one patch side")
     if not 0 < area_cap <= 1:
         raise ValueError(f"area_cap must be in (0, 1], got {area_cap}")
+    if trim not in ("exact", "ranked", "bisect"):
+        raise ValueError(f"trim must be exact, ranked or bisect, got {trim!r}")
     thr = float(threshold if threshold is not None else getattr(classifier, "threshold", 0.5))
     x = images.detach().to(torch.float32).cpu()
     B, _, H, W = x.shape
@@ -228,7 +248,7 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
     if allowed is not None:
         allowed = allowed.detach().to(torch.bool).cpu().reshape(B, 1, H, W)
     sc = _Scorer(x, classifier, inpainter, batch, allowed)
-    p_x = sc.prob(x)                                                  # (B,)
+    p_x = sc.prob(x) if p_x is None else p_x.detach().float().cpu()   # (B,)
     mask = torch.zeros(B, 1, H, W, dtype=torch.bool)
     todo = (p_x >= thr).nonzero()[:, 0]                               # (n,)
     started = torch.zeros(B, dtype=torch.bool)
@@ -247,11 +267,12 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
         if prune_init and len(warm):
             mask[warm] = _prune(sc, warm, mask[warm], thr - margin)
         if isinstance(trim_init, torch.Tensor):
-            trim = todo[trim_init.to(torch.bool).cpu()[todo] | ~started[todo]]
+            trimmed = todo[trim_init.to(torch.bool).cpu()[todo] | ~started[todo]]
         else:
-            trim = todo if trim_init else cold
-        for side in patch_sizes[1:] if len(trim) else ():
-            mask[trim] = _trim(sc, trim, mask[trim], thr - margin, side, max(1, side // 2))
+            trimmed = todo if trim_init else cold
+        for side in patch_sizes[1:] if len(trimmed) else ():
+            mask[trimmed] = _trim(sc, trimmed, mask[trimmed], thr - margin, side,
+                                  max(1, side // 2), trim)
         if complete:
             mask[todo] = _complete(sc, todo, mask[todo], thr, area_cap, complete_tol,
                                    complete_rel, complete_steps, complete_both_signs)
@@ -373,17 +394,32 @@ def _flipped_rows(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float
 
 
 def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: int,
-          stride: int) -> torch.Tensor:
+          stride: int, how: str = "exact") -> torch.Tensor:
     """Remove fine patches from flipping masks while f still calls the in-filling negative.
 
-    Args: idx (n,) image indices, mask (n, 1, H, W) bool. Returns the trimmed masks."""
+    Args: idx (n,) image indices, mask (n, 1, H, W) bool; how: ``exact``, ``ranked`` or
+    ``bisect`` (the module docstring, step 3). Returns the trimmed masks."""
     H, W = mask.shape[-2:]
     patches = _patch_masks(H, W, side, stride)                        # (K, 1, H, W)
     mask = mask.clone()
-    rows, _, _ = _flipped_rows(sc, idx, mask, thr)
+    rows, _, fills = _flipped_rows(sc, idx, mask, thr, keep_fills=how != "exact")
     if not len(rows):
         return mask
-    touch = (mask[rows].flatten(1).float() @ patches.flatten(1).float().T) > 0  # (r, K)
+    m = mask[rows].flatten(1).float()                                 # (r, H W)
+    pf = patches.flatten(1).float()                                   # (K, H W)
+    touch = (m @ pf.T) > 0                                            # (r, K)
+    if how != "exact":  # rank by the whole mask's in-filling change under each patch
+        d = (sc.x[idx[rows]] - fills).abs().flatten(1) * m            # (r, H W)
+        change = (d @ pf.T) / (m @ pf.T).clamp_min(1)                 # (r, K) mean |d|
+        change[~touch] = float("inf")
+        order = change.argsort(1)                                     # (r, K) lowest first
+        n = touch.sum(1)                                              # (r,) candidates
+        lo = _remove_prefix(sc, idx, mask, thr, rows, order, n, patches)
+        if how == "ranked":  # the rest in turn; the one after the prefix f needed
+            _remove_in_turn(sc, idx, mask, thr, {
+                int(r): [patches[k] for k in order[j, int(lo[j]) + 1:int(n[j])].tolist()]
+                for j, r in enumerate(rows.tolist())})
+        return mask
     pairs = touch.nonzero()                                           # (P, 2): row, patch
     if not len(pairs):
         return mask
@@ -399,6 +435,50 @@ def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: 
         lists.setdefault(int(r_of[j]), []).append(patches[k_of[j]])
     _remove_in_turn(sc, idx, mask, thr, lists)
     return mask
+
+
+def _remove_prefix(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float,
+                   rows: torch.Tensor, order: torch.Tensor, n: torch.Tensor,
+                   patches: torch.Tensor) -> torch.Tensor:
+    """Remove from each row of ``mask`` (n_all, 1, H, W) bool, in place, the longest prefix of
+    its ranked patches whose removal at once keeps f calling the in-filling of image
+    ``idx[row]`` negative (p < ``thr``) and the mask non-empty, found by bisection over the
+    prefix length, batched over rows.
+
+    Args: rows (r,) rows of ``mask`` that flip now; order (r, K) patch indices, first to
+    remove first; n (r,) how many of them are candidates; patches (K, 1, H, W) bool.
+    Only tested prefixes are kept, so every row still flips afterwards.
+
+    Returns: (r,) the prefix length removed per row; where it is below ``n`` the prefix one
+    longer was tested and did not flip f."""
+    H, W = mask.shape[-2:]
+    pf = patches.flatten(1)                                           # (K, H W) bool
+    base = mask[rows].flatten(1)                                      # (r, H W)
+    lo = torch.zeros(len(rows), dtype=torch.long)                     # removable (tested)
+    hi = n.clone()                                                    # not above this
+
+    def without(j: torch.Tensor, k: torch.Tensor) -> torch.Tensor:    # (m,) rows, (m,) lengths
+        first = torch.arange(order.shape[1])[None] < k[:, None]      # (m, K)
+        sel = torch.zeros(len(j), pf.shape[0], dtype=torch.bool)
+        sel.scatter_(1, order[j], first)
+        removed = (sel.float() @ pf.float()) > 0                      # (m, H W)
+        return base[j] & ~removed
+
+    while True:
+        live = (lo < hi).nonzero()[:, 0]
+        if not len(live):
+            break
+        mid = (lo[live] + hi[live] + 1) // 2
+        cand = without(live, mid)                                     # (m, H W)
+        ok = torch.zeros(len(live), dtype=torch.bool)
+        has = cand.any(1)
+        if bool(has.any()):
+            ok[has] = sc.filled_prob(idx[rows[live[has]]],
+                                     cand[has].reshape(-1, 1, H, W)) < thr
+        lo[live[ok]] = mid[ok]
+        hi[live[~ok]] = mid[~ok] - 1
+    mask[rows] = without(torch.arange(len(rows)), lo).reshape(-1, 1, H, W)
+    return lo
 
 
 def _remove_in_turn(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float,

@@ -81,12 +81,13 @@ def gradcam_counterfactual(G, images: torch.Tensor, classifier: nn.Module, searc
             ``start_prune``, ``start_trim`` and ``start_trim_above``.
         images: (B, 1, H, W) in [0, 1] (CPU).
         classifier: f.
-        search: ``search(images, init=masks, trim_init=bool or (B,) bool, prune_init=bool)
-            -> SearchResult`` with G's search config.
+        search: ``search(images, init=masks, trim_init=bool or (B,) bool, prune_init=bool,
+            p_x=(B,)) -> SearchResult`` with G's search config.
 
     Returns: a :class:`~medxgan.generators.base.SearchResult` (CPU) with an extra attribute
     ``started`` (B,) bool: the mask started from a Grad-CAM cut.
     """
+    from medxgan.explain._torch import probabilities
     from medxgan.generators.inpaint.amortised import first_flipping_cut
 
     x = images.detach().to(torch.float32).cpu()
@@ -96,10 +97,11 @@ def gradcam_counterfactual(G, images: torch.Tensor, classifier: nn.Module, searc
         res = search(x)
         res.started = torch.zeros(x.shape[0], dtype=torch.bool)
         return res
-    mask, started = first_flipping_cut(G, x, classifier, cuts)
+    p_x = probabilities(classifier, x, device=dev)                      # (B,) once for both
+    mask, started = first_flipping_cut(G, x, classifier, cuts, p_x=p_x)
     cfg = G.search
     wide = mask.flatten(1).float().mean(1) > cfg.start_trim_above          # (B,) start area
     res = search(x, init=mask, trim_init=wide if cfg.start_trim else False,
-                 prune_init=cfg.start_prune)
+                 prune_init=cfg.start_prune, p_x=p_x)
     res.started = started
     return res
