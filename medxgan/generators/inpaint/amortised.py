@@ -141,7 +141,7 @@ def amortised_counterfactual(G, images: torch.Tensor, classifier, search):
             ``amortise`` (:class:`~medxgan.config.inpaint.AmortiseConfig`).
         images: (B, 1, H, W) in [0, 1] (CPU).
         classifier: f.
-        search: ``search(images, init=masks, trim_init=bool, prune_init=bool) ->
+        search: ``search(images, init=masks, trim_init=bool, prune_init=bool, p_x=(B,)) ->
             SearchResult`` (:func:`~medxgan.generators.inpaint.search.search_counterfactual`
             with G's search config): the images no cut flips are searched, the others start
             from the net's mask (pruned with ``amortise.prune``, trimmed with
@@ -155,15 +155,16 @@ def amortised_counterfactual(G, images: torch.Tensor, classifier, search):
     B = x.shape[0]
     pm = torch.cat([G.mask_net(x[s:s + 256].to(dev)).cpu() for s in range(0, B, 256)]) \
         if B else x
+    p_x = probabilities(classifier, x, device=dev)                      # (B,) once for both
     mask, amortised = first_flipping_cut(G, x, classifier,
-                                         [pm > cut for cut in G.amortise.thresholds])
+                                         [pm > cut for cut in G.amortise.thresholds], p_x)
     res = search(x, init=mask, trim_init=G.amortise.trim,   # the rest searched; all finished
-                 prune_init=G.amortise.prune)
+                 prune_init=G.amortise.prune, p_x=p_x)
     res.amortised = amortised
     return res
 
 
-def first_flipping_cut(G, images: torch.Tensor, classifier, cuts, p_x: torch.Tensor | None = None
+def first_flipping_cut(G, images: torch.Tensor, classifier, cuts, p_x: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each image's first candidate mask whose in-filling by ``G.fill`` f calls negative.
 
@@ -173,7 +174,7 @@ def first_flipping_cut(G, images: torch.Tensor, classifier, cuts, p_x: torch.Ten
         classifier: f.
         cuts: (B, 1, H, W) bool candidate masks per image, in the order to try (tight first);
             an empty candidate, or one above the search's area cap, is skipped.
-        p_x: (B,) f's probability of the images where the caller has it, else None (f runs).
+        p_x: (B,) f's probability of the images (the caller hands the same to the search).
 
     Returns: (masks (B, 1, H, W) bool, the first flipping candidate or empty; started (B,)
     bool: f called the image positive and a candidate flipped it).
@@ -183,8 +184,6 @@ def first_flipping_cut(G, images: torch.Tensor, classifier, cuts, p_x: torch.Ten
     x = images.detach().to(torch.float32).cpu()
     B, _, H, W = x.shape
     cap = G.search.area_cap * H * W
-    if p_x is None:
-        p_x = probabilities(classifier, x, device=dev)                  # (B,)
     mask = torch.zeros(B, 1, H, W, dtype=torch.bool)
     done = p_x < thr                                                    # already negative
     for cand in cuts:                                                   # tight first

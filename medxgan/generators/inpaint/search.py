@@ -228,8 +228,8 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
             in-filling change, the longest removable prefix found by bisection) or
             ``ranked`` (``bisect``, then each later patch tried in turn); the module
             docstring, step 3.
-        p_x: (B,) f's probability of ``images`` where the caller computed it (the Grad-CAM
-            start), else None: f runs on them first (step 1).
+        p_x: (B,) f's probability of ``images`` where the caller computed it (a start: the
+            Grad-CAM cuts or the amortised net), else None: f runs on them first (step 1).
 
     Returns: :class:`SearchResult` on the CPU.
     """
@@ -407,10 +407,11 @@ def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: 
         return mask
     m = mask[rows].flatten(1).float()                                 # (r, H W)
     pf = patches.flatten(1).float()                                   # (K, H W)
-    touch = (m @ pf.T) > 0                                            # (r, K)
+    overlap = m @ pf.T                                                # (r, K) pixels shared
+    touch = overlap > 0                                               # (r, K)
     if how != "exact":  # rank by the whole mask's in-filling change under each patch
         d = (sc.x[idx[rows]] - fills).abs().flatten(1) * m            # (r, H W)
-        change = (d @ pf.T) / (m @ pf.T).clamp_min(1)                 # (r, K) mean |d|
+        change = (d @ pf.T) / overlap.clamp_min(1)                    # (r, K) mean |d|
         change[~touch] = float("inf")
         order = change.argsort(1)                                     # (r, K) lowest first
         n = touch.sum(1)                                              # (r,) candidates
