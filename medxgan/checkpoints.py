@@ -87,8 +87,8 @@ def content_hash(**parts: Any) -> str:
 
 
 def seed_all(seed: int) -> None:
-    """Seed torch's, numpy's and Python's global RNGs (every state :func:`rng_state` stores),
-    so that two fresh runs with the same seed store the same RNG states."""
+    """Seed torch's, numpy's and Python's global RNGs, so that two fresh runs with the same
+    seed store the same RNG states (:func:`rng_state`: torch's and numpy's)."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
@@ -188,14 +188,17 @@ def resume_scan(store: Store, required: Iterable[str] = (), what: str = "checkpo
 
 
 def rng_state() -> dict:
-    """torch / numpy / python RNG states as tensors and lists (loadable with weights_only)."""
+    """torch / numpy RNG states as tensors and lists (loadable with weights_only).
+
+    Python's global ``random`` state is not stored: no training code draws from it, and other
+    threads of the same process do, at moments no run controls (Prefect's service loops draw
+    their poisson-jittered intervals from it, ``prefect.utilities.math``), so a stored copy
+    made two fresh runs' checkpoints differ byte for byte. :func:`seed_all` still seeds it."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
     out = {
         "torch": torch.get_rng_state(),
         "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached": float(cached)},
-        "python": [version, list(internal), gauss_next],
     }
     if torch.cuda.is_available():
         out["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
@@ -208,8 +211,9 @@ def set_rng_state(rng: dict) -> None:
     n = rng["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
                          n["has_gauss"], n["cached"]))
-    v, internal, gauss_next = rng["python"]
-    random.setstate((v, tuple(internal), gauss_next))
+    if "python" in rng:  # checkpoints written before session 16 stored it
+        v, internal, gauss_next = rng["python"]
+        random.setstate((v, tuple(internal), gauss_next))
     if "cuda" in rng and torch.cuda.is_available() and \
             len(rng["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(rng["cuda"])

@@ -60,10 +60,20 @@ def test_resume_scan_falls_back_to_older_readable_checkpoints(tmp_path):
 
 def test_rng_state_round_trip():
     state = rng_state()
-    a = (torch.rand(3), np.random.rand(), random.random())
+    a = (torch.rand(3), np.random.rand())
     set_rng_state(state)
-    b = (torch.rand(3), np.random.rand(), random.random())
+    b = (torch.rand(3), np.random.rand())
     assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+    assert "python" not in state        # other threads draw from it (rng_state's docstring)
+
+
+def test_set_rng_state_restores_an_older_checkpoint_s_python_state():
+    random.seed(7)
+    old = {**rng_state(), "python": [*random.getstate()[:1], list(random.getstate()[1]),
+                                      random.getstate()[2]]}
+    a = random.random()
+    set_rng_state(old)
+    assert random.random() == a
 
 
 def test_state_dict_hash_is_of_content_not_of_order_or_file(tmp_path):
