@@ -91,6 +91,11 @@ def variant(r: dict) -> str:
         budget = f" {am['steps']} steps" if am.get("steps") else ""  # the net's training
         name.append("amortised" + budget + (f" ({', '.join(steps)})" if steps else ""))
     search = r.get("search") or {}
+    side = int(r.get("size", 64))
+    if search.get("complete") == "auto":        # since session 16: on at 128 px and above
+        from medxgan.config.inpaint import SearchConfig
+
+        search = {**search, "complete": SearchConfig().complete_at(side)}
     name += [f"+ {k}" for k in ("complete", "support", "restore") if search.get(k)]
     name += [f"{k} {_knob(search[k])}" for k in _SEARCH_KNOBS  # the search's cost knobs,
              if k in search and _knob(search[k]) != _knob(_SEARCH_DEFAULTS[k])]  # where moved
@@ -100,7 +105,7 @@ def variant(r: dict) -> str:
     if trim == "auto":                         # key, each removal in-filled alone)
         from medxgan.config.inpaint import SearchConfig
 
-        trim = SearchConfig(trim="auto").trim_at(int(r.get("size", 64)))
+        trim = SearchConfig(trim="auto").trim_at(side)
     if trim != "exact":
         name.append(f"{trim} trim")
     if search.get("start", "coarse") != "coarse":  # where the search starts (Grad-CAM)

@@ -123,3 +123,19 @@ def test_the_trim_names_its_row():
         "| inpaint (3, 100 ± 0) | 0.30 ± 0.10 |")
     assert next(ln for ln in lines if ln.startswith("| inpaint bisect")).startswith(
         "| inpaint bisect trim gradcam start (1, 100) | 0.60 |")
+
+
+def test_complete_auto_names_its_row_by_size():
+    """``complete: auto`` (the default since session 16) is on at 128 px and above: a 128 px
+    default run is named ``+ complete``, a 64 px one is not, and a result with ``complete:
+    false`` at 128 px (an explicit setting, or a run before session 16) is not either."""
+    rows = [{**_result("inpaint", 0, 0.4), "search": {"complete": "auto"}},
+            {**_result("inpaint", 0, 0.8), "size": 128,
+             "search": {"complete": "auto", "trim": "auto"}},
+            {**_result("inpaint", 0, 0.7), "size": 128,
+             "search": {"complete": False, "trim": "auto"}}]
+    lines = [ln for ln in table(rows).splitlines() if ln.startswith("| inpaint")]
+    assert any(ln.startswith("| inpaint 128 px + complete ranked trim (1, 100) | 0.80 |")
+               for ln in lines), lines
+    assert any(ln.startswith("| inpaint 128 px ranked trim (1, 100) | 0.70 |") for ln in lines)
+    assert any(ln.startswith("| inpaint (1, 100) | 0.40 |") for ln in lines), lines

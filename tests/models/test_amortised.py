@@ -173,3 +173,27 @@ def test_prune_drops_the_places_f_does_not_need():
     assert res.amortised.all() and res.flipped.all()
     assert bool((res.mask[:, 0] == _square(10, 16)).all())
     assert torch.equal(res.x_neg[..., 22:28, 22:28], x[..., 22:28, 22:28])   # left as it was
+
+
+def test_completion_is_on_by_default_at_128_px_and_above_only():
+    """``search.complete: auto`` (the default since session 16): the same lesion and net mask
+    (a 1 px ring of the lesion left) are completed to the whole lesion at 128 px, as with
+    ``complete: true``, and left as the net's mask at 64 px, as with ``complete: false``."""
+    f = BlobClassifier()
+    for side in (64, 128):
+        x = 0.3 + 0.02 * torch.randn(2, 1, side, side,
+                                     generator=torch.Generator().manual_seed(side))
+        x[:, :, 40:56, 40:56] = 0.9
+        x = x.clamp(0, 1)
+        net = FixedMask(0.9, lo=41, hi=55)
+        masks = {c: InpaintGenerator(ConstantFill(), side, None if c == "auto" else
+                                     {"complete": c}, mask_net=net).counterfactual(x, f).mask
+                 for c in ("auto", True, False)}
+        lesion = torch.zeros(side, side, dtype=torch.bool)
+        lesion[40:56, 40:56] = True
+        assert bool(masks[True][:, 0][:, lesion].all()), side        # completion: all of it
+        assert not bool(masks[False][:, 0][:, lesion].all()), side   # the net's mask: not
+        assert torch.equal(masks["auto"], masks[side >= 128]), side
+    from medxgan.metrics.shortcut import driver_search_options
+
+    assert driver_search_options(128)["complete"] is False    # the shortcut search: unchanged

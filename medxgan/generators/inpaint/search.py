@@ -40,8 +40,9 @@ Algorithm (every step batched over images and candidates, ``batch`` inpaintings 
    does the same and then tries each later patch of the ranking in turn, kept where f still
    flips (as ``exact`` does with its own ranking).
    With ``margin`` > 0, both stages aim at ``p < threshold - margin`` instead.
-4. **Complete** (``complete``, on flipped images only): the mask is grown to the whole finding
-   it touches (:func:`_complete`): the mask's neighbourhood (``complete_steps`` rings of
+4. **Complete** (``complete``, on flipped images only; the configured default at 128 px and
+   above since session 16, ``SearchConfig.complete: auto``): the mask is grown to the whole
+   finding it touches (:func:`_complete`): the mask's neighbourhood (``complete_steps`` rings of
    ``max(1, H/32)`` px) is in-filled with it in one pass; the finding's pixels there are those
    where the image differs from that in-filling in the finding's direction by more than
    ``max(complete_tol, complete_rel m)``, m the 90th percentile of that difference inside the
