@@ -90,11 +90,11 @@ def variant(r: dict) -> str:
         steps = [k for k in ("prune", "trim") if am.get(k)]
         budget = f" {am['steps']} steps" if am.get("steps") else ""  # the net's training
         name.append("amortised" + budget + (f" ({', '.join(steps)})" if steps else ""))
+    from medxgan.config.inpaint import SearchConfig
+
     search = r.get("search") or {}
     side = int(r.get("size", 64))
     if search.get("complete") == "auto":        # since session 16: on at 128 px and above
-        from medxgan.config.inpaint import SearchConfig
-
         search = {**search, "complete": SearchConfig().complete_at(side)}
     name += [f"+ {k}" for k in ("complete", "support", "restore") if search.get(k)]
     name += [f"{k} {_knob(search[k])}" for k in _SEARCH_KNOBS  # the search's cost knobs,
@@ -103,8 +103,6 @@ def variant(r: dict) -> str:
         name.append("(both signs)")
     trim = search.get("trim", "exact")        # how it trims (results before session 15: no
     if trim == "auto":                         # key, each removal in-filled alone)
-        from medxgan.config.inpaint import SearchConfig
-
         trim = SearchConfig(trim="auto").trim_at(side)
     if trim != "exact":
         name.append(f"{trim} trim")
