@@ -29,7 +29,7 @@ test: $(STAMP) browser
 	PREFECT_HOME=$$(mktemp -d) $(BIN)/python -m pytest -q
 
 bench-quick: $(STAMP)  # every benchmark with a quick mode (coupled_encoder has none: minutes)
-	for b in dask_scale deployed_audit encoder explain_speed gan_step generators ingest_speed \
+	for b in cpu_speed dask_scale deployed_audit encoder explain_speed gan_step generators ingest_speed \
 	    metrics_speed quality scale train_gan; do $(BIN)/python -m bench.$$b --quick || exit 1; done
 
 clean:

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from medxgan.cpu import cpu_batch
+
 
 @contextmanager
 def frozen(*modules: nn.Module) -> Iterator[None]:
@@ -55,9 +57,11 @@ def logit(f: nn.Module, x01: torch.Tensor) -> torch.Tensor:
 def probabilities(f: nn.Module, x01: torch.Tensor, batch: int = 256,
                   device: torch.device | str | None = None) -> torch.Tensor:
     """f's positive-class probability (N,) of images x01 (N, 1, H, W), ``batch`` at a time on
-    ``device`` (default: where x01 is), returned on the CPU; (0,) for no images."""
-    out = [torch.sigmoid(f(x01[s].to(device or x01.device)).float().reshape(-1)).cpu()
-           for s in chunks(len(x01), batch)]
+    ``device`` (default: where x01 is; on the CPU fewer at a time,
+    :func:`medxgan.cpu.cpu_batch`), returned on the CPU; (0,) for no images."""
+    dev = device or x01.device
+    out = [torch.sigmoid(f(x01[s].to(dev)).float().reshape(-1)).cpu()
+           for s in chunks(len(x01), cpu_batch(batch, x01.shape[-2:], dev))]
     return torch.cat(out) if out else torch.zeros(0)
 
 

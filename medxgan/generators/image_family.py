@@ -33,6 +33,7 @@ from medxgan.explain._torch import chunks, logit
 from medxgan.generators.base import (Counterfactual, GeneratorFamily, Interpolation, Path,
                                      ProgressFn)
 from medxgan.generators.image_run import Fit, end_of_run_health, train_image_run
+from medxgan.cpu import cpu_batch
 
 
 class ImageFamily(GeneratorFamily):
@@ -95,8 +96,9 @@ class ImageFamily(GeneratorFamily):
             inner = path[:, 1:-1] if known else path                    # f on the rest only
             m = inner.shape[1]
             inner = inner.reshape(B * m, 1, H, W)                       # (B m, 1, H, W)
+            step = cpu_batch(batch_size, (H, W), inner.device)           # medxgan.cpu
             probs = torch.cat([torch.sigmoid(logit(f, inner[s]))
-                               for s in chunks(B * m, batch_size)] or
+                               for s in chunks(B * m, step)] or
                               [inner.new_zeros(0)]).reshape(B, m)
             if known:  # frame 0 is x_neg, frame n - 1 the image: f already saw both
                 probs = torch.cat([cf.p_neg.to(probs)[:, None], probs,

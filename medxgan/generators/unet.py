@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medxgan.cpu import fast_layout
+
 __all__ = ["UNet", "budget_spent", "device", "draw_batch", "spent_share"]
 
 
@@ -46,10 +48,12 @@ class UNet(nn.Module):
         self.out = nn.Conv2d(ch[0], 1, 1)
 
     def trunk(self, h: torch.Tensor) -> torch.Tensor:
-        """(B, cin, H, W) -> (B, 1, H, W) pre-activation output."""
+        """(B, cin, H, W) -> (B, 1, H, W) pre-activation output (channels-last strides on the
+        CPU, :mod:`medxgan.cpu`; the values do not depend on the layout beyond rounding)."""
         k = 2 ** self.depth
         if h.shape[-1] % k or h.shape[-2] % k:
             raise ValueError(f"image sides {tuple(h.shape[-2:])} must be divisible by {k}")
+        h = fast_layout(h)  # channels-last on the CPU: medxgan.cpu
         skips = []
         for i, blk in enumerate(self.down):
             if i:

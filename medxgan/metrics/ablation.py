@@ -46,6 +46,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from medxgan.cpu import cpu_batch
 from medxgan.metrics.faithfulness import gaussian_blur
 
 InfillMethod = Literal["blur", "mean", "noisy_linear", "twin", "inpaint"]
@@ -223,10 +224,11 @@ def infill(images: torch.Tensor, masks: torch.Tensor, method: InfillMethod = "bl
         if inpainter is None:
             raise ValueError("infill 'inpaint' needs an inpainter (the run's healthy in-filler)")
         dev = next(iter(inpainter.parameters())).device
+        b = cpu_batch(batch_size, images.shape[-2:], dev)              # medxgan.cpu
         with torch.no_grad():
-            out = [inpainter(images[s:s + batch_size].to(dev),
-                             m[s:s + batch_size, None].to(dev, images.dtype)).to(images.device)
-                   for s in range(0, len(images), batch_size)]
+            out = [inpainter(images[s:s + b].to(dev),
+                             m[s:s + b, None].to(dev, images.dtype)).to(images.device)
+                   for s in range(0, len(images), b)]
         return torch.where(m[:, None], torch.cat(out).to(images.dtype), images) if out else images
     src = fill_source(images, method, twin=twin, blur_sigma=blur_sigma)
     return torch.where(m[:, None], src, images)
@@ -244,7 +246,8 @@ def classifier_device(classifier: Classifier, fallback: torch.device) -> torch.d
 
 def positive_probability(classifier: Classifier, images: torch.Tensor,
                          batch_size: int = 256) -> torch.Tensor:
-    """p = sigmoid(classifier(x)) of a batch, in chunks of ``batch_size`` images.
+    """p = sigmoid(classifier(x)) of a batch, in chunks of ``batch_size`` images (fewer on the
+    CPU, :func:`medxgan.cpu.cpu_batch`).
 
     Args:
         images: (N, 1, H, W) float in [0, 1], on the classifier's device.
@@ -252,9 +255,10 @@ def positive_probability(classifier: Classifier, images: torch.Tensor,
     Returns: (N,) float64 on the images' device.
     """
     out = []
+    b = cpu_batch(batch_size, images.shape[-2:], images.device)         # medxgan.cpu
     with torch.no_grad():
-        for s in range(0, len(images), batch_size):
-            out.append(torch.sigmoid(classifier(images[s:s + batch_size]).reshape(-1)
+        for s in range(0, len(images), b):
+            out.append(torch.sigmoid(classifier(images[s:s + b]).reshape(-1)
                                      .to(torch.float64)))
     if not out:
         return torch.zeros(0, dtype=torch.float64, device=images.device)

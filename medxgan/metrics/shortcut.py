@@ -63,6 +63,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medxgan.cpu import cpu_batch
 from medxgan.generators.inpaint.complete import complete_regions, dilate_masks, fill_batches
 from medxgan.metrics.ablation import (classifier_device, infill, positive_probability,
                                       threshold_of)
@@ -256,8 +257,9 @@ def find_shortcut(classifier, images: torch.Tensor, masks: torch.Tensor, labels:
     fdev = next(iter(filler.parameters())).device
 
     def fill(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:  # (N, 1, H, W), (N, H, W)
-        out = [filler(x[s:s + batch_size].to(fdev), m[s:s + batch_size, None].to(fdev, x.dtype))
-               for s in range(0, len(x), batch_size)]
+        b = cpu_batch(batch_size, x.shape[-2:], fdev)                  # medxgan.cpu
+        out = [filler(x[s:s + b].to(fdev), m[s:s + b, None].to(fdev, x.dtype))
+               for s in range(0, len(x), b)]
         return torch.cat(out).to(dev) if out else x.to(dev)
 
     x = images.to(dev, torch.float32)

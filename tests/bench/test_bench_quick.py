@@ -48,6 +48,8 @@ def _keys(line: str) -> dict[str, float]:
     ("encoder", ["encoder_mse_ratio"], ()),
     ("deployed_speed", ["check_images_per_s", "gradcam_images_per_s", "ig_images_per_s"],
      ("--work", "/tmp/medxgan-test-deployed")),
+    ("cpu_speed", ["explain_speedup", "train_speedup", "classify_speedup", "masks_equal"],
+     ("--reps", "1")),
 ])
 def test_quick_last_line(tmp_path: Path, bench: str, keys: list[str], extra: tuple) -> None:
     got = _keys(_run(bench, tmp_path / "out.json", *extra))

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medxgan.cpu import cpu_batch
+
 __all__ = ["complete_regions", "dilate_masks", "fill_batches", "reconstruct_masks"]
 
 
@@ -40,11 +42,13 @@ def reconstruct_masks(seed: torch.Tensor, within: torch.Tensor) -> torch.Tensor:
 
 def fill_batches(filler: nn.Module, x: torch.Tensor, m: torch.Tensor, batch_size: int
                   ) -> torch.Tensor:
-    """``filler(x, m)`` in batches on the filler's device; x (N, 1, H, W), m (N, H, W) bool;
-    the result on the CPU."""
+    """``filler(x, m)`` in batches on the filler's device (on the CPU fewer images a batch,
+    :func:`medxgan.cpu.cpu_batch`); x (N, 1, H, W), m (N, H, W) bool; the result on the
+    CPU."""
     dev = next(iter(filler.parameters())).device
-    out = [filler(x[s:s + batch_size].to(dev), m[s:s + batch_size, None].to(dev, x.dtype)).cpu()
-           for s in range(0, len(x), batch_size)]
+    b = cpu_batch(batch_size, x.shape[-2:], dev)
+    out = [filler(x[s:s + b].to(dev), m[s:s + b, None].to(dev, x.dtype)).cpu()
+           for s in range(0, len(x), b)]
     return torch.cat(out) if out else x.clone()
 
 

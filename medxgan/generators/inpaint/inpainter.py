@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from medxgan.config.inpaint import AmortiseConfig, InpaintConfig, SearchConfig
+from medxgan.cpu import cpu_batch
 from medxgan.generators.base import SearchResult
 from medxgan.generators.inpaint.amortised import amortised_counterfactual
 from medxgan.generators.inpaint.search import search_counterfactual
@@ -339,8 +340,10 @@ class InpaintGenerator(nn.Module):
     @torch.no_grad()
     def fill(self, x: torch.Tensor, mask: torch.Tensor, batch: int = 256) -> torch.Tensor:
         """In-fill ``mask`` (B, 1, H, W) bool / {0, 1} of images x (B, 1, H, W) in [0, 1], on
-        the in-filler's device, ``batch`` at a time; the result is on x's device."""
+        the in-filler's device, ``batch`` at a time (fewer on the CPU,
+        :func:`medxgan.cpu.cpu_batch`); the result is on x's device."""
         dev = next(self.inpainter.parameters()).device
+        batch = cpu_batch(batch, x.shape[-2:], dev)
         out = [self.inpainter(x[s:s + batch].to(dev), mask[s:s + batch].to(dev, x.dtype))
                for s in range(0, len(x), batch)]
         return torch.cat(out).to(x.device) if out else x.clone()

@@ -86,6 +86,7 @@ from torch import nn
 
 from medxgan.explain._torch import probabilities
 from medxgan.generators.base import SearchResult
+from medxgan.cpu import cpu_batch
 
 __all__ = ["SearchResult", "search_counterfactual"]
 
@@ -120,7 +121,9 @@ class _Scorer:
                  batch: int, allowed: torch.Tensor | None = None):
         self.dev = next(iter(inpainter.parameters())).device
         self.x = images
-        self.f, self.g, self.batch = classifier, inpainter, batch
+        # on the CPU fewer images per pass than ``batch``: medxgan.cpu.cpu_batch
+        self.f, self.g = classifier, inpainter
+        self.batch = cpu_batch(batch, images.shape[-2:], self.dev)
         self.allowed = allowed  # (B, 1, H, W) bool or None: where masks may lie
 
     def prob(self, x: torch.Tensor) -> torch.Tensor:

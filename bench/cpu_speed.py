@@ -1,0 +1,179 @@
+"""CPU execution (:mod:`medxgan.cpu`) on and off, side by side in one run: what channels-last
+U-Nets and cache-sized no-grad batches buy, on the models ``bench.generators`` trained.
+
+Timed through the product's code, each setting alternately (off, on, off, on, ...; ``--reps``
+rounds, the median per setting), on the same models and images:
+
+- ``explain``: the inpaint family's ``medxgan`` explanation of ``--n`` test positives f calls
+  positive (:func:`medxgan.explain.explain_batch`, as ``bench.generators`` and the audit run
+  it: the counterfactual search and the interpolation), with a check that both settings give
+  the same masks and x_neg up to float rounding;
+- ``train``: ``--train-steps`` steps of :func:`medxgan.generators.inpaint.inpainter.
+  train_inpainter` with the run's in-filler config, on whole images and on half-side windows;
+- ``classify``: f's no-grad probabilities (:func:`medxgan.explain._torch.probabilities`) of
+  256 test images.
+
+    .venv/bin/python -m bench.cpu_speed --dataset phantom-brain --size 128   # ~15 min, 1 thread
+    .venv/bin/python -m bench.cpu_speed --quick                              # 32 px, seconds
+
+The full run needs the cohort, f and the in-filler of ``bench.generators --dataset <ds> --size
+<S> --seed <s>`` under ``--work`` (it says which command to run when they are missing); with
+``--quick`` a 32 px cohort, f and a freshly initialised in-filler. Writes
+bench/results/cpu_speed_<dataset>_<size>px.json; the last line printed is
+``explain_speedup=<a> train_speedup=<b> classify_speedup=<c> masks_equal=<0|1>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from bench._common import RESULTS, phantom_cohort, write_results
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _alternate(fn, reps: int) -> dict[str, list[float]]:
+    """Seconds of ``fn(setting)`` with CPU execution ``off`` (NCHW U-Nets, the callers' batches)
+    and ``on`` (:mod:`medxgan.cpu`'s defaults), alternately, ``reps`` rounds each."""
+    from medxgan.cpu import CPU_BATCH_PIXELS, cpu_execution
+
+    out: dict[str, list[float]] = {"off": [], "on": []}
+    with cpu_execution(channels_last=False, batch_pixels=None):
+        fn("off")                                        # warm-up, not timed
+    for _ in range(reps):
+        for name, on in (("off", False), ("on", True)):
+            with cpu_execution(channels_last=on, batch_pixels=CPU_BATCH_PIXELS if on else None):
+                t = time.perf_counter()
+                fn(name)
+                out[name].append(time.perf_counter() - t)
+    return out
+
+
+def _ratio(t: dict[str, list[float]]) -> float:
+    return statistics.median(t["off"]) / statistics.median(t["on"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="phantom-cxr", choices=["phantom-cxr", "phantom-brain"])
+    ap.add_argument("--size", type=int, default=128, help="image side (px)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n", type=int, default=64, help="test positives explained")
+    ap.add_argument("--reps", type=int, default=2, help="rounds of off / on per measurement")
+    ap.add_argument("--train-steps", type=int, default=12, help="in-filler steps timed")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--generator", default=None,
+                    help="the in-filler's run folder (default: the newest bench.generators "
+                         "run of this dataset, size and seed under --work)")
+    ap.add_argument("--quick", action="store_true", help="32 px, 16 images, seconds")
+    ap.add_argument("--work", default="/tmp/medxgan-bench/generators", help="store folder")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    warnings.simplefilter("ignore", FutureWarning)
+    torch.set_num_threads(args.threads)
+
+    from bench.generators import EPOCHS, _called_positive_ids, _classifier, _family_scores
+    from medxgan.cohort.reader import Cohort
+    from medxgan.config.inpaint import InpaintConfig
+    from medxgan.explain._torch import probabilities
+    from medxgan.generators import load_generator
+    from medxgan.storage import Store
+    from medxgan.generators.inpaint.inpainter import (InpaintGenerator, Inpainter,
+                                                      train_inpainter)
+
+    size = 32 if args.quick else args.size
+    n_images = 240 if args.quick else 1200
+    work = Path(args.work) / ("quick" if args.quick else "full")
+    cohort_url = str(work / f"cohort-{args.dataset}-{size}-n{n_images}-s{args.seed}")
+    if args.quick:
+        phantom_cohort(cohort_url, args.dataset, n_images, size=size, seed=args.seed)
+    elif not Store(cohort_url).exists("manifest.json"):
+        raise SystemExit(f"no bench.generators cohort at {cohort_url}: run `python -m "
+                         f"bench.generators --dataset {args.dataset} --size {size} --seed "
+                         f"{args.seed}` first")
+    cohort = Cohort(cohort_url)
+    f, _ = _classifier(cohort_url, f"{cohort_url}-clf-small_cnn2-s{args.seed}", "small_cnn2",
+                       20 if args.quick else EPOCHS, args.seed, "cpu",
+                       0.0 if args.quick else 0.9)
+    if args.quick:
+        cfg = InpaintConfig(steps=1, seconds=None, base=4, depth=2)
+        G = InpaintGenerator(Inpainter(cfg.base, cfg.depth_for(size)).eval(), size)
+        gen = "a freshly initialised in-filler"
+    else:
+        runs = [Path(args.generator)] if args.generator else sorted(
+            (p for p in work.glob(f"gen-inpaint-{args.dataset}-{size}px-s{args.seed}-*")
+             if (p / "manifest.json").exists()), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise SystemExit(f"no bench.generators in-filler for {args.dataset} at {size} px, "
+                             f"seed {args.seed}, under {work}: run `python -m bench.generators "
+                             f"--dataset {args.dataset} --size {size} --seed {args.seed}` first")
+        G, _ = load_generator(str(runs[-1]))
+        gen = runs[-1].name
+        trained = json.loads((runs[-1] / "manifest.json").read_text())["train_config"]
+        cfg = InpaintConfig.model_validate(trained["inpaint"])
+    print(f"in-filler: {gen}", flush=True)
+    ids, _ = _called_positive_ids(cohort, f, 16 if args.quick else args.n, "cpu")
+
+    kept: dict[str, dict] = {}
+
+    def explain(setting: str) -> None:
+        kept[setting] = _family_scores(cohort, f, G, ids, args.seed, "cpu")[2]
+
+    if not ids:
+        raise SystemExit("f calls none of the test positives positive: nothing to explain")
+    t_explain = _alternate(explain, args.reps)
+    same_masks = bool(torch.equal(kept["on"]["x_neg"].ne(kept["on"]["x"]),
+                                  kept["off"]["x_neg"].ne(kept["off"]["x"])))
+    x_neg_diff = float((kept["on"]["x_neg"] - kept["off"]["x_neg"]).abs().max())
+    print(f"explain {len(ids)} images: s/image off "
+          f"{statistics.median(t_explain['off']) / len(ids):.3f} on "
+          f"{statistics.median(t_explain['on']) / len(ids):.3f}; the same changed pixels: "
+          f"{same_masks}, max |x_neg difference| {x_neg_diff:.2e}", flush=True)
+
+    neg = next(cohort.iter_batches(256, split="train", labels=[0])).images
+    steps = 2 if args.quick else args.train_steps
+    train = {}
+    for name, crop in (("whole", 1.0), ("windows", 0.5)):
+        over = dict(steps=steps, seconds=None, train_crop=crop, whole_share=0.0, seed=args.seed,
+                    device="cpu")
+        train[name] = _alternate(lambda _: train_inpainter(neg, cfg, **over), args.reps)
+        print(f"train {name}: s/step off {statistics.median(train[name]['off']) / steps:.3f} "
+              f"on {statistics.median(train[name]['on']) / steps:.3f}", flush=True)
+
+    test = next(cohort.iter_batches(256, split="test")).images
+    t_cls = _alternate(lambda _: probabilities(f, test), args.reps)
+    print(f"classify {len(test)} images: ms/image off "
+          f"{1e3 * statistics.median(t_cls['off']) / len(test):.2f} on "
+          f"{1e3 * statistics.median(t_cls['on']) / len(test):.2f}", flush=True)
+
+    line = {"explain_speedup": _ratio(t_explain),
+            "train_speedup": statistics.mean(_ratio(t) for t in train.values()),
+            "classify_speedup": _ratio(t_cls), "masks_equal": float(same_masks)}
+    out = args.out or RESULTS / f"cpu_speed_{args.dataset}_{size}px.json"
+    write_results(out, {
+        "bench": "cpu_speed", "command": " ".join(["python -m bench.cpu_speed"] + sys.argv[1:]),
+        "commit": _commit(),
+        "dataset": args.dataset, "size": size, "in_filler": gen, "n_images": len(ids),
+        "seconds": {"explain": t_explain, "train": train, "classify": t_cls},
+        "train_steps": steps, "x_neg_max_abs_diff": x_neg_diff, "result": line})
+    print(f"wrote {out}", flush=True)
+    print(" ".join(f"{k}={v:.4f}" for k, v in line.items()))
+
+
+if __name__ == "__main__":
+    main()
