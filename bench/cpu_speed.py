@@ -92,9 +92,9 @@ def main() -> None:
     from medxgan.config.inpaint import InpaintConfig
     from medxgan.explain._torch import probabilities
     from medxgan.generators import load_generator
-    from medxgan.storage import Store
     from medxgan.generators.inpaint.inpainter import (InpaintGenerator, Inpainter,
                                                       train_inpainter)
+    from medxgan.storage import Store
 
     size = 32 if args.quick else args.size
     n_images = 240 if args.quick else 1200

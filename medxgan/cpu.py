@@ -66,12 +66,18 @@ def fast_layout(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def cpu_batch(batch: int, side: tuple[int, int] | torch.Size, device: torch.device | str
-              ) -> int:
+def cpu_batch(batch: int, side: tuple[int, int] | torch.Size, device: torch.device | str,
+              module: object | None = None) -> int:
     """Images per forward pass for images of ``side`` (H, W) px on ``device``: ``batch`` on a
-    GPU, on the CPU at most ``batch_pixels // (H W)`` (at least 1)."""
+    GPU, on the CPU at most ``batch_pixels // (H W)`` (at least 1).
+
+    A ``module`` whose output for one image depends on the other images of its pass declares
+    ``batch_dependent = True`` (the shortcut search's fixed infills: ROAD's noise is drawn for
+    the whole pass and its solver stops on the worst image) and keeps ``batch``: smaller
+    passes would change what it computes, not only how fast."""
     px = _state["batch_pixels"]
-    if px is None or torch.device(device).type != "cpu":
+    if px is None or torch.device(device).type != "cpu" or getattr(module, "batch_dependent",
+                                                                     False):
         return max(1, int(batch))
     H, W = int(side[-2]), int(side[-1])
     return max(1, min(int(batch), px // max(1, H * W)))

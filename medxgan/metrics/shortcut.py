@@ -63,7 +63,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from medxgan.cpu import cpu_batch
 from medxgan.generators.inpaint.complete import complete_regions, dilate_masks, fill_batches
 from medxgan.metrics.ablation import (classifier_device, infill, positive_probability,
                                       threshold_of)
@@ -170,7 +169,13 @@ def _small(a: np.ndarray, most: int = 64) -> np.ndarray:
 
 
 class _Infill(nn.Module):
-    """A fixed infill (``medxgan.metrics.ablation.infill``) as an in-filler ``(x, m) -> x'``."""
+    """A fixed infill (``medxgan.metrics.ablation.infill``) as an in-filler ``(x, m) -> x'``.
+
+    ``batch_dependent``: ``noisy_linear`` draws its noise for the whole pass and stops its
+    solver on the pass's worst image, so the callers keep their batch on the CPU too
+    (:func:`medxgan.cpu.cpu_batch`)."""
+
+    batch_dependent = True
 
     def __init__(self, method: str, seed: int = 0):
         super().__init__()
@@ -254,13 +259,9 @@ def find_shortcut(classifier, images: torch.Tensor, masks: torch.Tensor, labels:
     g = torch.Generator().manual_seed(int(seed))
     filler = inpainter if inpainter is not None else _Infill(method, seed)
     infill_name = "inpaint" if inpainter is not None else method
-    fdev = next(iter(filler.parameters())).device
 
     def fill(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:  # (N, 1, H, W), (N, H, W)
-        b = cpu_batch(batch_size, x.shape[-2:], fdev)                  # medxgan.cpu
-        out = [filler(x[s:s + b].to(fdev), m[s:s + b, None].to(fdev, x.dtype))
-               for s in range(0, len(x), b)]
-        return torch.cat(out).to(dev) if out else x.to(dev)
+        return fill_batches(filler, x, m, batch_size).to(dev)
 
     x = images.to(dev, torch.float32)
     y = labels.to(dev).long()

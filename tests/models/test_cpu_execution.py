@@ -85,3 +85,27 @@ def test_no_grad_passes_on_the_cpu_take_at_most_the_budget_and_give_the_same_res
     assert torch.allclose(p, p0) and torch.equal(r.mask, r0.mask)
     assert torch.allclose(r.x_neg, r0.x_neg) and torch.allclose(filled, filled0)
     assert bool(r.flipped[x[:, 0].amax((1, 2)) > 0.5].all())
+
+
+def test_a_batch_dependent_filler_keeps_its_batch():
+    """The shortcut search's fixed infills (``_Infill``) draw ROAD's noise for the whole pass:
+    cut into smaller passes an image would get other noise. They declare ``batch_dependent``
+    and keep the caller's batch, so the CPU budget changes nothing they compute."""
+    from medxgan.metrics.shortcut import _Infill
+
+    x, _ = _images()
+    x = torch.cat([x] * 4)                                    # (16, 1, S, S)
+    m = torch.zeros(16, S, S, dtype=torch.bool)
+    m[:, 8:20, 8:20] = True
+    road = _Infill("noisy_linear", seed=3)
+    assert cpu_batch(256, (S, S), "cpu", road) == 256
+    with cpu_execution(batch_pixels=3 * S * S):
+        small = fill_batches(road, x, m, 256)
+        r = search_counterfactual(x, WindowMean().eval(), road, patch_sizes=(12, 8),
+                                  area_cap=0.3)
+    with cpu_execution(batch_pixels=None):
+        whole = fill_batches(road, x, m, 256)
+        r0 = search_counterfactual(x, WindowMean().eval(), road, patch_sizes=(12, 8),
+                                   area_cap=0.3)
+    assert torch.equal(small, whole)
+    assert torch.equal(r.mask, r0.mask) and torch.equal(r.x_neg, r0.x_neg)

@@ -46,7 +46,7 @@ def fill_batches(filler: nn.Module, x: torch.Tensor, m: torch.Tensor, batch_size
     :func:`medxgan.cpu.cpu_batch`); x (N, 1, H, W), m (N, H, W) bool; the result on the
     CPU."""
     dev = next(iter(filler.parameters())).device
-    b = cpu_batch(batch_size, x.shape[-2:], dev)
+    b = cpu_batch(batch_size, x.shape[-2:], dev, filler)
     out = [filler(x[s:s + b].to(dev), m[s:s + b, None].to(dev, x.dtype)).cpu()
            for s in range(0, len(x), b)]
     return torch.cat(out) if out else x.clone()

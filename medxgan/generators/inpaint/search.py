@@ -84,9 +84,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from medxgan.cpu import cpu_batch
 from medxgan.explain._torch import probabilities
 from medxgan.generators.base import SearchResult
-from medxgan.cpu import cpu_batch
 
 __all__ = ["SearchResult", "search_counterfactual"]
 
@@ -123,7 +123,7 @@ class _Scorer:
         self.x = images
         # on the CPU fewer images per pass than ``batch``: medxgan.cpu.cpu_batch
         self.f, self.g = classifier, inpainter
-        self.batch = cpu_batch(batch, images.shape[-2:], self.dev)
+        self.batch = cpu_batch(batch, images.shape[-2:], self.dev, inpainter)
         self.allowed = allowed  # (B, 1, H, W) bool or None: where masks may lie
 
     def prob(self, x: torch.Tensor) -> torch.Tensor:
