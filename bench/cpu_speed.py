@@ -11,7 +11,13 @@ rounds, the median per setting), on the same models and images:
 - ``train``: ``--train-steps`` steps of :func:`medxgan.generators.inpaint.inpainter.
   train_inpainter` with the run's in-filler config, on whole images and on half-side windows;
 - ``classify``: f's no-grad probabilities (:func:`medxgan.explain._torch.probabilities`) of
-  256 test images.
+  256 test images;
+- ``baselines`` (since session 18): the audit's gradient methods, Grad-CAM, IG and
+  counterfactual IG (from the ``medxgan`` explanation's mask, as the audit passes it), of one
+  audit shard of ``--shard`` images (:func:`medxgan.explain.explain_batch`), with a check that
+  both settings give the same maps up to float rounding;
+- ``score``: the score stage's metrics of those IG maps, deletion and insertion curves
+  included (:func:`medxgan.metrics.score_batch`, as ``tasks.score`` runs it).
 
     .venv/bin/python -m bench.cpu_speed --dataset phantom-brain --size 128   # ~15 min, 1 thread
     .venv/bin/python -m bench.cpu_speed --quick                              # 32 px, seconds
@@ -20,7 +26,8 @@ The full run needs the cohort, f and the in-filler of ``bench.generators --datas
 <S> --seed <s>`` under ``--work`` (it says which command to run when they are missing); with
 ``--quick`` a 32 px cohort, f and a freshly initialised in-filler. Writes
 bench/results/cpu_speed_<dataset>_<size>px.json; the last line printed is
-``explain_speedup=<a> train_speedup=<b> classify_speedup=<c> masks_equal=<0|1>``.
+``explain_speedup=<a> train_speedup=<b> classify_speedup=<c> masks_equal=<0|1>
+baselines_speedup=<d> score_speedup=<e> maps_max_rel_diff=<f>``.
 """
 
 from __future__ import annotations
@@ -77,6 +84,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2, help="rounds of off / on per measurement")
     ap.add_argument("--train-steps", type=int, default=12, help="in-filler steps timed")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--shard", type=int, default=32,
+                    help="images of the baselines and score measurements (an audit shard)")
     ap.add_argument("--generator", default=None,
                     help="the in-filler's run folder (default: the newest bench.generators "
                          "run of this dataset, size and seed under --work)")
@@ -161,18 +170,67 @@ def main() -> None:
           f"{1e3 * statistics.median(t_cls['off']) / len(test):.2f} on "
           f"{1e3 * statistics.median(t_cls['on']) / len(test):.2f}", flush=True)
 
+    t_base, t_score, rel_diff = _baselines_and_score(cohort, f, G, ids[:args.shard], args)
+
     line = {"explain_speedup": _ratio(t_explain),
             "train_speedup": statistics.mean(_ratio(t) for t in train.values()),
-            "classify_speedup": _ratio(t_cls), "masks_equal": float(same_masks)}
+            "classify_speedup": _ratio(t_cls), "masks_equal": float(same_masks),
+            "baselines_speedup": _ratio(t_base), "score_speedup": _ratio(t_score),
+            "maps_max_rel_diff": rel_diff}
     out = args.out or RESULTS / f"cpu_speed_{args.dataset}_{size}px.json"
     write_results(out, {
         "bench": "cpu_speed", "command": " ".join(["python -m bench.cpu_speed"] + sys.argv[1:]),
         "commit": _commit(),
         "dataset": args.dataset, "size": size, "in_filler": gen, "n_images": len(ids),
-        "seconds": {"explain": t_explain, "train": train, "classify": t_cls},
+        "seconds": {"explain": t_explain, "train": train, "classify": t_cls,
+                    "baselines": t_base, "score": t_score}, "shard": min(args.shard, len(ids)),
         "train_steps": steps, "x_neg_max_abs_diff": x_neg_diff, "result": line})
     print(f"wrote {out}", flush=True)
     print(" ".join(f"{k}={v:.4f}" for k, v in line.items()))
+
+
+BASELINES = ["gradcam", "ig", "counterfactual_ig"]
+
+
+def _baselines_and_score(cohort, f, G, ids: list[str], args):
+    """Seconds of the audit's gradient methods and of the score stage's metrics on one shard,
+    off and on alternately, and the largest difference of a map between the settings relative
+    to that map's largest |value| (the maps of both must agree up to float rounding)."""
+    from medxgan.explain import explain_batch
+    from medxgan.explain.serialize import explanation_table
+    from medxgan.metrics import partner_masks, score_batch, scoring_inputs, shuffle_partners
+    from medxgan.metrics.masks import boxes_to_masks
+
+    batch = cohort.load(ids)
+    x = batch.images
+    own = explain_batch(x, f, G, ["medxgan"], None, ids=ids)["medxgan"]
+    latents = (own.extras["z_a"], own.extras["z_p"])
+    maps: dict[str, dict] = {}
+
+    def baselines(setting: str) -> None:
+        maps[setting] = explain_batch(x, f, G, BASELINES, None, ids=ids, latents=latents)
+
+    t_base = _alternate(baselines, args.reps)
+    rel = max(float((maps["on"][m].maps - maps["off"][m].maps).abs().max()
+                    / maps["off"][m].maps.abs().max().clamp_min(1e-12)) for m in BASELINES)
+    print(f"baselines {BASELINES} of {len(ids)} images: s/image off "
+          f"{statistics.median(t_base['off']) / len(ids):.3f} on "
+          f"{statistics.median(t_base['on']) / len(ids):.3f}; max relative map difference "
+          f"{rel:.1e}", flush=True)
+
+    _, ig_maps, extras = scoring_inputs(explanation_table(ids, maps["on"]["ig"], "ig"))
+    H, W = ig_maps.shape[1:]
+    boxes = cohort.boxes_by_id()
+    masks = boxes_to_masks(batch.boxes, H, W, tuple(x.shape[-2:]))
+    others = partner_masks(ids, shuffle_partners(ids, boxes, args.seed), boxes, H, W,
+                           tuple(x.shape[-2:]))
+    opts = {"faithfulness": True, "robustness": False, "seed": args.seed, "method_options": {}}
+    t_score = _alternate(lambda _: score_batch(ig_maps, masks, others, f, x, opts, method="ig",
+                                               ids=ids, extras=extras), args.reps)
+    print(f"score (ig maps, faithfulness curves) of {len(ids)} images: s/image off "
+          f"{statistics.median(t_score['off']) / len(ids):.3f} on "
+          f"{statistics.median(t_score['on']) / len(ids):.3f}", flush=True)
+    return t_base, t_score, rel
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from medxgan.config.models import ClassifierTrainConfig  # noqa: F401  (re-expor
 from medxgan.checkpoints import seed_all, sha256, state_dict_hash, write_blob
 from medxgan.classifiers.small_cnn import build_model
 from medxgan.config.classifier import ClassifierSpec
+from medxgan.cpu import cpu_batch
 from medxgan.storage import Store
 
 ImageTransform = Callable[[torch.Tensor], torch.Tensor]
@@ -82,15 +83,18 @@ def train_one_epoch(model: nn.Module, opt: torch.optim.Optimizer,
 @torch.no_grad()
 def evaluate(model: nn.Module, cohort, split: str, size: int, threshold: float = 0.5,
              transform: ImageTransform | None = None) -> dict[str, float]:
-    """AUROC, accuracy (at ``threshold``) and count on a split, streamed in batches."""
+    """AUROC, accuracy (at ``threshold``) and count on a split, streamed in batches of 256
+    images, each through the model in :func:`medxgan.cpu.cpu_batch`-sized passes."""
     model.eval()
     dev = next(model.parameters()).device
+    step = cpu_batch(256, (size, size), dev)                           # medxgan.cpu
     scores, labels = [], []
     for b in cohort.iter_batches(256, split=split, labels=[0, 1]):
         x = resize_square(b.images, size)
         if transform is not None:
             x = transform(x)
-        scores.append(torch.sigmoid(model(x.to(dev))[:, 0]).cpu().numpy())
+        for s in range(0, len(x), step):
+            scores.append(torch.sigmoid(model(x[s:s + step].to(dev))[:, 0]).cpu().numpy())
         labels.append(b.labels.numpy())
     if not scores:
         return {"auroc": float("nan"), "accuracy": float("nan"), "n": 0}

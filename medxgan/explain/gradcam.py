@@ -25,6 +25,7 @@ from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
 from medxgan.config.explain import BLOCKS_MEAN, GradCAMConfig
+from medxgan.cpu import cpu_chunks
 from medxgan.explain._torch import frozen, logit
 from medxgan.explain.base import Explainer, Explanation
 
@@ -167,8 +168,11 @@ class GradCAMExplainer(Explainer):
             raise ValueError(why)
         layer = find_target_layer(self.f, name)
         cam = LayerGradCam(lambda x: logit(self.f, x), layer)
+        c, _ = cpu_chunks(len(images), 1, len(images), images.shape[-2:],
+                          images.device)                                   # medxgan.cpu
         with torch.enable_grad():
-            a = cam.attribute(images, relu_attributions=self.config.relu)  # (B, 1, h, w)
+            a = torch.cat([cam.attribute(images[s:s + c], relu_attributions=self.config.relu)
+                           for s in range(0, len(images), c)])            # (B, 1, h, w)
         up = LayerAttribution.interpolate(a, tuple(images.shape[-2:]), self.config.upsample)
         return up.sum(1).detach(), tuple(a.shape[-2:])                    # (B, H, W)
 

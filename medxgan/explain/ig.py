@@ -18,6 +18,7 @@ import torch
 from captum.attr import IntegratedGradients
 
 from medxgan.config.explain import IGConfig
+from medxgan.cpu import cpu_chunks
 from medxgan.explain._torch import logit
 from medxgan.explain.base import Explainer, Explanation
 from medxgan.metrics.faithfulness import gaussian_blur  # the one blur (ceil(3 sigma) radius)
@@ -45,10 +46,18 @@ class IGExplainer(Explainer):
         cfg = self.config
         base = baseline_images(images, cfg.baseline, cfg.blur_sigma)
         ig = IntegratedGradients(lambda x: logit(self.f, x))
+        c, per_pass = cpu_chunks(len(images), 1,   # captum splits the steps: 1 input at least
+                                 cfg.internal_batch_size or len(images) * cfg.n_steps,
+                                 images.shape[-2:], images.device)     # medxgan.cpu
+        attrs, deltas = [], []
         with torch.enable_grad():
-            attr, delta = ig.attribute(images, baselines=base, n_steps=cfg.n_steps,
-                                       method=cfg.method,
-                                       internal_batch_size=cfg.internal_batch_size,
-                                       return_convergence_delta=True)  # (B, 1, H, W), (B,)
+            for s in range(0, len(images), c):
+                a, d = ig.attribute(images[s:s + c], baselines=base[s:s + c],
+                                    n_steps=cfg.n_steps, method=cfg.method,
+                                    internal_batch_size=per_pass,
+                                    return_convergence_delta=True)     # (c, 1, H, W), (c,)
+                attrs.append(a)
+                deltas.append(d)
+        attr, delta = torch.cat(attrs), torch.cat(deltas)
         return Explanation(maps=attr.sum(1).detach(),
                            extras=dict(completeness_error=delta.detach().abs().float()))

@@ -36,7 +36,8 @@ Maps are (B, H, W) (the channel summed). Extras: ``form`` and ``rule`` (B names 
 (B,) = |sum(map) - (f(x_pos) - f(x_neg))| in logit units (for both forms), ``delta_logit``
 (B,), ``x_neg`` / ``x_pos`` (B, 1, H, W) in [0, 1].
 
-Path points of all images are evaluated together, ``batch_size`` points per forward/backward.
+Path points of all images are evaluated together, ``batch_size`` points per forward/backward
+(on the CPU in passes of at most :func:`medxgan.cpu.cpu_batch` points: 16 at 128 px).
 Memory is O(batch_size · H · W): only the running sum and the previous point are kept.
 """
 
@@ -49,6 +50,7 @@ import torch
 from torch import nn
 
 from medxgan.config.explain import CounterfactualIGConfig, LatentIGConfig
+from medxgan.cpu import cpu_batch
 from medxgan.explain._torch import logit
 from medxgan.explain.base import Explainer, Explanation
 from medxgan.explain.medxgan import Latents
@@ -145,10 +147,17 @@ class CounterfactualIGExplainer(LatentIGExplainer):
 def _grads_at(f: nn.Module, x: torch.Tensor, B: int, m: int
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """f's logit and its input gradient at the path points x (B m, 1, H, W), reshaped to
-    (B, m, 1, H, W), (B, m, 1, H, W) and (B, m)."""
-    x.requires_grad_(True)
-    with torch.enable_grad():
-        out = logit(f, x)                                              # (B m,)
-        (grad,) = torch.autograd.grad(out.sum(), x)
+    (B, m, 1, H, W), (B, m, 1, H, W) and (B, m). On the CPU the points go through f in
+    :func:`medxgan.cpu.cpu_batch`-sized passes (each point's gradient is its own)."""
+    x = x.detach()
+    step = cpu_batch(len(x), x.shape[-2:], x.device)                   # medxgan.cpu
+    outs, grads = [], []
+    for s in range(0, len(x), step):
+        xs = x[s:s + step].requires_grad_(True)
+        with torch.enable_grad():
+            out = logit(f, xs)                                         # (n,)
+            (grad,) = torch.autograd.grad(out.sum(), xs)
+        outs.append(out.detach())
+        grads.append(grad)
     shape = (B, m) + tuple(x.shape[1:])
-    return x.detach().reshape(shape), grad.reshape(shape), out.detach().reshape(B, m)
+    return x.reshape(shape), torch.cat(grads).reshape(shape), torch.cat(outs).reshape(B, m)

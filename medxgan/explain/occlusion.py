@@ -16,6 +16,7 @@ import torch
 from captum.attr import Occlusion
 
 from medxgan.config.explain import OcclusionConfig
+from medxgan.cpu import cpu_chunks
 from medxgan.explain._torch import logit
 from medxgan.explain.base import Explainer, Explanation
 
@@ -30,8 +31,14 @@ class OcclusionExplainer(Explainer):
                  **_: Any) -> Explanation:
         cfg = self.config
         occ = Occlusion(lambda x: logit(self.f, x))
+        ppe = cfg.perturbations_per_eval
+        c, per_pass = cpu_chunks(len(images), ppe, len(images) * ppe, images.shape[-2:],
+                                 images.device)                        # medxgan.cpu
+        ppe = max(1, min(ppe, per_pass // c))                          # one image: fewer too
         with torch.no_grad():
-            attr = occ.attribute(images, sliding_window_shapes=(1, cfg.window, cfg.window),
-                                 strides=(1, cfg.stride, cfg.stride), baselines=cfg.fill,
-                                 perturbations_per_eval=cfg.perturbations_per_eval)
+            attr = torch.cat([
+                occ.attribute(images[s:s + c], sliding_window_shapes=(1, cfg.window, cfg.window),
+                              strides=(1, cfg.stride, cfg.stride), baselines=cfg.fill,
+                              perturbations_per_eval=ppe)
+                for s in range(0, len(images), c)])
         return Explanation(maps=attr.sum(1).detach())                 # (B, H, W)

@@ -21,6 +21,7 @@ import torch
 from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
 from medxgan.config.explain import SmoothGradConfig
+from medxgan.cpu import cpu_chunks
 from medxgan.explain._torch import logit
 from medxgan.explain.base import Explainer, Explanation
 from medxgan.explain.seeding import mix_seed, per_image_normal
@@ -65,9 +66,20 @@ class SmoothGradExplainer(Explainer):
         else:
             method = IntegratedGradients(fwd)
             kwargs.update(baselines=0.0, n_steps=cfg.ig_steps)
-        nt = _SeededNoiseTunnel(method, noise)
+        k = cfg.nt_samples_batch_size or cfg.nt_samples                # samples per pass
+        per_image = k * (cfg.ig_steps if cfg.base == "ig" else 1)
+        c, per_pass = cpu_chunks(len(images), per_image, len(images) * per_image,
+                                 images.shape[-2:], images.device)     # medxgan.cpu
+        if per_pass < len(images) * per_image:                         # the CPU budget binds
+            k = max(1, min(k, per_pass // c))                          # one image: fewer too
+            if cfg.base == "ig":
+                kwargs["internal_batch_size"] = max(per_pass, c * k)
+        attrs = []
         with torch.enable_grad():
-            attr = nt.attribute(images, nt_type="smoothgrad", nt_samples=cfg.nt_samples,
-                                stdevs=float(cfg.stdevs),
-                                nt_samples_batch_size=cfg.nt_samples_batch_size, **kwargs)
-        return Explanation(maps=attr.sum(1).detach())                 # (B, H, W)
+            for s in range(0, len(images), c):
+                nt = _SeededNoiseTunnel(method, noise[s:s + c])
+                attrs.append(nt.attribute(images[s:s + c], nt_type="smoothgrad",
+                                          nt_samples=cfg.nt_samples, stdevs=float(cfg.stdevs),
+                                          nt_samples_batch_size=k,
+                                          **kwargs))
+        return Explanation(maps=torch.cat(attrs).sum(1).detach())     # (B, H, W)

@@ -17,7 +17,8 @@ Baselines: ``"blur"``: the image blurred with a Gaussian (``blur_sigma`` pixels,
 ``model`` is any callable mapping images (N, 1, H, W) float32 in [0, 1] to positive-class
 logits (N,) (or (N, 1)); it is called under ``torch.no_grad()`` and its mode is not changed.
 All steps of all images go through the model as one flat batch, in chunks of ``batch_size``
-images (only one chunk of curve images is in memory at a time).
+images (only one chunk of curve images is in memory at a time); on the CPU at most
+:func:`medxgan.cpu.cpu_batch` images (16 at 128 px), which stay in the caches.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from medxgan.cpu import cpu_batch
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
@@ -100,6 +103,7 @@ def _curve_auc(
     n_k = torch.round(torch.arange(steps + 1, dtype=torch.float64) * N / steps).long().to(x.device)  # (S,)
     S = steps + 1
     src, dst = (x, base) if insertion else (base, x)  # changed pixels come from src
+    batch_size = cpu_batch(batch_size, (H, W), x.device)  # medxgan.cpu
     probs = []
     with torch.no_grad():
         for j in range(0, B * S, batch_size):  # chunks of the flattened (image, step) grid

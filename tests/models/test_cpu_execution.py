@@ -109,3 +109,83 @@ def test_a_batch_dependent_filler_keeps_its_batch():
                                    area_cap=0.3)
     assert torch.equal(small, whole)
     assert torch.equal(r.mask, r0.mask) and torch.equal(r.x_neg, r0.x_neg)
+
+
+class SquaredWindow(nn.Module):
+    """logit = 40 (mean of x^2 in f's window - 0.1) plus a small random CNN's logit: the
+    squares of :func:`_images` are positive, the background negative; non-linear, so every
+    image's gradient is its own."""
+
+    threshold = 0.5
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.window = WindowMean()
+        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(),
+                                 nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64, 1))
+
+    def forward(self, x):
+        sq = self.window(x * x) / 40 + 0.26                   # the window's mean of x^2
+        return 40 * (sq - 0.1) + 0.1 * self.net(x)[:, 0]
+
+
+def test_gradient_and_curve_passes_keep_to_the_budget_and_give_the_same_maps():
+    """IG, SmoothGrad (saliency and IG), occlusion, Grad-CAM, counterfactual IG (its search
+    starts from Grad-CAM) and the deletion / insertion curves put at most the budget's images through f per pass on the CPU, forward
+    and backward, and give the maps and AUCs of the configured passes."""
+    from medxgan.explain.base import make_explainer
+    from medxgan.generators.inpaint.family import InpaintGenerator
+    from medxgan.metrics.faithfulness import deletion_auc, insertion_auc
+
+    x, _ = _images()
+    x = torch.cat([x] * 3)                                    # (12, 1, S, S)
+    f = Recording(SquaredWindow().eval())
+    G = InpaintGenerator(BackgroundFill(), S)
+    methods = {"ig": {"n_steps": 8}, "smoothgrad": {"nt_samples": 4, "nt_samples_batch_size": 2},
+               "occlusion": {"window": 8, "stride": 8, "perturbations_per_eval": 4},
+               "counterfactual_ig": {"n_points": 9, "batch_size": 64}, "gradcam": {}}
+    sg_ig = {"base": "ig", "nt_samples": 2, "ig_steps": 4}
+    m = torch.rand(12, S, S)
+
+    def run():
+        out = {k: make_explainer(k, f, generator=G if k == "counterfactual_ig" else None,
+                                 config=c).explain(x).maps for k, c in methods.items()}
+        out["smoothgrad_ig"] = make_explainer("smoothgrad", f, config=sg_ig).explain(x).maps
+        out["curves"] = torch.stack([deletion_auc(f, x, m, steps=6),
+                                     insertion_auc(f, x, m, steps=6)])
+        return out
+
+    with cpu_execution(batch_pixels=3 * S * S):
+        small = run()
+    assert max(f.sizes) == 3
+    f.sizes.clear()
+    with cpu_execution(batch_pixels=None):
+        whole = run()
+    assert max(f.sizes) > 3
+    for k in small:
+        assert torch.allclose(small[k], whole[k], atol=1e-6, rtol=1e-5), k
+    assert small["ig"].abs().sum() > 0 and small["counterfactual_ig"].abs().sum() > 0
+
+
+def test_the_classifier_evaluation_keeps_to_the_budget(tmp_path):
+    """``evaluate`` (every epoch's validation and the final val / test metrics) reads 256
+    images at a time but puts at most the budget's images through the model per pass, with
+    the same AUROC and accuracy."""
+    from bench._common import phantom_cohort
+    from medxgan.classifiers.small_cnn import build_model
+    from medxgan.classifiers.train import evaluate
+    from medxgan.cohort.reader import Cohort
+
+    phantom_cohort(str(tmp_path / "c"), "phantom-cxr", 60, size=32, seed=0)
+    cohort = Cohort(str(tmp_path / "c"))
+    torch.manual_seed(0)
+    model = Recording(build_model("small_cnn", in_channels=1, num_outputs=1))
+    with cpu_execution(batch_pixels=5 * 32 * 32):
+        small = evaluate(model, cohort, "test", 32)
+    assert max(model.sizes) == 5
+    model.sizes.clear()
+    with cpu_execution(batch_pixels=None):
+        whole = evaluate(model, cohort, "test", 32)
+    assert max(model.sizes) == whole["n"] > 5
+    assert small == whole
