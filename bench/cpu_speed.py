@@ -10,6 +10,9 @@ rounds, the median per setting), on the same models and images:
   the same masks and x_neg up to float rounding;
 - ``train``: ``--train-steps`` steps of :func:`medxgan.generators.inpaint.inpainter.
   train_inpainter` with the run's in-filler config, on whole images and on half-side windows;
+- ``train_classifier`` (since session 18): ``--clf-epochs`` epochs of
+  :func:`medxgan.classifiers.train.train_classifier` (small_cnn2, the audit's classifier
+  stage, its evaluations included) on the cohort's train split;
 - ``classify``: f's no-grad probabilities (:func:`medxgan.explain._torch.probabilities`) of
   256 test images;
 - ``baselines`` (since session 18): the audit's gradient methods, Grad-CAM, IG and
@@ -27,7 +30,7 @@ The full run needs the cohort, f and the in-filler of ``bench.generators --datas
 ``--quick`` a 32 px cohort, f and a freshly initialised in-filler. Writes
 bench/results/cpu_speed_<dataset>_<size>px.json; the last line printed is
 ``explain_speedup=<a> train_speedup=<b> classify_speedup=<c> masks_equal=<0|1>
-baselines_speedup=<d> score_speedup=<e> maps_max_rel_diff=<f>``.
+baselines_speedup=<d> score_speedup=<e> maps_max_rel_diff=<f> classifier_train_speedup=<g>``.
 """
 
 from __future__ import annotations
@@ -84,6 +87,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2, help="rounds of off / on per measurement")
     ap.add_argument("--train-steps", type=int, default=12, help="in-filler steps timed")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--clf-epochs", type=int, default=1,
+                    help="classifier training epochs timed per setting")
     ap.add_argument("--shard", type=int, default=32,
                     help="images of the baselines and score measurements (an audit shard)")
     ap.add_argument("--generator", default=None,
@@ -164,6 +169,8 @@ def main() -> None:
         print(f"train {name}: s/step off {statistics.median(train[name]['off']) / steps:.3f} "
               f"on {statistics.median(train[name]['on']) / steps:.3f}", flush=True)
 
+    t_clf = _classifier_training(cohort_url, args)
+
     test = next(cohort.iter_batches(256, split="test")).images
     t_cls = _alternate(lambda _: probabilities(f, test), args.reps)
     print(f"classify {len(test)} images: ms/image off "
@@ -176,20 +183,40 @@ def main() -> None:
             "train_speedup": statistics.mean(_ratio(t) for t in train.values()),
             "classify_speedup": _ratio(t_cls), "masks_equal": float(same_masks),
             "baselines_speedup": _ratio(t_base), "score_speedup": _ratio(t_score),
-            "maps_max_rel_diff": rel_diff}
+            "maps_max_rel_diff": rel_diff, "classifier_train_speedup": _ratio(t_clf)}
     out = args.out or RESULTS / f"cpu_speed_{args.dataset}_{size}px.json"
     write_results(out, {
         "bench": "cpu_speed", "command": " ".join(["python -m bench.cpu_speed"] + sys.argv[1:]),
         "commit": _commit(),
         "dataset": args.dataset, "size": size, "in_filler": gen, "n_images": len(ids),
         "seconds": {"explain": t_explain, "train": train, "classify": t_cls,
-                    "baselines": t_base, "score": t_score}, "shard": min(args.shard, len(ids)),
+                    "baselines": t_base, "score": t_score, "train_classifier": t_clf},
+        "clf_epochs": args.clf_epochs, "shard": min(args.shard, len(ids)),
         "train_steps": steps, "x_neg_max_abs_diff": x_neg_diff, "result": line})
     print(f"wrote {out}", flush=True)
     print(" ".join(f"{k}={v:.4f}" for k, v in line.items()))
 
 
 BASELINES = ["gradcam", "ig", "counterfactual_ig"]
+
+
+def _classifier_training(cohort_url: str, args) -> dict[str, list[float]]:
+    """Seconds of ``--clf-epochs`` epochs of ``train_classifier`` (small_cnn2, batch 64) off
+    and on alternately, each into a fresh temporary store."""
+    import tempfile
+
+    from medxgan.classifiers.train import train_classifier
+    from medxgan.config.models import ClassifierTrainConfig
+
+    cfg = ClassifierTrainConfig(arch="small_cnn2", epochs=args.clf_epochs, seed=args.seed,
+                                device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        n = iter(range(1000))
+        t = _alternate(lambda _: train_classifier(cohort_url, f"{tmp}/c{next(n)}", cfg),
+                       args.reps)
+    print(f"train classifier, {args.clf_epochs} epoch(s): s off "
+          f"{statistics.median(t['off']):.1f} on {statistics.median(t['on']):.1f}", flush=True)
+    return t
 
 
 def _baselines_and_score(cohort, f, G, ids: list[str], args):

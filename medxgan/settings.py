@@ -25,8 +25,9 @@ per audit, ``medxgan.config.runtime``):
 
 ``MEDXGAN_LOG_LEVEL``        level of the library's loggers (``medxgan.*``) inside Prefect
                              runs, whose lines go to the run's logs (default ``INFO``).
-``MEDXGAN_CPU_TUNING``       ``0`` turns off the channels-last U-Nets and cache-sized CPU
-                             batches of :mod:`medxgan.cpu` (read once, at its import; default on).
+``MEDXGAN_CPU_TUNING``       ``0`` turns off the channels-last U-Nets and classifier training
+                             and the cache-sized CPU batches of :mod:`medxgan.cpu` (read once,
+                             at its import; default on).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from medxgan.config.models import ClassifierTrainConfig  # noqa: F401  (re-expor
 from medxgan.checkpoints import seed_all, sha256, state_dict_hash, write_blob
 from medxgan.classifiers.small_cnn import build_model
 from medxgan.config.classifier import ClassifierSpec
-from medxgan.cpu import cpu_batch
+from medxgan.cpu import cpu_batch, fast_layout, fast_training
 from medxgan.storage import Store
 
 ImageTransform = Callable[[torch.Tensor], torch.Tensor]
@@ -69,7 +69,7 @@ def train_one_epoch(model: nn.Module, opt: torch.optim.Optimizer,
         if config.flips == "both":
             fv = torch.rand(len(idx), generator=gen) < 0.5
             x[fv] = x[fv].flip(-2)
-        x, y = x.to(dev), labels[idx].float().to(dev)
+        x, y = fast_layout(x.to(dev)), labels[idx].float().to(dev)    # medxgan.cpu
         loss = F.binary_cross_entropy_with_logits(model(x)[:, 0], y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -148,7 +148,7 @@ def train_classifier(cohort_url: str, out_url: str | Store,
 
     seed_all(cfg.seed)  # torch, numpy and Python global RNGs
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = build_model(cfg.arch, in_channels=1, num_outputs=1).to(dev)
+    model = fast_training(build_model(cfg.arch, in_channels=1, num_outputs=1).to(dev))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.max_lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(images) // cfg.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.max_lr, epochs=cfg.epochs,
@@ -162,7 +162,7 @@ def train_classifier(cohort_url: str, out_url: str | Store,
                              "val_accuracy": val["accuracy"]})
     seconds = time.perf_counter() - t0
 
-    model = model.cpu().eval()
+    model = model.cpu().eval().to(memory_format=torch.contiguous_format)  # checkpoint layout
     metrics: dict[str, Any] = {
         split: evaluate(model, cohort, split, size, cfg.threshold) for split in ("val", "test")}
     if image_transform is not None:

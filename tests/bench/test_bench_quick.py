@@ -49,7 +49,8 @@ def _keys(line: str) -> dict[str, float]:
     ("deployed_speed", ["check_images_per_s", "gradcam_images_per_s", "ig_images_per_s"],
      ("--work", "/tmp/medxgan-test-deployed")),
     ("cpu_speed", ["explain_speedup", "train_speedup", "classify_speedup", "masks_equal",
-                   "baselines_speedup", "score_speedup", "maps_max_rel_diff"],
+                   "baselines_speedup", "score_speedup", "maps_max_rel_diff",
+                   "classifier_train_speedup"],
      ("--reps", "1")),
 ])
 def test_quick_last_line(tmp_path: Path, bench: str, keys: list[str], extra: tuple) -> None:

@@ -189,3 +189,31 @@ def test_the_classifier_evaluation_keeps_to_the_budget(tmp_path):
         whole = evaluate(model, cohort, "test", 32)
     assert max(model.sizes) == whole["n"] > 5
     assert small == whole
+
+
+def test_an_in_filler_training_step_in_passes_has_the_batch_loss_and_gradient():
+    """``train_inpainter``'s step on the CPU: a batch larger than the budget goes through the
+    U-Net in budget-sized passes, with the loss, its parts and the gradient of the whole batch
+    (up to float rounding)."""
+    from medxgan.generators.inpaint.inpainter import _step_loss
+
+    torch.manual_seed(0)
+    net = Inpainter(base=4, depth=2)
+    sizes = []
+    net.down[0][0].register_forward_hook(lambda mod, inp, out: sizes.append(inp[0].shape[0]))
+    x = torch.rand(7, 1, 32, 32)
+    m = (torch.rand(7, 1, 32, 32) > 0.7).float()
+    got = {}
+    for name, budget in (("passes", 3 * 32 * 32), ("whole", None)):
+        net.zero_grad()
+        sizes.clear()
+        with cpu_execution(batch_pixels=budget):
+            loss, parts = _step_loss(net, x, m, 0.1)
+        got[name] = (loss, parts, [p.grad.clone() for p in net.parameters()], max(sizes))
+    assert got["passes"][3] == 3 and got["whole"][3] == 7
+    assert abs(got["passes"][0] - got["whole"][0]) < 1e-6
+    for k in ("l1_in", "l1_out"):
+        assert abs(got["passes"][1][k] - got["whole"][1][k]) < 1e-6
+    for a, b in zip(got["passes"][2], got["whole"][2]):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+    assert any(g.abs().sum() > 0 for g in got["whole"][2])

@@ -56,3 +56,43 @@ def test_remove_tag_option_uses_the_phantom_helper(blob_cohort, tmp_path):
     cfg = ClassifierTrainConfig(epochs=1, batch=16, seed=0, device="cpu", remove_tag=True)
     metrics = train_classifier(blob_cohort, str(tmp_path / "c"), cfg)
     assert metrics["config"]["remove_tag"] is True and "test_transformed" in metrics
+
+
+def test_training_runs_channels_last_on_the_cpu_and_saves_the_usual_layout(blob_cohort, tmp_path):
+    """``medxgan.cpu.fast_training``: the second convolution (the first with several input
+    channels) sees channels-last activations while training on the CPU (NCHW with the setting off); the saved weights are contiguous either
+    way, and both settings learn the task."""
+    from medxgan.classifiers import small_cnn
+    from medxgan.cpu import cpu_execution
+
+    seen, hooks = [], []
+    real = small_cnn.build_model
+
+    def recording(*a, **k):
+        m = real(*a, **k)
+        conv = next(c for c in m.modules()
+                    if isinstance(c, torch.nn.Conv2d) and c.in_channels > 1)
+        hooks.append(conv.register_forward_hook(                      # channels innermost?
+            lambda mod, inp, out: seen.append(mod.training and inp[0].stride(1) == 1)))
+        return m
+
+    def drop_hooks(epoch, _metrics):            # TorchScript does not script Python hooks
+        while hooks:
+            hooks.pop().remove()
+
+    cfg = ClassifierTrainConfig(epochs=2, batch=16, max_lr=1e-2, seed=0, device="cpu")
+    import medxgan.classifiers.train as train_mod
+    train_mod.build_model, results = recording, {}
+    try:
+        for on in (True, False):
+            seen.clear()
+            with cpu_execution(channels_last=on):
+                results[on] = train_classifier(blob_cohort, str(tmp_path / f"c{on}"), cfg,
+                                               progress=drop_hooks)
+            assert any(seen) is on                                    # NHWC input when on
+    finally:
+        train_mod.build_model = real
+    for on in (True, False):
+        state = torch.load(str(tmp_path / f"c{on}" / "classifier.pt"), weights_only=True)
+        assert all(t.is_contiguous() for t in state.values())
+        assert results[on]["val"]["auroc"] >= 0.9
