@@ -32,7 +32,8 @@ from medxgan.config.models import ClassifierTrainConfig  # noqa: F401  (re-expor
 from medxgan.checkpoints import seed_all, sha256, state_dict_hash, write_blob
 from medxgan.classifiers.small_cnn import build_model
 from medxgan.config.classifier import ClassifierSpec
-from medxgan.cpu import cpu_batch, fast_layout, fast_training
+from medxgan.cpu import fast_layout, fast_training
+from medxgan.explain._torch import probabilities
 from medxgan.storage import Store
 
 ImageTransform = Callable[[torch.Tensor], torch.Tensor]
@@ -84,17 +85,16 @@ def train_one_epoch(model: nn.Module, opt: torch.optim.Optimizer,
 def evaluate(model: nn.Module, cohort, split: str, size: int, threshold: float = 0.5,
              transform: ImageTransform | None = None) -> dict[str, float]:
     """AUROC, accuracy (at ``threshold``) and count on a split, streamed in batches of 256
-    images, each through the model in :func:`medxgan.cpu.cpu_batch`-sized passes."""
+    images, each through the model in :func:`medxgan.cpu.cpu_batch`-sized passes
+    (:func:`medxgan.explain._torch.probabilities`)."""
     model.eval()
     dev = next(model.parameters()).device
-    step = cpu_batch(256, (size, size), dev)                           # medxgan.cpu
     scores, labels = [], []
     for b in cohort.iter_batches(256, split=split, labels=[0, 1]):
         x = resize_square(b.images, size)
         if transform is not None:
             x = transform(x)
-        for s in range(0, len(x), step):
-            scores.append(torch.sigmoid(model(x[s:s + step].to(dev))[:, 0]).cpu().numpy())
+        scores.append(probabilities(model, x, 256, dev).numpy())     # medxgan.cpu's passes
         labels.append(b.labels.numpy())
     if not scores:
         return {"auroc": float("nan"), "accuracy": float("nan"), "n": 0}
