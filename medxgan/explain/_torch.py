@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from medxgan.cpu import cpu_batch
+from medxgan.cpu import cpu_batch, inference_copy
 
 
 @contextmanager
@@ -58,8 +58,10 @@ def probabilities(f: nn.Module, x01: torch.Tensor, batch: int = 256,
                   device: torch.device | str | None = None) -> torch.Tensor:
     """f's positive-class probability (N,) of images x01 (N, 1, H, W), ``batch`` at a time on
     ``device`` (default: where x01 is; on the CPU fewer at a time,
-    :func:`medxgan.cpu.cpu_batch`), returned on the CPU; (0,) for no images."""
+    :func:`medxgan.cpu.cpu_batch`, through f's channels-last copy,
+    :func:`medxgan.cpu.inference_copy`), returned on the CPU; (0,) for no images."""
     dev = device or x01.device
+    f = inference_copy(f, x01[:2].to(dev))
     out = [torch.sigmoid(f(x01[s].to(dev)).float().reshape(-1)).cpu()
            for s in chunks(len(x01), cpu_batch(batch, x01.shape[-2:], dev))]
     return torch.cat(out) if out else torch.zeros(0)

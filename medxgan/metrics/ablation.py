@@ -46,7 +46,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from medxgan.cpu import cpu_batch
+from medxgan.cpu import cpu_batch, inference_copy
 from medxgan.metrics.faithfulness import gaussian_blur
 
 InfillMethod = Literal["blur", "mean", "noisy_linear", "twin", "inpaint"]
@@ -247,13 +247,15 @@ def classifier_device(classifier: Classifier, fallback: torch.device) -> torch.d
 def positive_probability(classifier: Classifier, images: torch.Tensor,
                          batch_size: int = 256) -> torch.Tensor:
     """p = sigmoid(classifier(x)) of a batch, in chunks of ``batch_size`` images (fewer on the
-    CPU, :func:`medxgan.cpu.cpu_batch`).
+    CPU, :func:`medxgan.cpu.cpu_batch`; a module through its channels-last copy,
+    :func:`medxgan.cpu.inference_copy`).
 
     Args:
         images: (N, 1, H, W) float in [0, 1], on the classifier's device.
 
     Returns: (N,) float64 on the images' device.
     """
+    classifier = inference_copy(classifier, images[:2])
     out = []
     b = cpu_batch(batch_size, images.shape[-2:], images.device)         # medxgan.cpu
     with torch.no_grad():

@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from medxgan.cpu import cpu_batch
+from medxgan.cpu import cpu_batch, inference_copy
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
@@ -104,6 +104,7 @@ def _curve_auc(
     S = steps + 1
     src, dst = (x, base) if insertion else (base, x)  # changed pixels come from src
     batch_size = cpu_batch(batch_size, (H, W), x.device)  # medxgan.cpu
+    model = inference_copy(model, x[:2])  # a module's channels-last copy on the CPU: medxgan.cpu
     probs = []
     with torch.no_grad():
         for j in range(0, B * S, batch_size):  # chunks of the flattened (image, step) grid

@@ -181,11 +181,12 @@ def test_the_classifier_evaluation_keeps_to_the_budget(tmp_path):
     cohort = Cohort(str(tmp_path / "c"))
     torch.manual_seed(0)
     model = Recording(build_model("small_cnn", in_channels=1, num_outputs=1))
-    with cpu_execution(batch_pixels=5 * 32 * 32):
+    # the model's own passes (with channels-last on they go through its copy, recorded there)
+    with cpu_execution(channels_last=False, batch_pixels=5 * 32 * 32):
         small = evaluate(model, cohort, "test", 32)
     assert max(model.sizes) == 5
     model.sizes.clear()
-    with cpu_execution(batch_pixels=None):
+    with cpu_execution(channels_last=False, batch_pixels=None):
         whole = evaluate(model, cohort, "test", 32)
     assert max(model.sizes) == whole["n"] > 5
     assert small == whole
@@ -217,3 +218,96 @@ def test_an_in_filler_training_step_in_passes_has_the_batch_loss_and_gradient():
     for a, b in zip(got["passes"][2], got["whole"][2]):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
     assert any(g.abs().sum() > 0 for g in got["whole"][2])
+
+
+class SmallConvNet(nn.Module):
+    """conv - BN - ReLU - conv - pool - linear: a classifier with 4-D weights to convert."""
+
+    threshold = 0.5
+
+    def __init__(self, view_head: bool = False, layout_flag: bool = False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4),
+                                      nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+        self.head = nn.Linear(4, 1)
+        self.view_head, self.layout_flag = view_head, layout_flag
+
+    def forward(self, x):
+        h = self.features(x)                                  # (B, 4, H, W)
+        if self.view_head:   # .view of the activations: NCHW only (channels-last raises)
+            return h.view(len(x), -1).mean(1)
+        out = self.head(h.mean((2, 3)))[:, 0]
+        return out + float(h.is_contiguous()) if self.layout_flag else out
+
+
+def _is_channels_last(w: torch.Tensor) -> bool:
+    return w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+
+
+def test_the_inference_copy_is_channels_last_computes_what_f_does_and_leaves_f_alone():
+    from medxgan.cpu import inference_copy
+
+    x, _ = _images()
+    f = SmallConvNet().eval()
+    g = inference_copy(f, x)
+    assert g is not f and _is_channels_last(g.features[3].weight)
+    assert not _is_channels_last(f.features[3].weight)
+    with torch.no_grad():
+        assert torch.allclose(g(x), f(x), atol=1e-6)
+    assert not g.training and g.threshold == f.threshold
+    assert inference_copy(g, x) is g                          # a copy of a copy is the copy
+    assert inference_copy(f, x) is g                          # made once per classifier
+    with torch.no_grad():
+        f.head.weight.add_(1.0)                               # changed in place: copied again
+        g2 = inference_copy(f, x)
+        assert g2 is not g and torch.allclose(g2(x), f(x), atol=1e-6)
+    with cpu_execution(channels_last=False):
+        assert inference_copy(f, x) is f                      # the tuning off
+    f.train()
+    assert inference_copy(f, x) is f                          # train mode: BN updates f's own
+    f.eval()
+    assert inference_copy(WindowMean(), x).__class__ is WindowMean   # no weights: as it came
+    broken = SmallConvNet(view_head=True).eval()              # the copy raises
+    assert inference_copy(broken, x) is broken
+    sensitive = SmallConvNet(layout_flag=True).eval()         # the copy computes otherwise
+    assert inference_copy(sensitive, x) is sensitive
+
+
+def test_the_search_passes_go_through_the_copy_and_give_the_same_counterfactuals():
+    """With the tuning on, f itself sees only the copy's probe; the masks and in-fillings are
+    those of the search through f (the copy differs by float rounding only)."""
+    x, _ = _images()
+    f = clf = Recording(SquaredWindow()).eval()
+    r = search_counterfactual(x, clf, BackgroundFill(), patch_sizes=(12, 8), area_cap=0.3)
+    seen_on = list(f.sizes)
+    f.sizes.clear()
+    with cpu_execution(channels_last=False):
+        r0 = search_counterfactual(x, clf, BackgroundFill(), patch_sizes=(12, 8), area_cap=0.3)
+    assert len(seen_on) == 1 and len(f.sizes) > 1             # on: the probe only
+    assert torch.equal(r.mask, r0.mask) and torch.allclose(r.x_neg, r0.x_neg)
+    assert torch.allclose(r.p_neg, r0.p_neg, atol=1e-6) and bool(r.flipped[:3].all())
+
+
+def test_no_grad_classifier_passes_go_through_the_copy_with_the_same_values():
+    """``probabilities``, ``positive_probability`` and the deletion / insertion curves put
+    their passes through f's copy (f itself sees the probe only) and give f's values."""
+    from medxgan.metrics.ablation import positive_probability
+    from medxgan.metrics.faithfulness import deletion_auc, insertion_auc
+
+    x, _ = _images()
+    x = torch.cat([x] * 4)                                    # (16, 1, S, S)
+    f = Recording(SmallConvNet()).eval()
+    m = torch.rand(16, S, S)
+
+    def run():
+        return torch.cat([probabilities(f, x).double(), positive_probability(f, x),
+                          deletion_auc(f, x, m, steps=4), insertion_auc(f, x, m, steps=4)])
+
+    on = run()
+    assert f.sizes and max(f.sizes) <= 2                      # the probe, once per copy made
+    f.sizes.clear()
+    with cpu_execution(channels_last=False):
+        off = run()
+    assert max(f.sizes) > 2
+    assert torch.allclose(on, off, atol=1e-6)

@@ -84,7 +84,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from medxgan.cpu import cpu_batch
+from medxgan.cpu import cpu_batch, inference_copy
 from medxgan.explain._torch import probabilities
 from medxgan.generators.base import SearchResult
 
@@ -121,9 +121,11 @@ class _Scorer:
                  batch: int, allowed: torch.Tensor | None = None):
         self.dev = next(iter(inpainter.parameters())).device
         self.x = images
-        # on the CPU fewer images per pass than ``batch``: medxgan.cpu.cpu_batch
-        self.f, self.g = classifier, inpainter
+        # on the CPU fewer images per pass than ``batch`` (medxgan.cpu.cpu_batch) and f's
+        # no-grad passes through a channels-last copy of it (medxgan.cpu.inference_copy)
         self.batch = cpu_batch(batch, images.shape[-2:], self.dev, inpainter)
+        self.f = inference_copy(classifier, images[:4].to(self.dev))
+        self.g = inpainter
         self.allowed = allowed  # (B, 1, H, W) bool or None: where masks may lie
 
     def prob(self, x: torch.Tensor) -> torch.Tensor:
