@@ -10,7 +10,8 @@ and its end, e.g.::
     [explain (shards)] 40/128 images (31 %) elapsed 12 s, eta 27 s
     [explain (shards)] done 128/128 images (100 %) in 39 s
 
-Inside a Prefect flow or task run a progress artifact is also kept up to date, and the plain
+Inside a Prefect flow or task run a progress artifact is also kept up to date (at most every
+``ARTIFACT_EVERY_S`` seconds, and with the last count when the stage ends), and the plain
 lines (start, each tenth, end) also go to the run's logs in the UI (logger ``medxgan.progress``,
 INFO, to Prefect's API only, never twice on a console), whatever stderr is. Progress never
 raises because of its outputs.
@@ -71,6 +72,11 @@ def route_library_logs(level: str | None = None) -> None:
 LOG_STEPS = 10
 """Plain-log mode prints about every ``1 / LOG_STEPS`` of the total."""
 
+ARTIFACT_EVERY_S = 2.0
+"""The fewest seconds between two updates of a run's progress artifact (each is an API call and
+a database write: an in-filler's 2 000 steps made 2 000 of them, 10-15 ms of each step); the
+last count is always written, when the stage finishes or closes."""
+
 
 def _is_terminal(stream) -> bool:
     try:
@@ -95,6 +101,9 @@ class Progress:
         self.total, self.description, self.done = max(int(total), 1), description, 0
         self.unit = f" {unit}" if unit else ""
         self._artifact: uuid.UUID | None = None
+        self._artifact_at = float("-inf")  # when the artifact was last updated (monotonic s)
+        self._artifact_done = 0            # the count it shows
+        self.artifact_updates = 0          # updates sent (create excluded)
         self._bar = None
         self._closed = False
         self._start = time.monotonic()
@@ -151,17 +160,30 @@ class Progress:
             eta = elapsed / self.done * (self.total - self.done)
             self._log(f"{self.done}/{self.total}{self.unit} ({self._percent()} %) "
                       f"elapsed {elapsed:.0f} s, eta {eta:.0f} s")
-        if self._artifact is not None:
-            try:
-                update_progress_artifact(self._artifact, 100.0 * self.done / self.total)
-            except Exception:  # noqa: BLE001
-                self._artifact = None
+        self._update_artifact(final=self.done >= self.total)
+
+    def _update_artifact(self, final: bool) -> None:
+        """Send the count to the run's progress artifact at most every ``ARTIFACT_EVERY_S``
+        seconds, and always when ``final`` (unless it already shows it)."""
+        if self._artifact is None or self._artifact_done == self.done:
+            return
+        now = time.monotonic()
+        if not final and now - self._artifact_at < ARTIFACT_EVERY_S:
+            return
+        try:
+            update_progress_artifact(self._artifact, 100.0 * self.done / self.total)
+        except Exception:  # noqa: BLE001 - progress must never break a run
+            self._artifact = None
+            return
+        self._artifact_at, self._artifact_done = now, self.done
+        self.artifact_updates += 1
 
     def close(self) -> None:
         """End the stage: remove the bar, or log the end line (once)."""
         if self._closed:
             return
         self._closed = True
+        self._update_artifact(final=True)  # the artifact ends at the last count
         if self._bar is not None:
             self._bar.close()
         if self._plain or self._to_run:

@@ -118,3 +118,32 @@ def test_the_deployed_audit_bench_reads_the_stage_end_lines(capsys, clock):
     assert stages == {
         "explain": {"seconds": 9, "done": 30, "total": 30, "unit": "images"},
         "score (parts)": {"seconds": 12, "done": 250, "total": 1000, "unit": ""}}
+
+
+def test_the_progress_artifact_is_sent_at_most_every_two_seconds_and_ends_at_the_count(
+        prefect_harness, clock):
+    """Inside a run the artifact is an API call and a database write per update: at most one
+    every ``ARTIFACT_EVERY_S`` seconds of the stage (not one per in-filler step), and the
+    count the stage stopped at is the artifact's last value."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
+
+    assert progress_mod.ARTIFACT_EVERY_S == 2.0
+
+    @flow
+    def stage():
+        bar = Progress(500, "train inpainter (steps)")
+        for _ in range(400):                                 # 0.13 s a step: 52 s
+            clock.t += 0.13
+            bar.update()
+        bar.close()                                          # stopped at 400 of 500
+        return bar.artifact_updates, bar._artifact
+
+    sent, art_id = stage()
+    assert art_id is not None
+    assert 24 <= sent <= 28                                  # 52 s / 2 s, the last count
+    with get_client(sync_client=True) as client:
+        (art,) = client.read_artifacts(artifact_filter=ArtifactFilter(
+            id=ArtifactFilterId(any_=[art_id])))
+    assert art.type == "progress" and float(art.data) == 80.0
