@@ -160,13 +160,13 @@ def inference_copy(f: torch.nn.Module, probe: torch.Tensor) -> torch.nn.Module:
     DenseNet-121 80-114 -> 56-99.
 
     Returns ``f`` itself where the tuning is off, ``f`` is not a module with parameters on
-    the CPU in eval mode (a train-mode pass updates f's BatchNorm statistics), the copy cannot be made (a module ``copy.deepcopy`` refuses) or its outputs on
-    ``probe`` (images it will see, (b, 1, H, W) in [0, 1]; the first two are used) differ from
-    ``f``'s by more than float rounding (``1e-4`` abs + rel on the logits): the copy must
-    compute what ``f`` does. ``f`` is never changed; the copy keeps its attributes
-    (``threshold``). The copy is made once per classifier and state (a
-    classifier changed in place since is copied again); a copy given again is returned as
-    it is."""
+    the CPU in eval mode (a train-mode pass updates f's BatchNorm statistics), the copy
+    cannot be made (a module ``copy.deepcopy`` refuses) or its outputs on ``probe`` (images it
+    will see, (b, 1, H, W) in [0, 1]; the first two are used) differ from ``f``'s by more than
+    float rounding (``1e-4`` abs + rel on the logits): the copy must compute what ``f`` does.
+    ``f`` is never changed; the copy keeps its attributes (``threshold``). The copy is made
+    once per classifier and state (a classifier changed in place since is copied again); a
+    copy given again is returned as it is."""
     if not isinstance(f, torch.nn.Module) or getattr(f, "_medxgan_inference_copy", False):
         return f
     p = next(f.parameters(), None)

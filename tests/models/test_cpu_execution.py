@@ -132,8 +132,9 @@ class SquaredWindow(nn.Module):
 
 def test_gradient_and_curve_passes_keep_to_the_budget_and_give_the_same_maps():
     """IG, SmoothGrad (saliency and IG), occlusion, Grad-CAM, counterfactual IG (its search
-    starts from Grad-CAM) and the deletion / insertion curves put at most the budget's images through f per pass on the CPU, forward
-    and backward, and give the maps and AUCs of the configured passes."""
+    starts from Grad-CAM) and the deletion / insertion curves put at most the budget's images
+    through f per pass on the CPU, forward and backward, and give the maps and AUCs of the
+    configured passes."""
     from medxgan.explain.base import make_explainer
     from medxgan.generators.inpaint.family import InpaintGenerator
     from medxgan.metrics.faithfulness import deletion_auc, insertion_auc
