@@ -142,10 +142,10 @@ _copies: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, torch.nn.Modul
 
 
 def _state_of(f: torch.nn.Module) -> tuple:
-    """What a copy of ``f`` was made from: each parameter and buffer and its in-place version
-    (an optimiser step or ``load_state_dict`` bumps it), and f's mode."""
-    return (f.training,) + tuple((id(t), t._version) for t in
-                                 (*f.parameters(), *f.buffers()))
+    """What a copy of ``f`` was made from: each parameter and buffer, its storage (a ``.data``
+    assignment replaces it) and its in-place version (an optimiser step or
+    ``load_state_dict`` bumps it). f's mode is not part of it: a train-mode f is never copied."""
+    return tuple((id(t), t.data_ptr(), t._version) for t in (*f.parameters(), *f.buffers()))
 
 
 @torch.no_grad()

@@ -263,6 +263,12 @@ def test_the_inference_copy_is_channels_last_computes_what_f_does_and_leaves_f_a
         f.head.weight.add_(1.0)                               # changed in place: copied again
         g2 = inference_copy(f, x)
         assert g2 is not g and torch.allclose(g2(x), f(x), atol=1e-6)
+    fresh = SmallConvNet().eval()
+    g3 = inference_copy(fresh, x)
+    fresh.head.weight.data = fresh.head.weight.data + 1.0    # replaced, not changed in place
+    with torch.no_grad():
+        g4 = inference_copy(fresh, x)
+        assert g4 is not g3 and torch.allclose(g4(x), fresh(x), atol=1e-6)
     with cpu_execution(channels_last=False):
         assert inference_copy(f, x) is f                      # the tuning off
     f.train()

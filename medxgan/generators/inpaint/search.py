@@ -124,7 +124,7 @@ class _Scorer:
         # on the CPU fewer images per pass than ``batch`` (medxgan.cpu.cpu_batch) and f's
         # no-grad passes through a channels-last copy of it (medxgan.cpu.inference_copy)
         self.batch = cpu_batch(batch, images.shape[-2:], self.dev, inpainter)
-        self.f = inference_copy(classifier, images[:4].to(self.dev))
+        self.f = inference_copy(classifier, images[:2].to(self.dev))
         self.g = inpainter
         self.allowed = allowed  # (B, 1, H, W) bool or None: where masks may lie
 
