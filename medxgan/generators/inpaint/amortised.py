@@ -156,16 +156,17 @@ def amortised_counterfactual(G, images: torch.Tensor, classifier, search):
     pm = torch.cat([G.mask_net(x[s:s + 256].to(dev)).cpu() for s in range(0, B, 256)]) \
         if B else x
     p_x = probabilities(classifier, x, device=dev)                      # (B,) once for both
-    mask, amortised = first_flipping_cut(G, x, classifier,
-                                         [pm > cut for cut in G.amortise.thresholds], p_x)
+    mask, amortised, fill = first_flipping_cut(G, x, classifier,
+                                               [pm > cut for cut in G.amortise.thresholds], p_x)
     res = search(x, init=mask, trim_init=G.amortise.trim,   # the rest searched; all finished
-                 prune_init=G.amortise.prune, p_x=p_x)
+                 prune_init=G.amortise.prune, p_x=p_x, init_fill=fill)
     res.amortised = amortised
     return res
 
 
 def first_flipping_cut(G, images: torch.Tensor, classifier, cuts, p_x: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+                       ) -> tuple[torch.Tensor, torch.Tensor,
+                                  tuple[torch.Tensor, torch.Tensor]]:
     """Each image's first candidate mask whose in-filling by ``G.fill`` f calls negative.
 
     Args:
@@ -177,7 +178,9 @@ def first_flipping_cut(G, images: torch.Tensor, classifier, cuts, p_x: torch.Ten
         p_x: (B,) f's probability of the images (the caller hands the same to the search).
 
     Returns: (masks (B, 1, H, W) bool, the first flipping candidate or empty; started (B,)
-    bool: f called the image positive and a candidate flipped it).
+    bool: f called the image positive and a candidate flipped it; (in-fillings (B, 1, H, W),
+    f's probability (B,) of them) of the started images' masks, the image and ``p_x``
+    elsewhere: the search's ``init_fill``, so that it does not in-fill them again).
     """
     dev = next(G.inpainter.parameters()).device
     thr = float(getattr(classifier, "threshold", 0.5))
@@ -185,6 +188,7 @@ def first_flipping_cut(G, images: torch.Tensor, classifier, cuts, p_x: torch.Ten
     B, _, H, W = x.shape
     cap = G.search.area_cap * H * W
     mask = torch.zeros(B, 1, H, W, dtype=torch.bool)
+    fills, p_fill = x.clone(), p_x.detach().float().cpu().clone()
     done = p_x < thr                                                    # already negative
     for cand in cuts:                                                   # tight first
         idx = (~done).nonzero()[:, 0]
@@ -195,6 +199,9 @@ def first_flipping_cut(G, images: torch.Tensor, classifier, cuts, p_x: torch.Ten
         idx, m = idx[ok], m[ok]
         if not len(idx):
             continue
-        win = probabilities(classifier, G.fill(x[idx], m), device=dev) < thr
+        filled = G.fill(x[idx], m)                                      # (n, 1, H, W)
+        p = probabilities(classifier, filled, device=dev)               # (n,)
+        win = p < thr
         mask[idx[win]], done[idx[win]] = m[win], True
-    return mask, done & (p_x >= thr)
+        fills[idx[win]], p_fill[idx[win]] = filled[win].float().cpu(), p[win]
+    return mask, done & (p_x >= thr), (fills, p_fill)

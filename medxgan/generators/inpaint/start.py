@@ -82,7 +82,7 @@ def gradcam_counterfactual(G, images: torch.Tensor, classifier: nn.Module, searc
         images: (B, 1, H, W) in [0, 1] (CPU).
         classifier: f.
         search: ``search(images, init=masks, trim_init=bool or (B,) bool, prune_init=bool,
-            p_x=(B,)) -> SearchResult`` with G's search config.
+            p_x=(B,), init_fill=(fills, p)) -> SearchResult`` with G's search config.
 
     Returns: a :class:`~medxgan.generators.base.SearchResult` (CPU) with an extra attribute
     ``started`` (B,) bool: the mask started from a Grad-CAM cut.
@@ -98,10 +98,10 @@ def gradcam_counterfactual(G, images: torch.Tensor, classifier: nn.Module, searc
         res.started = torch.zeros(x.shape[0], dtype=torch.bool)
         return res
     p_x = probabilities(classifier, x, device=dev)                      # (B,) once for both
-    mask, started = first_flipping_cut(G, x, classifier, cuts, p_x=p_x)
+    mask, started, fill = first_flipping_cut(G, x, classifier, cuts, p_x=p_x)
     cfg = G.search
     wide = mask.flatten(1).float().mean(1) > cfg.start_trim_above          # (B,) start area
     res = search(x, init=mask, trim_init=wide if cfg.start_trim else False,
-                 prune_init=cfg.start_prune, p_x=p_x)
+                 prune_init=cfg.start_prune, p_x=p_x, init_fill=fill)
     res.started = started
     return res
