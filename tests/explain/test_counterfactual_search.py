@@ -353,3 +353,25 @@ def test_completion_on_both_signs_reaches_the_bright_core_from_a_dark_halo():
     inner[13:17, 13:17] = True                          # past the halo's one-pixel rim growth
     assert not bool((signed & inner).any())             # the signed rule grew along the halo
     assert bool(both[core].all()) and bool((mask[0, 0] <= both).all())
+
+
+def test_the_finding_test_follows_the_findings_sign_or_both():
+    """``_finding_test`` (shared by the trim's tail, completion, the support cut and restore):
+    the sign of the median difference in the mask is the finding's direction, so a bright
+    lesion's dark rim is not the finding and a dark lesion's pixels are; with both signs the rim
+    counts too. Cut: max(0.05, 0.5 x the 90th percentile 0.5) = 0.25."""
+    from medxgan.generators.inpaint.search import _finding_test
+
+    cur = torch.zeros(2, 8, 8, dtype=torch.bool)
+    cur[:, 2:6, 2:6] = True
+    d = torch.zeros(2, 8, 8)
+    d[0, 2:6, 2:6] = 0.5                                # a bright lesion...
+    d[0, 2, 2:6] = -0.5                                 # ...with a dark rim row (4 of 16 pixels)
+    d[0, 6, 6] = 0.2                                    # outside the mask, under the cut
+    d[1] = -d[0]                                        # the same lesion, dark
+    signed = _finding_test(d, cur, 0.05, 0.5)(d)
+    for i in range(2):
+        assert bool(signed[i, 3:6, 2:6].all()) and not bool(signed[i, 2].any())
+        assert int(signed[i].sum()) == 12
+    both = _finding_test(d, cur, 0.05, 0.5, both_signs=True)(d)
+    assert bool(both[:, 2:6, 2:6].all()) and int(both.sum()) == 32

@@ -85,7 +85,7 @@ The classifier contract is the repo's (``medxgan.classifiers.wrapper``): ``f(x (
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -486,8 +486,8 @@ def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: 
     overlap = m @ pf.T                                                # (r, K) pixels shared
     touch = overlap > 0                                               # (r, K)
     if how != "exact":  # rank by the whole mask's in-filling change under each patch
-        d = (sc.x[idx[rows]] - fills).abs().flatten(1) * m            # (r, H W)
-        change = (d @ pf.T) / overlap.clamp_min(1)                    # (r, K) mean |d|
+        d = (sc.x[idx[rows]] - fills)[:, 0]                           # (r, H, W)
+        change = ((d.abs().flatten(1) * m) @ pf.T) / overlap.clamp_min(1)  # (r, K) mean |d|
         change[~touch] = float("inf")
         order = change.argsort(1)                                     # (r, K) lowest first
         n = touch.sum(1)                                              # (r,) candidates
@@ -495,12 +495,9 @@ def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: 
         if how == "ranked":  # the rest in turn; the one after the prefix f needed
             tried = touch
             if finding is not None:  # not the finding's own patches: completion adds them back
-                tol, rel, both = finding
-                fold = torch.abs if both else (lambda t: t)
-                ds = fold(sc.x[idx[rows]] - fills)[:, 0]                  # (r, H, W)
-                before = (m > 0).reshape(ds.shape)                        # fills' masks
-                sign, cut = _finding_cut(ds, before, tol, rel)
-                core = ((sign * ds > cut).flatten(1).float() * m) @ pf.T  # (r, K) pixels
+                before = (m > 0).reshape(d.shape)                         # fills' masks
+                is_finding = _finding_test(d, before, *finding)
+                core = (is_finding(d).flatten(1).float() * m) @ pf.T      # (r, K) pixels
                 tried = touch & (core < FINDING_SHARE * overlap)
             _remove_in_turn(sc, idx, mask, thr, {
                 int(r): [patches[k] for k in order[j, int(lo[j]) + 1:int(n[j])].tolist()
@@ -627,6 +624,18 @@ def _finding_cut(d: torch.Tensor, cur: torch.Tensor, tol: float, rel: float
     return sign, torch.clamp(rel * ref, min=tol)[:, None, None]
 
 
+def _finding_test(d: torch.Tensor, cur: torch.Tensor, tol: float, rel: float,
+                  both_signs: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The test a pixel passes when it is the finding's, fixed on d = image - in-filling
+    (r, H, W) inside the masks cur (r, H, W) bool (:func:`_finding_cut`): the returned
+    function maps a difference d' (r, H, W) to ``sign d' > cut`` (r, H, W) bool; with
+    ``both_signs`` |d| and |d'| replace d and d' (the sign is then +1). Shared by the trim's
+    tail, completion, the support cut and restore."""
+    fold = torch.abs if both_signs else (lambda t: t)
+    sign, cut = _finding_cut(fold(d), cur, tol, rel)
+    return lambda d2: sign * fold(d2) > cut
+
+
 def _support(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, tol: float,
              rel: float) -> torch.Tensor:
     """Cut the flipping masks of images ``idx`` (n,) to the finding's own pixels (step 5).
@@ -644,8 +653,7 @@ def _support(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, tol
     H = mask.shape[-2]
     cur = mask[rows][:, 0]                                            # (r, H, W)
     d = (sc.x[idx[rows]] - fills)[:, 0]                               # (r, H, W)
-    sign, cut = _finding_cut(d, cur, tol, rel)
-    core = cur & (sign * d > cut)                                     # (r, H, W)
+    core = cur & _finding_test(d, cur, tol, rel)(d)                   # (r, H, W)
     tight = dilate_masks(core, max(1, round(H / 64))) & cur
     smaller = tight.flatten(1).any(1) & (tight != cur).flatten(1).any(1)
     r = smaller.nonzero()[:, 0]
@@ -682,11 +690,10 @@ def _complete(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, ar
     x = sc.x[idx[rows]][:, 0]                                         # (r, H, W)
     cur = mask[rows][:, 0]                                            # (r, H, W)
     allowed = sc.allowed[idx[rows]][:, 0] if sc.allowed is not None else torch.ones_like(cur)
-    fold = torch.abs if both_signs else (lambda t: t)  # |difference|: the sign is then +1
-    sign, cut = _finding_cut(fold(x - fills[:, 0]), cur, tol, rel)
+    is_finding = _finding_test(x - fills[:, 0], cur, tol, rel, both_signs)
     near = (dilate_masks(cur, steps * max(1, round(H / 32))) & allowed) | cur
     filled = sc.fill(idx[rows], near[:, None])[:, 0]
-    finding = near & (sign * fold(x - filled) > cut)                  # (r, H, W)
+    finding = near & is_finding(x - filled)                           # (r, H, W)
     joined = reconstruct_masks(finding & cur, finding)
     grown = cur | (dilate_masks(joined, max(1, round(H / 64))) & near)
     grows = (grown != cur).flatten(1).any(1) & (grown.flatten(1).sum(1) <= area_cap * H * W)
@@ -727,8 +734,7 @@ def _restore(sc: _Scorer, x: torch.Tensor, x_neg: torch.Tensor, mask: torch.Tens
     cur = mask[:, 0]                                                  # (r, H, W)
     d = (x - x_neg)[:, 0]                                             # (r, H, W)
     a = d.abs()
-    _, cut = _finding_cut(a, cur, tol, rel)                           # on |d|: both signs
-    core = cur & (a > cut)
+    core = cur & _finding_test(d, cur, tol, rel, both_signs=True)(d)  # on |d|: both signs
     away = torch.where(cur & ~dilate_masks(core, max(1, round(H / 32))), d, float("nan")
                        ).flatten(1)
     med = away.nanmedian(1).values                                    # (r,), NaN: none away
