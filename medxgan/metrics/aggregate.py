@@ -107,6 +107,54 @@ def bootstrap_ci(values: np.ndarray, *, n_boot: int = 1000, level: float = 0.95,
     return float(v.mean()), float(lo), float(hi), int(n)
 
 
+def crossed_bootstrap_ci(pos: np.ndarray, pos_donor: np.ndarray, n_pos: int,
+                         neg: np.ndarray, neg_donor: np.ndarray, n_neg: int, *,
+                         n_boot: int = 1000, level: float = 0.95,
+                         seed: int = 0) -> tuple[float, float, float, int]:
+    """Mean paired difference of a crossed design and its percentile CI by the pigeonhole
+    bootstrap (Owen 2007, "The pigeonhole bootstrap", Ann. Appl. Stat.), which resamples the
+    recipients **and** both donor pools: the donors are a sample too, and a bootstrap over
+    recipients alone treats them as fixed (too narrow a CI once every recipient gets several
+    donors: ``docs/benchmarks.md``, "Several donors per recipient").
+
+    Args:
+        pos: (R, K) outcomes of recipient r with its k-th positive donor (e.g. 1 when f calls
+            the version positive).
+        pos_donor: (R, K) int, that donor's index in a pool of ``n_pos``.
+        neg, neg_donor, n_neg: the same with the negative donors.
+
+    Returns: (mean, ci_low, ci_high, n): the mean over recipients of
+    ``mean_k pos[r, k] - mean_k neg[r, k]``, each replicate the same difference of weighted
+    means with multinomial weights on recipients and on each pool's donors; n = R. NaNs when
+    R == 0.
+    """
+    a, b = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
+    R = a.shape[0]
+    if R == 0 or a.size == 0 or b.size == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    rng = np.random.default_rng(seed)
+
+    def counts(n: int) -> np.ndarray:       # (n_boot, n): times each unit is drawn
+        return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+
+    wr, wp, wn = counts(R), counts(int(n_pos)), counts(int(n_neg))
+
+    def wmean(v: np.ndarray, w_d: np.ndarray) -> np.ndarray:      # w_d (B, R, K)
+        w = wr[:, :, None] * w_d
+        tot = w.sum((1, 2))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(tot > 0, (w * v[None]).sum((1, 2)) / tot, np.nan)
+
+    reps = wmean(a, wp[:, np.asarray(pos_donor)]) - wmean(b, wn[:, np.asarray(neg_donor)])
+    reps = reps[~np.isnan(reps)]
+    m = float(a.mean(1).mean() - b.mean(1).mean())
+    if reps.size == 0:
+        return m, float("nan"), float("nan"), int(R)
+    q = (1 - level) / 2
+    lo, hi = np.quantile(reps, [q, 1 - q])
+    return m, float(lo), float(hi), int(R)
+
+
 def summarise(scores: pd.DataFrame, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Mean and bootstrap CI per (method, metric) over images.
 

@@ -13,10 +13,18 @@ answer is compared between donors of the two classes (the matched control):
 - ``border``: the donor's frame of width ``max(2, round(side / 8))`` px is pasted in.
 
 Every recipient (a negative f calls negative, findings of neither class present: the caller
-passes images with the findings in-filled) gets one positive donor and one negative donor; the
-**effect** of an intervention is the paired difference ``1[f calls the positive-donor version
-positive] - 1[f calls the negative-donor version positive]``, with a bootstrap CI. When the two
-classes do not differ in the property, both versions are alike and the effect is about 0,
+passes images with the findings in-filled) gets :data:`DONOR_DRAWS` positive donors and as many
+negative donors (distinct, drawn without replacement while the pool lasts; never itself); its
+**paired difference** is ``1[f calls the positive-donor version positive] - 1[f calls the
+negative-donor version positive]`` averaged over its draws, and the **effect** is the mean over
+recipients, with a CI that resamples the recipients and both donor pools
+(:func:`medxgan.metrics.aggregate.crossed_bootstrap_ci`). One draw per recipient (before
+session 22) let the luck of the draw move the effect by an sd of 0.10 on a clean control, enough
+for a false alarm; the average over 8 draws estimates the same quantity with the draw's share
+of the variance cut about 8-fold, and the CI keeps the donor sample's uncertainty, which a
+bootstrap over recipients alone would drop (``docs/benchmarks.md``, "Several donors per
+recipient"). When the
+two classes do not differ in the property, both versions are alike and the effect is about 0,
 however sensitive f is to the property; when they differ and f relies on it, the positive-donor
 version turns positive. Probabilities are ``p = sigmoid(f(x))``; images (N, 1, H, W) in [0, 1].
 """
@@ -26,12 +34,31 @@ from __future__ import annotations
 import torch
 
 from medxgan.metrics.ablation import positive_probability
-from medxgan.metrics.aggregate import bootstrap_ci
+from medxgan.metrics.aggregate import crossed_bootstrap_ci
 from medxgan.metrics.faithfulness import gaussian_blur
 
 WIDE_INTERVENTIONS: tuple[str, ...] = ("noise", "histogram", "border")
 NOISE_SIGMA_PX = 1.0
 """Gaussian sigma (px) of the blur that separates the noise residual from the image."""
+DONOR_DRAWS = 8
+"""Donors of each class per recipient (module docstring); the search's forward passes grow with
+it (6 x recipients x draws images)."""
+
+
+def draw_donors(n_recipients: int, pool: int, draws: int, generator: torch.Generator,
+                exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """(R, draws) donor indices into a pool of ``pool``: each row a random order of the pool
+    (without replacement; cycled when ``draws`` exceeds what the row may draw), ``exclude``
+    (R, pool) bool marking donors a recipient must not get (itself): they are left out of its
+    row (a row that excludes the whole pool gets its first excluded donor)."""
+    r = torch.rand(n_recipients, pool, generator=generator)
+    m = torch.full((n_recipients,), pool, dtype=torch.long)
+    if exclude is not None:
+        r = r.masked_fill(exclude, 2.0)        # ranked last
+        m = m - exclude.sum(1)
+    order = r.argsort(1)
+    cols = torch.arange(draws)[None, :] % m.clamp(min=1)[:, None]
+    return order.gather(1, cols)
 
 
 def noise_sigma(x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
@@ -86,9 +113,10 @@ def wide_transplants(classifier, recipients: torch.Tensor, pos_donors: torch.Ten
                      neg_donors: torch.Tensor, *, keep_r: torch.Tensor, keep_p: torch.Tensor,
                      keep_n: torch.Tensor, recipient_ids: torch.Tensor | None = None,
                      neg_ids: torch.Tensor | None = None, threshold: float = 0.5,
-                     seed: int = 0, n_boot: int = 1000, batch_size: int = 256) -> list[dict]:
-    """Every intervention of :data:`WIDE_INTERVENTIONS` on every recipient, with a positive and
-    a negative donor each (module docstring).
+                     seed: int = 0, n_boot: int = 1000, batch_size: int = 256,
+                     draws: int = DONOR_DRAWS) -> list[dict]:
+    """Every intervention of :data:`WIDE_INTERVENTIONS` on every recipient, with ``draws``
+    positive and as many negative donors each (module docstring).
 
     Args:
         classifier: images -> positive logit.
@@ -102,44 +130,50 @@ def wide_transplants(classifier, recipients: torch.Tensor, pos_donors: torch.Ten
         threshold: f's decision threshold on p.
         seed: donor draws and bootstrap.
         n_boot: bootstrap resamples.
+        batch_size: images per forward pass (the CPU budget of :mod:`medxgan.cpu` applies).
+        draws: donors of each class per recipient (:data:`DONOR_DRAWS`).
 
     Returns: one dict per intervention: ``name``, ``rate`` (share of positive-donor versions f
-    calls positive), ``control_rate`` (negative-donor versions), ``effect`` with ``ci_low`` /
-    ``ci_high`` (paired difference), ``n`` (recipients), ``dp`` (mean p difference of the two
+    calls positive, over recipients and draws), ``control_rate`` (negative-donor versions),
+    ``effect`` with ``ci_low`` / ``ci_high`` (the recipients' paired differences, each averaged
+    over its draws), ``n`` (recipients), ``draws``, ``dp`` (mean p difference of the two
     versions), ``p_pos`` / ``p_neg`` (their mean p). Empty list without recipients or donors.
     """
     R, P, N = len(recipients), len(pos_donors), len(neg_donors)
     if R == 0 or P == 0 or N == 0:
         return []
+    K = max(1, int(draws))
     g = torch.Generator().manual_seed(int(seed) + 7)
-    dp = torch.randint(P, (R,), generator=g)
-    dn = torch.randint(N, (R,), generator=g)
+    same = None
     if recipient_ids is not None and neg_ids is not None and N > 1:
-        same = neg_ids[dn] == recipient_ids
-        dn = torch.where(same, (dn + 1 + torch.randint(N - 1, (R,), generator=g)) % N, dn)
+        same = recipient_ids.reshape(-1, 1).cpu() == neg_ids.reshape(1, -1).cpu()   # (R, N)
+    dp = draw_donors(R, P, K, g)
+    dn = draw_donors(R, N, K, g, exclude=same)
     dev = recipients.device
     dp, dn = dp.to(dev), dn.to(dev)
     s_r = noise_sigma(recipients, keep_r).clamp(min=1e-4)
     s_p, s_n = noise_sigma(pos_donors, keep_p), noise_sigma(neg_donors, keep_n)
     w = border_width(min(recipients.shape[-2:]))
-    variants = {
-        "noise": (set_noise(recipients, (s_p[dp] / s_r).clamp(0, 4)),
-                  set_noise(recipients, (s_n[dn] / s_r).clamp(0, 4))),
-        "histogram": (match_histogram(recipients, pos_donors[dp]),
-                      match_histogram(recipients, neg_donors[dn])),
-        "border": (paste_border(recipients, pos_donors[dp], w),
-                   paste_border(recipients, neg_donors[dn], w)),
-    }
-    batch = torch.cat([torch.cat(v) for v in variants.values()])     # (6R, 1, H, W)
-    p = positive_probability(classifier, batch, batch_size).view(len(variants), 2, R).cpu()
+    names = WIDE_INTERVENTIONS
+    p = torch.empty(len(names), 2, R, K)
+    for k in range(K):       # one draw at a time: 6R images in memory, as with one draw
+        a, b = dp[:, k], dn[:, k]
+        variants = (
+            (set_noise(recipients, (s_p[a] / s_r).clamp(0, 4)),
+             set_noise(recipients, (s_n[b] / s_r).clamp(0, 4))),
+            (match_histogram(recipients, pos_donors[a]), match_histogram(recipients, neg_donors[b])),
+            (paste_border(recipients, pos_donors[a], w), paste_border(recipients, neg_donors[b], w)),
+        )
+        batch = torch.cat([torch.cat(v) for v in variants])     # (6R, 1, H, W)
+        p[..., k] = positive_probability(classifier, batch, batch_size).view(len(names), 2, R).cpu()
     out = []
-    for k, name in enumerate(variants):
-        pp, pn = p[k]
-        diff = ((pp >= threshold).double() - (pn >= threshold).double()).numpy()
-        m, lo, hi, n = bootstrap_ci(diff, n_boot=n_boot, seed=seed)
-        out.append({"name": name, "rate": float((pp >= threshold).double().mean()),
-                    "control_rate": float((pn >= threshold).double().mean()),
-                    "effect": m, "ci_low": lo, "ci_high": hi, "n": n,
+    for i, name in enumerate(names):
+        pp, pn = p[i]                                            # (R, K) each
+        cp, cn = (pp >= threshold).double(), (pn >= threshold).double()
+        m, lo, hi, n = crossed_bootstrap_ci(cp.numpy(), dp.cpu().numpy(), P, cn.numpy(),
+                                            dn.cpu().numpy(), N, n_boot=n_boot, seed=seed)
+        out.append({"name": name, "rate": float(cp.mean()), "control_rate": float(cn.mean()),
+                    "effect": m, "ci_low": lo, "ci_high": hi, "n": n, "draws": K,
                     "dp": float((pp - pn).mean()), "p_pos": float(pp.mean()),
                     "p_neg": float(pn.mean())})
     return out
@@ -152,5 +186,5 @@ def describe(name: str) -> str:
             "border": "the image border (collimation, frame)"}.get(name, name)
 
 
-__all__ = ["WIDE_INTERVENTIONS", "border_width", "describe", "match_histogram", "noise_sigma",
-           "paste_border", "set_noise", "wide_transplants"]
+__all__ = ["DONOR_DRAWS", "WIDE_INTERVENTIONS", "border_width", "describe", "draw_donors",
+           "match_histogram", "noise_sigma", "paste_border", "set_noise", "wide_transplants"]

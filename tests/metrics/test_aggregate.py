@@ -10,6 +10,7 @@ from medxgan.metrics.aggregate import (
     SUMMARY,
     bootstrap_ci,
     compare,
+    crossed_bootstrap_ci,
     long_scores,
     shuffle_gap,
     summarise,
@@ -54,6 +55,38 @@ def test_bootstrap_ci_covers_the_mean_is_seeded_and_sized_right():
     assert bootstrap_ci(v, seed=1) != (mean, lo, hi, n)
     assert bootstrap_ci(np.array([np.nan, np.nan]))[3] == 0 and np.isnan(bootstrap_ci(np.array([np.nan]))[0])
     assert bootstrap_ci(np.array([3.0, np.nan])) == (3.0, 3.0, 3.0, 1)
+
+
+def _crossed(rng, R=40, P=40, N=40, K=8):
+    """A crossed design whose outcome is mostly a property of the donor: each positive donor
+    makes a recipient's version positive with its own rate (Beta(0.3, 0.3)), each negative
+    donor with its own (Beta(0.3, 0.9)); the population effect is 1/2 - 1/4 = 0.25, and the
+    sample of 40 donors per pool moves the estimate more than the recipients do."""
+    pr, nr = rng.beta(0.3, 0.3, P), rng.beta(0.3, 0.9, N)
+    dp = np.stack([rng.permutation(P)[:K] for _ in range(R)])
+    dn = np.stack([rng.permutation(N)[:K] for _ in range(R)])
+    a = (rng.random((R, K)) < pr[dp]).astype(float)
+    b = (rng.random((R, K)) < nr[dn]).astype(float)
+    return a, dp, b, dn
+
+
+def test_the_crossed_bootstrap_covers_what_a_recipient_bootstrap_misses():
+    rng = np.random.default_rng(3)
+    a, dp, b, dn = _crossed(rng)
+    m, lo, hi, n = crossed_bootstrap_ci(a, dp, 40, b, dn, 40, n_boot=300, seed=0)
+    assert n == 40 and m == pytest.approx((a.mean(1) - b.mean(1)).mean()) and lo < m < hi
+    assert crossed_bootstrap_ci(a, dp, 40, b, dn, 40, n_boot=300, seed=0) == (m, lo, hi, n)
+    cover_crossed = cover_recipients = 0
+    for _ in range(100):
+        a, dp, b, dn = _crossed(rng)
+        _, lo, hi, _ = crossed_bootstrap_ci(a, dp, 40, b, dn, 40, n_boot=300, seed=0)
+        cover_crossed += lo <= 0.25 <= hi
+        _, lo, hi, _ = bootstrap_ci(a.mean(1) - b.mean(1), n_boot=300, seed=0)
+        cover_recipients += lo <= 0.25 <= hi
+    assert cover_crossed >= 88            # 95 % CIs (pigeonhole: a little conservative)
+    assert cover_recipients <= 75         # the donors' share of the variance is missed
+    empty = np.zeros((0, 8))
+    assert crossed_bootstrap_ci(empty, empty.astype(int), 4, empty, empty.astype(int), 4)[3] == 0
 
 
 def test_summary_drops_nans_and_counts():

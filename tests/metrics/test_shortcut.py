@@ -10,7 +10,8 @@ import torch
 
 from medxgan import phantoms
 from medxgan.metrics.shortcut import ShortcutFinding, dilate_masks, find_shortcut
-from medxgan.metrics.shortcut_wide import match_histogram, noise_sigma, set_noise
+from medxgan.metrics.shortcut_wide import (draw_donors, match_histogram, noise_sigma, set_noise,
+                                          wide_transplants)
 from tests.metrics.test_ablation import LesionDetector, TagDetector, lesion_batch, phantom_batch
 
 S = 64
@@ -224,6 +225,41 @@ def test_image_wide_interventions():
     out = match_histogram(x, ref)
     assert torch.equal(out.flatten(1).sort(1).values, ref.flatten(1).sort(1).values)
     assert torch.equal(out.flatten(1).argsort(1), x.flatten(1).argsort(1))  # ranks kept
+
+
+def test_donors_are_drawn_without_replacement_and_never_the_recipient_itself():
+    g = torch.Generator().manual_seed(0)
+    d = draw_donors(5, 10, 8, g)
+    assert d.shape == (5, 8) and all(len(set(r.tolist())) == 8 for r in d)
+    same = torch.zeros(5, 10, dtype=torch.bool)
+    same[torch.arange(5), torch.arange(5)] = True          # recipient i is negative donor i
+    d = draw_donors(5, 10, 12, g, exclude=same)             # more draws than the 9 allowed
+    assert all(i not in r.tolist() and len(set(r.tolist())) == 9 for i, r in enumerate(d))
+
+
+def test_several_donor_draws_steady_the_image_wide_effect():
+    """Half the positive donors carry a noisy scanner: with one donor per recipient the noise
+    effect moves with the draw; averaged over 8 draws it moves less, and its CI (recipients
+    and donors resampled) keeps the donor pool's uncertainty."""
+    g = torch.Generator().manual_seed(1)
+    rec = 0.2 + 0.02 * torch.randn(24, 1, 32, 32, generator=g)
+    neg = 0.2 + 0.02 * torch.randn(24, 1, 32, 32, generator=g)
+    pos = 0.2 + torch.tensor([0.08, 0.02] * 12).view(24, 1, 1, 1) * torch.randn(24, 1, 32, 32, generator=g)
+    keep = torch.ones(24, 32, 32, dtype=torch.bool)
+
+    def noise(draws, seed):
+        w = wide_transplants(NoiseDetector(), rec, pos, neg, keep_r=keep, keep_p=keep, keep_n=keep,
+                             seed=seed, n_boot=300, draws=draws)
+        return next(d for d in w if d["name"] == "noise")
+
+    one = [noise(1, s)["effect"] for s in range(8)]
+    many = [noise(8, s) for s in range(8)]
+    assert float(np.std([d["effect"] for d in many])) < 0.5 * float(np.std(one))
+    assert all(d["draws"] == 8 and d["ci_low"] <= 0.5 <= d["ci_high"] for d in many)
+    # 24 positive donors, half noisy: the pool alone leaves the share uncertain by about
+    # +-0.2 (95 %), which a CI over the recipients' 8-draw means (about +-0.07) would miss
+    assert all(d["ci_high"] - d["ci_low"] > 0.3 for d in many)
+    assert all(abs(d["effect"] - 0.5) < 0.1 for d in many)
 
 
 def test_maps_that_show_the_tag_mark_the_found_regions(tag_cohort):
