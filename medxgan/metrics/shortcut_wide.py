@@ -23,10 +23,9 @@ session 22) let the luck of the draw move the effect by an sd of 0.10 on a clean
 for a false alarm; the average over 8 draws estimates the same quantity with the draw's share
 of the variance cut about 8-fold, and the CI keeps the donor sample's uncertainty, which a
 bootstrap over recipients alone would drop (``docs/benchmarks.md``, "Several donors per
-recipient"). When the
-two classes do not differ in the property, both versions are alike and the effect is about 0,
-however sensitive f is to the property; when they differ and f relies on it, the positive-donor
-version turns positive. Probabilities are ``p = sigmoid(f(x))``; images (N, 1, H, W) in [0, 1].
+recipient"). When the two classes do not differ in the property, both versions are alike and
+the effect is about 0, however sensitive f is to the property; when they differ and f relies on
+it, the positive-donor version turns positive. Probabilities are ``p = sigmoid(f(x))``; images (N, 1, H, W) in [0, 1].
 """
 
 from __future__ import annotations
@@ -166,12 +165,13 @@ def wide_transplants(classifier, recipients: torch.Tensor, pos_donors: torch.Ten
         )
         batch = torch.cat([torch.cat(v) for v in variants])     # (6R, 1, H, W)
         p[..., k] = positive_probability(classifier, batch, batch_size).view(len(names), 2, R).cpu()
+    dp_np, dn_np = dp.cpu().numpy(), dn.cpu().numpy()
     out = []
     for i, name in enumerate(names):
         pp, pn = p[i]                                            # (R, K) each
         cp, cn = (pp >= threshold).double(), (pn >= threshold).double()
-        m, lo, hi, n = crossed_bootstrap_ci(cp.numpy(), dp.cpu().numpy(), P, cn.numpy(),
-                                            dn.cpu().numpy(), N, n_boot=n_boot, seed=seed)
+        m, lo, hi, n = crossed_bootstrap_ci(cp.numpy(), dp_np, P, cn.numpy(), dn_np, N,
+                                            n_boot=n_boot, seed=seed)
         out.append({"name": name, "rate": float(cp.mean()), "control_rate": float(cn.mean()),
                     "effect": m, "ci_low": lo, "ci_high": hi, "n": n, "draws": K,
                     "dp": float((pp - pn).mean()), "p_pos": float(pp.mean()),
