@@ -121,9 +121,10 @@ def main() -> None:
                          f"bench.generators --dataset {args.dataset} --size {size} --seed "
                          f"{args.seed}` first")
     cohort = Cohort(cohort_url)
+    # the validation floor holds for --quick too: on an AMD EPYC VM (2026-12-07) the 20-epoch
+    # quick f called no test positive positive, leaving nothing to explain
     f, _ = _classifier(cohort_url, f"{cohort_url}-clf-small_cnn2-s{args.seed}", "small_cnn2",
-                       20 if args.quick else EPOCHS, args.seed, "cpu",
-                       0.0 if args.quick else 0.9)
+                       20 if args.quick else EPOCHS, args.seed, "cpu", 0.9)
     if args.quick:
         cfg = InpaintConfig(steps=1, seconds=None, base=4, depth=2)
         G = InpaintGenerator(Inpainter(cfg.base, cfg.depth_for(size)).eval(), size)

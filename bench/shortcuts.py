@@ -212,8 +212,12 @@ def infill_table(f, G, cohort, seed: int = 0) -> dict:
 
 
 def run_case(c: Case, *, quick: bool, refresh: bool, device: str = "cpu",
-             cache: Path = CACHE) -> dict:
-    """Cohort, classifier, in-filler (cached), reliance, the search and the answer of one case."""
+             cache: Path = CACHE, images: int | None = None,
+             residual_images: int | None = None) -> dict:
+    """Cohort, classifier, in-filler (cached), reliance, the search and the answer of one case;
+    the search on up to ``images`` test images, its location-free evidence on up to
+    ``residual_images`` (defaults: the audit's ``score.shortcut_images`` and
+    ``score.residual_images``; 48 with ``quick``)."""
     from medxgan.cohort.reader import Cohort
     from medxgan.config.models import ClassifierTrainConfig, GanConfig, GanTrainConfig
     from medxgan.metrics.shortcut_run import cohort_shortcut, shortcut_json
@@ -249,7 +253,9 @@ def run_case(c: Case, *, quick: bool, refresh: bool, device: str = "cpu",
     t_models = time.perf_counter() - t0
     rel = reliance(c, f, cohort, size)
     t1 = time.perf_counter()
-    found, ids, batch = cohort_shortcut(cohort, f, split="test", cap=48 if quick else 128,
+    cap = 48 if quick else (images or default_images())
+    rcap = 48 if quick else (residual_images or default_images("residual_images"))
+    found, ids, batch = cohort_shortcut(cohort, f, split="test", cap=cap, residual_cap=rcap,
                                         inpainter=G, seed=0, n_boot=200 if quick else 1000)
     t_search = time.perf_counter() - t1
     js = shortcut_json(found, ids, batch.labels, "test")
@@ -262,6 +268,13 @@ def run_case(c: Case, *, quick: bool, refresh: bool, device: str = "cpu",
             "evidence": js["strongest"], "located": located(c, found, ids, cohort, size),
             "shortcut": {k: v for k, v in js.items() if k != "heatmap"}, "infill": infills,
             "seconds": {"models": round(t_models, 1), "search": round(t_search, 1)}}
+
+
+def default_images(name: str = "shortcut_images") -> int:
+    """The audit's default ``score.<name>`` (one code path with ``medxgan audit``)."""
+    from medxgan.config.audit import ScoreSection
+
+    return int(ScoreSection.model_fields[name].default)
 
 
 def backfill_infill(c: Case, quick: bool, cache: Path = CACHE) -> dict:
@@ -332,6 +345,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", type=Path, default=CACHE, help="cohorts and models (reused)")
+    ap.add_argument("--images", type=int, default=None,
+                    help="test images per search (default: the audit's score.shortcut_images)")
+    ap.add_argument("--residual-images", type=int, default=None,
+                    help="test images of the location-free evidence (default: score.residual_images)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     out = a.out or RESULTS / ("shortcuts_quick.json" if a.quick else "shortcuts_panel.json")
@@ -346,7 +363,8 @@ def main(argv: list[str] | None = None) -> dict:
     for c in panel(a.cases, a.seeds, a.quick, a.clean_seeds, tuple(a.phantoms)):
         r = done.get(c.name)
         r = rejudge(r) if r is not None else run_case(c, quick=a.quick, refresh=a.refresh,
-                                                      cache=a.cache)
+                                                      cache=a.cache, images=a.images,
+                                                      residual_images=a.residual_images)
         if "infill" not in r:
             r["infill"] = backfill_infill(c, a.quick, a.cache)
         rows.append(r)

@@ -281,7 +281,8 @@ def audit_flow(config: AuditConfig | dict[str, Any] | str, runner: str = "local"
     score_flow(run=run_url, n_boot=sc.n_boot, faithfulness=sc.faithfulness,
                robustness=sc.robustness, seed=sc.seed, intervention=sc.intervention,
                ablation_infill=sc.ablation_infill, shortcut=sc.shortcut,
-               shortcut_images=sc.shortcut_images, infill_gan=infill_url)
+               shortcut_images=sc.shortcut_images, infill_gan=infill_url,
+               residual_images=sc.residual_images)
     stages["score"] = {"reused": False}
     perf = evaluate_classifier(cohort["url"], spec)
     provenance = {

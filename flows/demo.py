@@ -51,7 +51,8 @@ def demo_configs(store: str, quick: bool = False) -> list[dict[str, Any]]:
                     "tune": ["gradcam", "ig"], "tune_images": 16 if quick else 32,
                     "method_options": {"counterfactual_ig": {"n_points": 21 if quick else 33},
                                        "ig": {"n_steps": 16 if quick else 32}}},
-        "score": {"n_boot": 200 if quick else 1000, "shortcut_images": 48 if quick else 128},
+        "score": {"n_boot": 200 if quick else 1000, "shortcut_images": 48 if quick else 128,
+                  "residual_images": 48 if quick else 512},
         "criteria": DEMO_CRITERIA,
     }
     train = {"arch": "small_cnn" if quick else "small_cnn2", "epochs": 3 if quick else 12,

@@ -28,10 +28,12 @@ def score_flow(run: str, n_boot: int = field_default(ScoreSection, "n_boot"),
                ablation_infill: str = field_default(ScoreSection, "ablation_infill"),
                shortcut: bool = field_default(ScoreSection, "shortcut"),
                shortcut_images: int = field_default(ScoreSection, "shortcut_images"),
-               infill_gan: str | None = None) -> dict:
+               infill_gan: str | None = None,
+               residual_images: int = field_default(ScoreSection, "residual_images")) -> dict:
     """Score every explanation of the run at ``run`` (after the explain flow); with
     ``intervention`` the intervention rows of the explained images, with ``shortcut`` the
-    shortcut search on up to ``shortcut_images`` images of the explained split.
+    shortcut search on up to ``shortcut_images`` images of the explained split (its
+    location-free evidence on up to ``residual_images``).
 
     ``ablation_infill: inpaint`` in-fills with the healthy in-filler at ``infill_gan`` (the
     audit flow trains it); without one, the run's own generator when it is an inpaint-family
@@ -71,7 +73,8 @@ def score_flow(run: str, n_boot: int = field_default(ScoreSection, "n_boot"),
     if shortcut:
         found = shortcut_search(run, info["cohort"], info["classifier"], info.get("split"),
                                 shortcut_images, ablation_infill, n_boot, seed, infill_gan,
-                                info.get("gan"), methods, info.get("options", {}))
+                                info.get("gan"), methods, info.get("options", {}),
+                                residual_images)
         out["shortcut"] = {k: found.get(k) for k in ("effect", "effect_ci_low", "effect_ci_high",
                                                      "effect_kind", "box", "transplant_rate",
                                                      "control_rate")}

@@ -162,7 +162,8 @@ def shortcut_ids(cohort_url: str, split: str | None, cap: int) -> list[str]:
 def shortcut_search(run_url: str, cohort_url: str, spec: str, split: str | None, cap: int,
                     infill: str, n_boot: int, seed: int, infill_gan: str | None = None,
                     gan: str | None = None, methods: list[str] | None = None,
-                    options: dict[str, dict] | None = None) -> dict:
+                    options: dict[str, dict] | None = None,
+                    residual_cap: int | None = None) -> dict:
     """The run-level shortcut search: ``shortcut.json`` (skipped when it exists).
 
     Store I/O around one ``medxgan.metrics.shortcut_run.cohort_shortcut`` call (the three
@@ -186,7 +187,7 @@ def shortcut_search(run_url: str, cohort_url: str, spec: str, split: str | None,
     G_fill = infiller(infill, infill_gan)
     found, ids, batch = cohort_shortcut(cohort, f, split=split, cap=cap, inpainter=G_fill,
                                         method=infill if G_fill is None else "blur", seed=seed,
-                                        n_boot=n_boot)
+                                        n_boot=n_boot, residual_cap=residual_cap)
     bar.update()
     out = shortcut_json(found, ids, batch.labels, split)
     maps = {}

@@ -156,8 +156,10 @@ class ScoreSection(_Strict):
             (docs/benchmarks.md, "Shortcut panel").
         shortcut: the run-level shortcut search (``shortcut.json``,
             ``medxgan.metrics.shortcut.find_shortcut``) on the explained split.
-        shortcut_images: most images the shortcut search uses (positives with boxes and
-            negatives, about half each).
+        shortcut_images: most images the shortcut search's located and image-wide evidence
+            use (positives with boxes and negatives, about half each).
+        residual_images: most images its location-free evidence uses (a superset of the
+            former: one in-filling and one pass of f per image; its CI narrows with them).
     """
 
     n_boot: int = 1000
@@ -168,6 +170,7 @@ class ScoreSection(_Strict):
     ablation_infill: Literal["inpaint", "blur", "mean", "noisy_linear"] = "inpaint"
     shortcut: bool = True
     shortcut_images: int = Field(128, ge=4)
+    residual_images: int = Field(512, ge=4)
 
 
 #: metrics of a ``shortcut`` criterion: keys of ``shortcut.json`` (``ShortcutFinding.summary()``)

@@ -19,7 +19,11 @@ threshold ``t``):
    often positive than the negatives; the effect is the
    difference of the two rates (percentile bootstrap of each group). This needs no place: it
    answers "something outside the findings drives f" even where the search below cannot
-   point at it. ``residual_auroc`` is f's AUROC between the two finding-free groups.
+   point at it. ``residual_auroc`` is f's AUROC between the two finding-free groups. It uses
+   every image given (one in-filling and one pass of f each), the located and image-wide
+   evidence only the ``core`` ones: a clean classifier's small residual (an in-filler's
+   traces where a finding sat: 0.06 on one panel control's 399 test images) crossed the
+   minimum effect by sampling noise on 128 images and not on 399 (docs/benchmarks.md).
 2. **Located** (:attr:`ShortcutFinding.located`). On each image f still calls positive with
    its findings removed (positives, and negatives with their borrowed boxes in-filled: both
    classes are searched alike; at most ``max_search`` each), the smallest region **outside**
@@ -31,15 +35,18 @@ threshold ``t``):
    the searched positives whose region covers a pixel) and the **clusters**
    (:func:`medxgan.metrics.shortcut_regions.cluster_regions`: by appearance, then by place).
    **Transplant**, with donors that are not selected by f: each negative f calls negative
-   (findings-free as in 1) receives the found region of a random positive, copied at the
-   donor's place (nothing when that positive has none); control: the same with a random other
-   negative as the donor. A region that decides f only because the search selected it (any
-   classifier has such regions in its few false positives) is found as often in negatives,
-   so only a driver that positives carry more often than negatives transplants more from
-   them. The effect is the paired difference of "f calls it positive" (bootstrap CI); it
-   grows with the share of positives that carry the driver. Its **strength** is the rate among
-   the recipients whose donor had a region, minus the control rate: how surely the driver alone
-   makes an image positive, whatever its prevalence (what grades a shortcut strong or weak).
+   (findings-free as in 1) receives the found region of each of ``DONOR_DRAWS`` (8) random
+   positives, copied at the donor's place (nothing from a positive without one); control: the
+   same with 8 random other negatives as the donors. A region that decides f only because the
+   search selected it (any classifier has such regions in its few false positives) is found
+   as often in negatives, so only a driver that positives carry more often than negatives
+   transplants more from them. The effect is the paired difference of "f calls it positive"; its CI resamples the
+   recipients and both donor pools (:func:`medxgan.metrics.aggregate.crossed_bootstrap_ci`:
+   each rate rests on the few donors that have a region, a sample too); it grows with the
+   share of positives that carry the driver. Its **strength** is the rate among the
+   recipient-donor pairs whose positive donor had a region, minus the control rate: how surely
+   the driver alone makes an image positive, whatever its prevalence (what grades a shortcut
+   strong or weak).
    Before any of this, each found region is **completed** (:func:`complete_regions`, with a
    healthy in-filler only): the search stops at the smallest region that flips f, a part of a
    band, of a tube, of a frame; the ring around it joins while the image differs from the
@@ -66,9 +73,9 @@ from torch import nn
 from medxgan.generators.inpaint.complete import complete_regions, dilate_masks, fill_batches
 from medxgan.metrics.ablation import (classifier_device, infill, positive_probability,
                                       threshold_of)
-from medxgan.metrics.aggregate import bootstrap_ci
+from medxgan.metrics.aggregate import bootstrap_ci, crossed_bootstrap_ci
 from medxgan.metrics.shortcut_regions import cluster_regions
-from medxgan.metrics.shortcut_wide import wide_transplants
+from medxgan.metrics.shortcut_wide import DONOR_DRAWS, draw_donors, wide_transplants
 
 EVIDENCE_KINDS: tuple[str, ...] = ("location_free", "located", "image_wide")
 nan = float("nan")
@@ -87,7 +94,8 @@ class ShortcutFinding:
             positives), the same for the negatives (``searched_negatives``,
             ``found_negatives``, ``found_share_negatives``), ``drop`` (+ CI, ``drop_n``),
             ``transplant_rate``, ``control_rate``, ``effect`` (+ CI, ``n``: recipients),
-            ``strength`` (+ CI, ``strength_n``: recipients whose donor had a region),
+            ``draws`` (donors of each class per recipient), ``strength`` (+ CI,
+            ``strength_n``: recipient-donor pairs whose positive donor had a region),
             ``clusters`` (``cluster_regions``), ``box`` (the main cluster's region at its
             most frequent place, or None).
         image_wide: one dict per intervention (``shortcut_wide.wide_transplants``).
@@ -102,6 +110,8 @@ class ShortcutFinding:
             drop first (the gallery); ``top_boxes`` their region's bounding box.
         dilate: px the boxes were dilated by; infill: ``inpaint`` (an in-filler) or the
             ``medxgan.metrics.ablation`` method; threshold: f's decision threshold.
+        core: (B,) bool, the images of the located and image-wide evidence (None: all); the
+            location-free evidence used every image.
     """
 
     residual: dict[str, Any]
@@ -117,6 +127,7 @@ class ShortcutFinding:
     dilate: int = 0
     infill: str = "inpaint"
     threshold: float = 0.5
+    core: np.ndarray | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
         """The JSON of ``shortcut.json`` (design: "Data contracts"): the three kinds of
@@ -225,7 +236,7 @@ def find_shortcut(classifier, images: torch.Tensor, masks: torch.Tensor, labels:
                   inpainter: nn.Module | None = None, method: str = "blur",
                   dilate: int | None = None, max_search: int = 64, search: dict | None = None,
                   seed: int = 0, top_k: int = 8, n_boot: int = 1000,
-                  batch_size: int = 256) -> ShortcutFinding:
+                  batch_size: int = 256, core: torch.Tensor | None = None) -> ShortcutFinding:
     """The three kinds of shortcut evidence of one cohort (module docstring).
 
     Args:
@@ -244,6 +255,10 @@ def find_shortcut(classifier, images: torch.Tensor, masks: torch.Tensor, labels:
         top_k: gallery size.
         n_boot: bootstrap resamples.
         batch_size: most images per forward pass.
+        core: (B,) bool, the images of the located and image-wide evidence (default: all).
+            The location-free evidence uses every image: it costs one in-filling and one pass
+            of f per image, and its CI narrows with the sample; the located search and the
+            image-wide transplants cost far more per image.
 
     Returns: a :class:`ShortcutFinding`.
     """
@@ -253,6 +268,8 @@ def find_shortcut(classifier, images: torch.Tensor, masks: torch.Tensor, labels:
     if tuple(masks.shape) != (B, H, W) or tuple(labels.shape) != (B,):
         raise ValueError(f"masks must be (B, H, W) = {(B, H, W)} and labels (B,), got "
                          f"{tuple(masks.shape)}, {tuple(labels.shape)}")
+    if core is not None and tuple(core.shape) != (B,):
+        raise ValueError(f"core must be (B,) = ({B},), got {tuple(core.shape)}")
     d = max(1, round(H / 32)) if dilate is None else int(dilate)
     dev = classifier_device(classifier, images.device)
     thr = threshold_of(classifier)
@@ -294,7 +311,10 @@ def find_shortcut(classifier, images: torch.Tensor, masks: torch.Tensor, labels:
                 "p_positives": float(pb[called].mean()) if len(called) else nan,
                 "p_negatives": float(pb[neg].mean()) if len(neg) else nan}
 
-    # --- 2. located: per-image search outside the dilated boxes
+    # --- 2. located: per-image search outside the dilated boxes (the core images)
+    if core is not None:
+        keep = core.to(dev, torch.bool)
+        pos, neg = pos[keep[pos]], neg[keep[neg]]
     located, heat, fmasks, searched, flipped, top, top_boxes = _located(
         classifier, filler, base, removal, pb, pos, neg, thr, max_search,
         search or driver_search_options(H, 2 ** _depth(filler)), g, seed, n_boot, top_k,
@@ -321,7 +341,8 @@ def find_shortcut(classifier, images: torch.Tensor, masks: torch.Tensor, labels:
     return ShortcutFinding(residual=residual, located=located, image_wide=wide, effect=effect,
                            heatmap=heat, masks=fmasks, searched=searched, flipped=flipped,
                            top_images=top, top_boxes=top_boxes, dilate=d, infill=infill_name,
-                           threshold=thr)
+                           threshold=thr,
+                           core=None if core is None else core.cpu().numpy().astype(bool))
 
 
 def _located(classifier, filler, base, removal, pb, pos, neg, thr, max_search, opts, g, seed,
@@ -344,7 +365,7 @@ def _located(classifier, filler, base, removal, pb, pos, neg, thr, max_search, o
            "control_rate": nan, "control_ci_low": nan, "control_ci_high": nan,
            "effect": nan, "effect_ci_low": nan, "effect_ci_high": nan, "n": 0,
            "strength": nan, "strength_ci_low": nan, "strength_ci_high": nan, "strength_n": 0,
-           "clusters": [], "box": None}
+           "draws": 0, "clusters": [], "box": None}
     heat = np.zeros((H, W))
     found = torch.zeros(B, H, W, dtype=torch.bool)                      # every image's region
     none = (out, heat, np.zeros((0, H, W), bool), np.zeros(0, np.int64), np.zeros(0, bool),
@@ -385,31 +406,37 @@ def _located(classifier, filler, base, removal, pb, pos, neg, thr, max_search, o
         out["box"] = clusters[0]["box"] if clusters else None
 
     # transplant with unselected donors: every negative f calls negative (findings-free)
-    # receives the found region of a random positive and, as the control, of a random other
-    # negative (searched alike); a donor without a region gives nothing
+    # receives the found region of each of DONOR_DRAWS random positives and, as the control,
+    # of as many random other negatives (searched alike); a donor without a region gives
+    # nothing. Each rate rests on the few donors that have a region: one donor per recipient
+    # let the draw decide weak classifiers' answers (docs/benchmarks.md, session 23)
     rec = neg[pb[neg] < thr]
     if len(rec) and n_pos and n_neg >= 2 and bool(ok.any()):
-        R = len(rec)
-        cyc = torch.arange(R)  # donors in a shuffled cycle: each as often as the others
-        dp = pos[torch.randperm(n_pos, generator=g)[cyc % n_pos].to(dev)]
-        dn = neg[torch.randperm(n_neg, generator=g)[cyc % n_neg].to(dev)]
-        dn = torch.where(dn == rec, neg[(torch.searchsorted(neg, rec) + 1) % n_neg], dn)
+        R, K = len(rec), DONOR_DRAWS
+        ip = draw_donors(R, n_pos, K, g).to(dev)                        # (R, K) places in pos
+        iN = draw_donors(R, n_neg, K, g, exclude=(rec[:, None] == neg[None, :]).cpu()).to(dev)
+        dp, dn = pos[ip].flatten(), neg[iN].flatten()                   # (R K,)
         fd = found.to(dev)
-        t_img = torch.where(fd[dp][:, None], base[dp], base[rec])
-        c_img = torch.where(fd[dn][:, None], base[dn], base[rec])
-        p = positive_probability(classifier, torch.cat([t_img, c_img]), batch_size).view(2, R).cpu()
-        tr, ct = (p[0] >= thr).double(), (p[1] >= thr).double()
-        t_stats, c_stats = _rate(tr, n_boot, seed + 4), _rate(ct, n_boot, seed + 5)
-        e = bootstrap_ci((tr - ct).numpy(), n_boot=n_boot, seed=seed + 6)
-        # per-image strength: among the recipients whose positive donor had a region
-        got = fd[dp].flatten(1).any(1).cpu()
+        own = base[rec].repeat_interleave(K, 0)                         # (R K, 1, H, W)
+        t_img = torch.where(fd[dp][:, None], base[dp], own)
+        c_img = torch.where(fd[dn][:, None], base[dn], own)
+        p = positive_probability(classifier, torch.cat([t_img, c_img]), batch_size)
+        p = p.view(2, R, K).cpu()
+        tr, ct = (p[0] >= thr).double(), (p[1] >= thr).double()         # (R, K)
+        t_stats, c_stats = _rate(tr.mean(1), n_boot, seed + 4), _rate(ct.mean(1), n_boot, seed + 5)
+        # the donors are a sample too: recipients and both donor pools resampled
+        e = crossed_bootstrap_ci(tr.numpy(), ip.cpu().numpy(), n_pos, ct.numpy(), iN.cpu().numpy(),
+                                 n_neg, n_boot=n_boot, seed=seed + 6)
+        # per-image strength: among the recipient-donor pairs whose positive donor had a region
+        got = fd[dp].flatten(1).any(1).view(R, K).cpu()
         st = bootstrap_ci(tr[got].numpy() - c_stats[0], n_boot=n_boot, seed=seed + 7) \
             if bool(got.any()) else (nan, nan, nan, 0)
         out.update(transplant_rate=t_stats[0], transplant_ci_low=t_stats[1],
                    transplant_ci_high=t_stats[2], control_rate=c_stats[0],
                    control_ci_low=c_stats[1], control_ci_high=c_stats[2],
                    effect=e[0], effect_ci_low=e[1], effect_ci_high=e[2], n=e[3],
-                   strength=st[0], strength_ci_low=st[1], strength_ci_high=st[2], strength_n=st[3])
+                   strength=st[0], strength_ci_low=st[1], strength_ci_high=st[2], strength_n=st[3],
+                   draws=K)
     return out, heat, fmask.numpy(), sp_np, okp.numpy(), top, boxes
 
 

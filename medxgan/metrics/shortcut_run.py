@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 
 
@@ -40,13 +42,15 @@ def shortcut_sample(cohort, split: str | None, cap: int) -> list[str]:
 
 def cohort_shortcut(cohort, classifier: nn.Module, *, split: str | None, cap: int,
                     inpainter: nn.Module | None = None, method: str = "blur", seed: int = 0,
-                    n_boot: int = 1000, **options: Any):
+                    n_boot: int = 1000, residual_cap: int | None = None, **options: Any):
     """:func:`medxgan.metrics.shortcut.find_shortcut` on :func:`shortcut_sample`'s images.
 
     Args:
         cohort: a :class:`medxgan.cohort.reader.Cohort`.
         classifier: the audited classifier.
-        split, cap: the sample.
+        split, cap: the sample of the located and image-wide evidence (the ``core``).
+        residual_cap: the larger sample of the location-free evidence (``shortcut_sample``
+            is nested: its first ``cap`` images are the core); None or <= ``cap``: the core.
         inpainter: the healthy in-filler (None: the fixed infill ``method``).
         options: other keyword arguments of ``find_shortcut``.
 
@@ -59,26 +63,31 @@ def cohort_shortcut(cohort, classifier: nn.Module, *, split: str | None, cap: in
     from medxgan.metrics.masks import boxes_to_masks
     from medxgan.metrics.shortcut import find_shortcut
 
-    ids = shortcut_sample(cohort, split, cap)
+    ids = shortcut_sample(cohort, split, max(cap, residual_cap or 0))
+    core_ids = set(shortcut_sample(cohort, split, cap)) if len(ids) > cap else None
     if not ids:
         raise ValueError(f"cohort {cohort.url} has no images in split {split!r} for the "
                          "shortcut search")
     batch = cohort.load(ids)
     H, W = batch.images.shape[-2:]
     masks = boxes_to_masks(batch.boxes, H, W)
+    core = None if core_ids is None else torch.tensor([i in core_ids for i in ids])
     found = find_shortcut(classifier, batch.images, masks, batch.labels, inpainter=inpainter,
-                          method=method, seed=seed, n_boot=n_boot, **options)
+                          method=method, seed=seed, n_boot=n_boot, core=core, **options)
     return found, ids, batch
 
 
 def shortcut_json(found, ids: list[str], labels, split: str | None) -> dict[str, Any]:
     """``shortcut.json``: ``ShortcutFinding.summary()`` with image ids for the gallery
-    (``top_image_ids``) and the sample (``split``, ``n_images``, ``n_positives``,
-    ``n_negatives``); NaN as null."""
-    n_pos = int((labels == 1).sum())
+    (``top_image_ids``) and the sample (``split``; ``n_images``, ``n_positives``,
+    ``n_negatives`` of the located and image-wide evidence (the core);
+    ``n_residual_images``, the location-free evidence's); NaN as null."""
+    core = np.ones(len(ids), bool) if found.core is None else np.asarray(found.core, bool)
+    pos = np.asarray(labels == 1, bool)
     out = {**found.summary(), "top_image_ids": [ids[i] for i in found.top_images],
-           "split": split or None, "n_images": len(ids), "n_positives": n_pos,
-           "n_negatives": len(ids) - n_pos}
+           "split": split or None, "n_images": int(core.sum()),
+           "n_positives": int((pos & core).sum()), "n_negatives": int((~pos & core).sum()),
+           "n_residual_images": len(ids)}
     return finite(out)
 
 

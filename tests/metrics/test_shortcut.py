@@ -305,3 +305,69 @@ def test_reconstruction_keeps_the_8_connected_parts_the_seed_touches():
         want = np.isin(lab, sorted(keep)) & (lab > 0)
         assert np.array_equal(got[b].numpy(), want), b
     assert got.any() and not bool((got & ~within).any())
+
+
+def test_the_location_free_evidence_uses_every_image_and_the_rest_only_the_core(tag_cohort):
+    x, labels, masks, _ = tag_cohort
+    core = torch.zeros(len(x), dtype=torch.bool)
+    core[::3] = True
+    f = TagDetector(S)
+    r = find_shortcut(f, x, masks, labels, method="mean", seed=0, n_boot=300, core=core)
+    full = find_shortcut(f, x, masks, labels, method="mean", seed=0, n_boot=300)
+    boxed = (labels == 1) & masks.flatten(1).any(1)
+    assert r.residual == full.residual and r.residual["n"] == int(boxed.sum())
+    assert len(r.searched) and bool(core[torch.from_numpy(r.searched)].all())
+    assert len(full.searched) > len(r.searched)
+    core_neg = int((core & (labels == 0)).sum())
+    assert 0 < r.located["n"] <= core_neg < full.located["n"]
+    assert r.image_wide and all(0 < w["n"] <= core_neg for w in r.image_wide)
+    assert r.core is not None and r.core.sum() == int(core.sum())
+    with pytest.raises(ValueError, match="core"):
+        find_shortcut(f, x, masks, labels, method="mean", core=core[:-1])
+
+
+def test_the_cohort_search_nests_its_core_in_the_location_free_sample(tmp_path):
+    from bench._common import write_phantom_cohort
+    from medxgan.cohort import Cohort
+    from medxgan.metrics.shortcut_run import cohort_shortcut, shortcut_json, shortcut_sample
+
+    url = str(tmp_path / "cohort")
+    write_phantom_cohort(url, "phantom-cxr", 90, size=32, shortcut_rate=0.9)
+    cohort = Cohort(url)
+    small, big = shortcut_sample(cohort, None, 24), shortcut_sample(cohort, None, 70)
+    assert len(small) == 24 and len(big) == 70 and set(small) <= set(big)
+    found, ids, batch = cohort_shortcut(cohort, TagDetector(32), split=None, cap=24, residual_cap=70,
+                                        method="mean", n_boot=200)
+    assert ids == big and len(batch.images) == 70
+    assert {ids[i] for i in np.flatnonzero(found.core)} == set(small)
+    js = shortcut_json(found, ids, batch.labels, None)
+    assert js["n_images"] == 24 and js["n_residual_images"] == 70
+    assert js["n_positives"] + js["n_negatives"] == 24
+    assert js["residual"]["n"] + js["residual"]["control_n"] > 24
+    only, ids2, _ = cohort_shortcut(cohort, TagDetector(32), split=None, cap=24, method="mean", n_boot=200)
+    assert only.core is None and ids2 == small
+    assert shortcut_json(only, ids2, _.labels, None)["n_residual_images"] == 24
+
+
+def test_the_located_transplant_averages_over_several_donors(monkeypatch):
+    """Each recipient gets DONOR_DRAWS positive and negative donors, so the effect no longer
+    hangs on which few donors with a region a recipient happened to draw: over seeds its
+    spread shrinks against one donor per recipient, and its CI resamples the donors."""
+    from medxgan.metrics import shortcut as sc
+
+    x, labels, masks, carries = synthetic(48, shortcut="marker", rate=0.3)
+    f = MarkerDetector()
+
+    def effects(draws: int) -> np.ndarray:
+        monkeypatch.setattr(sc, "DONOR_DRAWS", draws)
+        out = []
+        for seed in range(6):
+            r = find_shortcut(f, x, masks, labels, method="mean", seed=seed, n_boot=200)
+            assert r.located["draws"] == draws and r.located["n"] > 0
+            out.append(r.located["effect"])
+        return np.asarray(out)
+
+    one, many = effects(1), effects(8)
+    assert many.std() < 0.6 * one.std()
+    share = float(carries[labels == 1].double().mean())  # 9 of the 24 positives carry it
+    assert abs(many.mean() - share) < 0.06
