@@ -295,7 +295,8 @@ def shortcut_answer(shortcut: Mapping[str, Any] | None, ev: Evidence | None = No
             a.numbers.append(Number(lab, e.mean, e.lo, e.hi, e.n))
             if e.kind == "located" and not _nan(_f(shortcut.get("located"), "strength")):
                 lo = shortcut["located"]
-                a.numbers.append(Number("strength: rate of recipients of a region - control", _f(lo, "strength"),
+                a.numbers.append(Number("strength: rate of recipient-donor pairs given a region - control",
+                                        _f(lo, "strength"),
                                         _f(lo, "strength_ci_low"), _f(lo, "strength_ci_high"),
                                         int(lo.get("strength_n") or 0)))
     box = shortcut.get("box")
