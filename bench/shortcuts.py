@@ -219,6 +219,7 @@ def run_case(c: Case, *, quick: bool, refresh: bool, device: str = "cpu",
     ``residual_images`` (defaults: the audit's ``score.shortcut_images`` and
     ``score.residual_images``; 48 with ``quick``)."""
     from medxgan.cohort.reader import Cohort
+    from medxgan.config.audit import ScoreSection, field_default
     from medxgan.config.models import ClassifierTrainConfig, GanConfig, GanTrainConfig
     from medxgan.metrics.shortcut_run import cohort_shortcut, shortcut_json
     from medxgan.classifiers import load_classifier
@@ -253,8 +254,8 @@ def run_case(c: Case, *, quick: bool, refresh: bool, device: str = "cpu",
     t_models = time.perf_counter() - t0
     rel = reliance(c, f, cohort, size)
     t1 = time.perf_counter()
-    cap = 48 if quick else (images or default_images())
-    rcap = 48 if quick else (residual_images or default_images("residual_images"))
+    cap = 48 if quick else (images or field_default(ScoreSection, "shortcut_images"))
+    rcap = 48 if quick else (residual_images or field_default(ScoreSection, "residual_images"))
     found, ids, batch = cohort_shortcut(cohort, f, split="test", cap=cap, residual_cap=rcap,
                                         inpainter=G, seed=0, n_boot=200 if quick else 1000)
     t_search = time.perf_counter() - t1
@@ -268,13 +269,6 @@ def run_case(c: Case, *, quick: bool, refresh: bool, device: str = "cpu",
             "evidence": js["strongest"], "located": located(c, found, ids, cohort, size),
             "shortcut": {k: v for k, v in js.items() if k != "heatmap"}, "infill": infills,
             "seconds": {"models": round(t_models, 1), "search": round(t_search, 1)}}
-
-
-def default_images(name: str = "shortcut_images") -> int:
-    """The audit's default ``score.<name>`` (one code path with ``medxgan audit``)."""
-    from medxgan.config.audit import ScoreSection
-
-    return int(ScoreSection.model_fields[name].default)
 
 
 def backfill_infill(c: Case, quick: bool, cache: Path = CACHE) -> dict:

@@ -17,11 +17,18 @@ from torch import nn
 def shortcut_sample(cohort, split: str | None, cap: int) -> list[str]:
     """The images of the shortcut search: positives with boxes and negatives of ``split``
     (every split when empty), about half each, at most ``cap``; each class in the order of a
-    hash of the id (stable, not biased by id order), positives first.
+    hash of the id (stable, not biased by id order), positives first. A larger ``cap`` gives a
+    superset (each class's order is fixed).
 
     Args:
         cohort: a :class:`medxgan.cohort.reader.Cohort`.
     """
+    return _take(*_ordered(cohort, split), cap)
+
+
+def _ordered(cohort, split: str | None) -> tuple[list[str], list[str]]:
+    """(positives with boxes, negatives) of ``split``, each in the order of the id's hash
+    (one read of the cohort's index)."""
     import pyarrow.compute as pc
 
     from medxgan.cohort.splits import unit_hash
@@ -34,6 +41,11 @@ def shortcut_sample(cohort, split: str | None, cap: int) -> list[str]:
     key = lambda i: unit_hash(i, "shortcut")  # noqa: E731
     pos = sorted((i for i, y in zip(ids, labels) if y == 1 and i in boxed), key=key)
     neg = sorted((i for i, y in zip(ids, labels) if y == 0), key=key)
+    return pos, neg
+
+
+def _take(pos: list[str], neg: list[str], cap: int) -> list[str]:
+    """At most ``cap`` of the ordered classes, about half each, positives first."""
     n_pos = min(len(pos), cap // 2)
     n_neg = min(len(neg), cap - n_pos)
     n_pos = min(len(pos), cap - n_neg)
@@ -63,8 +75,9 @@ def cohort_shortcut(cohort, classifier: nn.Module, *, split: str | None, cap: in
     from medxgan.metrics.masks import boxes_to_masks
     from medxgan.metrics.shortcut import find_shortcut
 
-    ids = shortcut_sample(cohort, split, max(cap, residual_cap or 0))
-    core_ids = set(shortcut_sample(cohort, split, cap)) if len(ids) > cap else None
+    pos, neg = _ordered(cohort, split)
+    ids = _take(pos, neg, max(cap, residual_cap or 0))
+    core_ids = set(_take(pos, neg, cap)) if len(ids) > cap else None
     if not ids:
         raise ValueError(f"cohort {cohort.url} has no images in split {split!r} for the "
                          "shortcut search")

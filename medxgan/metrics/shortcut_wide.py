@@ -25,7 +25,8 @@ of the variance cut about 8-fold, and the CI keeps the donor sample's uncertaint
 bootstrap over recipients alone would drop (``docs/benchmarks.md``, "Several donors per
 recipient"). When the two classes do not differ in the property, both versions are alike and
 the effect is about 0, however sensitive f is to the property; when they differ and f relies on
-it, the positive-donor version turns positive. Probabilities are ``p = sigmoid(f(x))``; images (N, 1, H, W) in [0, 1].
+it, the positive-donor version turns positive. Probabilities are ``p = sigmoid(f(x))``; images
+(N, 1, H, W) in [0, 1].
 """
 
 from __future__ import annotations
