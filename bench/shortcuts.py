@@ -10,10 +10,17 @@ runs it), judged by the product's rule (``medxgan.report.answers.shortcut_answer
 
 - **Shortcut cases**: a shortcut kind (``medxgan.phantoms.shortcuts``: fixed ``tag``, extended
   ``band``, moving ``marker``, ``text``, support-device ``line``, image-wide ``noise`` /
-  ``exposure``, ``border``) on a share of the positives (the strength: 0.9 or 0.6) and on 5 %
+  ``exposure``, ``border``, an ``arrow`` pointing at the largest finding, a ``blur`` of the
+  anatomy) on a share of the positives (the strength: 0.9 or 0.6) and on 5 %
   of the negatives, faint findings (``lesion_scale`` 0.5). A case counts for the sensitivity
   only when its classifier **relies** on the shortcut: painting it onto the test negatives
   that do not carry it raises f's positive rate by at least 20 points (``reliance``).
+- **Negative-class shortcuts** (``<kind>-neg``; cxr, the first seed): the shortcut marks the
+  *negatives* (a screening site's tag, a healthy cohort's exposure) on 90 % or 60 % of them and
+  5 % of the positives, so f reads its *absence* as evidence of disease. Nothing in a positive
+  can be in-filled away to flip f, so the located search has nothing to find; the question is
+  whether the location-free and image-wide evidence answer yes. Reliance: painting it onto the
+  test positives that do not carry it lowers f's positive rate by at least 20 points.
 - **Clean controls**: no shortcut (findings at full and at half strength), and a
   label-independent marker on 30 % of both classes (the classifier learns to ignore it).
 
@@ -49,7 +56,7 @@ import torch
 from bench._common import RESULTS, write_phantom_cohort, write_results
 
 CACHE = Path(__file__).parent / ".cache" / "shortcuts"
-LOCAL_KINDS = ("tag", "band", "marker", "text", "line", "border")
+LOCAL_KINDS = ("tag", "band", "marker", "text", "line", "border", "arrow")
 
 
 @dataclass(frozen=True)
@@ -63,14 +70,26 @@ class Case:
     seed: int
     clean: bool               # a clean control (no label-related shortcut)
     phantom: str = "phantom-cxr"
+    negative: bool = False    # the shortcut marks the negatives (``neg_rate`` of them)
+
+    @property
+    def key(self) -> str:
+        """What ``--cases`` selects: the kind, ``<kind>-neg``, ``none`` or ``indep``."""
+        if self.kind == "none":
+            return "none"
+        return "indep" if self.clean else f"{self.kind}-neg" if self.negative else self.kind
 
     @property
     def name(self) -> str:
+        if self.negative:
+            return (f"{self.phantom[8:]}-{self.kind}-neg-r{self.neg_rate:g}-l{self.lesion_scale:g}"
+                    f"-s{self.seed}")
         k = "none" if self.kind == "none" else f"{self.kind}{'-indep' if self.clean else ''}"
         return f"{self.phantom[8:]}-{k}-r{self.rate:g}-l{self.lesion_scale:g}-s{self.seed}"
 
 
 BRAIN_KINDS = ("tag", "line", "noise", "border")
+NEGATIVE_KINDS = ("tag", "marker", "exposure", "noise")
 
 
 def panel(kinds: list[str] | None, seeds: list[int], quick: bool, clean_seeds: list[int] | None = None,
@@ -86,9 +105,14 @@ def panel(kinds: list[str] | None, seeds: list[int], quick: bool, clean_seeds: l
     cases = []
     if "cxr" in phantoms:
         for s in seeds:
-            for k in ("tag", "band", "marker", "text", "line", "noise", "exposure", "border"):
+            for k in ("tag", "band", "marker", "text", "line", "noise", "exposure", "border", "arrow",
+                      "blur"):
                 for r in (0.9, 0.6):
                     cases.append(Case(k, r, 0.05, 0.5, s, False))
+        for s in seeds[:1]:
+            for k in NEGATIVE_KINDS:
+                for r in (0.9, 0.6):
+                    cases.append(Case(k, 0.05, r, 0.5, s, False, negative=True))
         for s in clean_seeds:
             for ls in (1.0, 0.5):
                 cases.append(Case("none", 0.0, 0.0, ls, s, True))
@@ -100,10 +124,7 @@ def panel(kinds: list[str] | None, seeds: list[int], quick: bool, clean_seeds: l
             cases += [Case("none", 0.0, 0.0, 1.0, s, True, "phantom-brain"),
                       Case("marker", 0.3, 0.3, 1.0, s, True, "phantom-brain")]
     if kinds:
-        cases = [c for c in cases if c.kind in kinds or ("indep" in kinds and c.clean and c.kind != "none")
-                 or ("none" in kinds and c.kind == "none")]
-        if "indep" not in kinds:
-            cases = [c for c in cases if not (c.clean and c.kind != "none")]
+        cases = [c for c in cases if c.key in kinds]
     return cases
 
 
@@ -123,7 +144,9 @@ def _images(c: Case, indices: list[int], size: int, force: bool | None) -> torch
 
 def reliance(c: Case, f, cohort, size: int) -> dict:
     """f's positive rate on the test negatives that do not carry the shortcut, without and with
-    it painted on (the same subjects, re-rendered)."""
+    it painted on (the same subjects, re-rendered); ``delta`` is on − off. For a shortcut that
+    marks the negatives (``c.negative``): on the test positives that do not carry it, and
+    ``delta`` is off − on (how many positives painting it turns negative)."""
     from medxgan.metrics.ablation import positive_probability
     from medxgan.phantoms import parse_source_ref
 
@@ -132,12 +155,13 @@ def reliance(c: Case, f, cohort, size: int) -> dict:
     t = cohort.index()
     idx = [parse_source_ref(r)[2] for r, y, s in zip(t["source_ref"].to_pylist(), t["label"].to_pylist(),
                                                      t["split"].to_pylist())
-           if y == 0 and s == "test" and not r.endswith(":tag=1")]
+           if y == int(c.negative) and s == "test" and not r.endswith(":tag=1")]
     thr = float(getattr(f, "threshold", 0.5))
     off = positive_probability(f, _images(c, idx, size, False)) >= thr
     on = positive_probability(f, _images(c, idx, size, True)) >= thr
+    sign = -1.0 if c.negative else 1.0
     return {"off": float(off.double().mean()), "on": float(on.double().mean()),
-            "delta": float((on.double() - off.double()).mean()), "n": len(idx)}
+            "delta": sign * float((on.double() - off.double()).mean()), "n": len(idx)}
 
 
 def located(c: Case, found, ids: list[str], cohort, size: int) -> dict:
@@ -146,7 +170,7 @@ def located(c: Case, found, ids: list[str], cohort, size: int) -> dict:
 
     out = {"iou": float("nan"), "iou_box": float("nan"), "iou_image": float("nan"),
            "on_shortcut": float("nan"), "top_on_shortcut": float("nan")}
-    if c.kind not in LOCAL_KINDS or not len(found.searched):
+    if c.kind not in LOCAL_KINDS or c.negative or not len(found.searched):
         return out
     refs = dict(zip(cohort.index()["image_id"].to_pylist(), cohort.index()["source_ref"].to_pylist()))
     planted, hits, ious = {}, {}, []
@@ -309,8 +333,9 @@ def summarise(rows: list[dict]) -> dict:
     clean = [r for r in rows if r["case"]["clean"]]
     sens = wilson(sum(r["flagged"] for r in short), len(short))
     fa = wilson(sum(r["flagged"] for r in clean), len(clean))
-    loc = [r for r in short if r["case"]["kind"] in LOCAL_KINDS and r["case"]["kind"] != "marker"]
-    mov = [r for r in short if r["case"]["kind"] == "marker"]
+    pos = [r for r in short if not r["case"].get("negative")]
+    loc = [r for r in pos if r["case"]["kind"] in LOCAL_KINDS and r["case"]["kind"] != "marker"]
+    mov = [r for r in pos if r["case"]["kind"] == "marker"]
     iou_ok = [r for r in loc if max(r["located"]["iou"] or 0, r["located"].get("iou_box") or 0,
                                     r["located"].get("iou_image") or 0) >= 0.3]
     mov_ok = [r for r in mov if (r["located"]["top_on_shortcut"] or 0) >= 0.7]
@@ -330,7 +355,8 @@ def main(argv: list[str] | None = None) -> dict:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="two 32 px cases (a tag, a clean one)")
     ap.add_argument("--cases", nargs="*", help="kinds to run (tag band marker text line noise "
-                    "exposure border none indep); default all")
+                    "exposure border arrow blur; <kind>-neg for a shortcut that marks the negatives: "
+                    "tag-neg marker-neg exposure-neg noise-neg; none indep); default all")
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1], help="seeds of the shortcut cases")
     ap.add_argument("--clean-seeds", nargs="*", type=int, default=[0, 1, 2, 3],
                     help="seeds of the clean controls")

@@ -162,7 +162,7 @@ SOURCES: tuple[str, ...] = tuple(s.name for s in SOURCE_CATALOGUE)
 PHANTOM_SOURCES: tuple[str, ...] = tuple(s.name for s in SOURCE_CATALOGUE if s.kind == "phantom")
 FILE_SOURCES: tuple[str, ...] = tuple(s.name for s in SOURCE_CATALOGUE if s.kind == "file")
 PHANTOM_SHORTCUTS: tuple[str, ...] = ("tag", "band", "marker", "text", "line", "noise", "exposure",
-                                      "border")
+                                      "border", "arrow", "blur")
 """Shortcut kinds a phantom cohort can carry (``cohort.shortcut``; drawn by
 ``medxgan.phantoms.shortcuts``)."""
 

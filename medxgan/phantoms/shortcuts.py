@@ -18,7 +18,16 @@ audit finds it. Kinds (:data:`SHORTCUT_KINDS`):
   whole image;
 * ``exposure``: another exposure / processing: contrast 0.8 and lifted blacks (+ 0.1) over
   the whole image;
-* ``border``: a bright collimation frame ``0.08 * side`` wide on all four sides.
+* ``border``: a bright collimation frame ``0.08 * side`` wide on all four sides;
+* ``blur``: a lower-resolution detector: the anatomy blurred by a Gaussian of ``size / 128`` px
+  sigma before the lesions, exposure and noise are added (the lesions stay as sharp as on
+  every other image, so the boxes stay tight and the healthy twin differs inside them only);
+  image-wide, with nothing to place or transplant but the image's texture;
+* ``arrow``: a reader's annotation: a bright arrow (shaft ``0.12-0.2 * side`` long, 1 px per 64)
+  pointing at the image's largest lesion from a random direction, its tip ``size / 32`` px
+  outside the lesion (a negative that carries one: pointing at a random place of the lesion
+  region). A shortcut *beside* the finding: it moves with the lesion and lies just outside
+  its box (:func:`aim` places it once the lesions are drawn).
 
 The renderer (:func:`medxgan.phantoms.rendering._render`) draws the kind's random parameters
 once per image from the image's own ``tag`` stream (:func:`plan`) and applies them in the final
@@ -36,7 +45,7 @@ import numpy as np
 from medxgan.catalogue import PHANTOM_SHORTCUTS
 
 SHORTCUT_KINDS: tuple[str, ...] = PHANTOM_SHORTCUTS
-IMAGE_WIDE_KINDS: tuple[str, ...] = ("noise", "exposure")
+IMAGE_WIDE_KINDS: tuple[str, ...] = ("noise", "exposure", "blur")
 """Kinds without a place: no region to find, only an image-wide property."""
 
 _TAG_SIDE, _TAG_MARGIN = 0.06, 0.03  # fractions of the image side
@@ -95,7 +104,72 @@ def plan(kind: str, rng: np.random.Generator, size: int) -> Mark:
         p["bend"] = (rng.uniform(-0.4, 0.4), rng.uniform(-0.5, 0.1))
     elif kind == "noise":
         p["noise"] = rng.standard_normal((size, size), dtype=np.float32)
+    elif kind == "arrow":
+        p["angle"] = float(rng.uniform(0.0, 2.0 * np.pi))
+        p["length"] = float(rng.uniform(0.12, 0.2))
     return Mark(kind, p)
+
+
+def aim(mark: Mark | None, rng: np.random.Generator, lesions: list, region: np.ndarray,
+        size: int) -> None:
+    """Place an ``arrow`` mark (in place; other kinds are left alone) once the lesions are
+    known: its tip ``size / 32`` px beyond the largest lesion's support (``lesions``: the
+    renderer's ``_Lesion`` list, its support's centre and half its larger extent), or for an
+    image without lesions beyond a random pixel of ``region`` ((H, W) bool, the lesion
+    region) drawn from ``rng`` (the image's ``tag`` stream, after :func:`plan`). The shaft
+    points away from the target at the planned angle; where that leaves the image it is
+    turned round."""
+    if mark is None or mark.kind != "arrow":
+        return
+    if lesions:
+        les = max(lesions, key=lambda le: int(le.support.sum()))
+        ys, xs = np.nonzero(les.support)
+        cy, cx = les.rows.start + ys.mean(), les.cols.start + xs.mean()
+        r = 0.5 * max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
+    else:
+        ys, xs = np.nonzero(region)
+        k = int(rng.integers(len(ys))) if len(ys) else 0
+        cy, cx = (float(ys[k]), float(xs[k])) if len(ys) else (size / 2, size / 2)
+        r = 0.04 * size
+    p = mark.params
+    for turn in (0.0, np.pi):
+        a = p["angle"] + turn
+        d = np.array([np.sin(a), np.cos(a)])                              # (dy, dx)
+        tip = np.array([cy, cx]) + (r + size / 32) * d
+        tail = tip + p["length"] * size * d
+        if (0 <= tail).all() and (tail <= size - 1).all():
+            break
+    p["tip"], p["tail"] = (float(tip[0]), float(tip[1])), (float(tail[0]), float(tail[1]))
+
+
+def _segment(m: np.ndarray, a: np.ndarray, b: np.ndarray, w: int) -> None:
+    """Draw the segment a -> b ((y, x) pixel centres) into m (H, W) bool, w px wide."""
+    n = int(np.ceil(np.abs(b - a).max() * 2)) + 2
+    t = np.linspace(0.0, 1.0, n)[:, None]
+    pts = np.rint(a + t * (b - a)).astype(int)                            # (n, 2)
+    H, W = m.shape
+    for dy in range(w):
+        for dx in range(w):
+            rr, cc = pts[:, 0] + dy, pts[:, 1] + dx
+            ok = (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
+            m[rr[ok], cc[ok]] = True
+
+
+def _arrow_mask(p: dict, size: int) -> np.ndarray:
+    """(size, size) bool: the shaft tip -> tail and a head of two strokes ``0.05 * side`` long
+    at 35 degrees either side of it, ``size // 64`` px wide."""
+    m = np.zeros((size, size), bool)
+    if "tip" not in p:  # not aimed (no lesion region): nothing drawn
+        return m
+    tip, tail = np.array(p["tip"]), np.array(p["tail"])
+    w = max(1, size // 64)
+    _segment(m, tip, tail, w)
+    back = (tail - tip) / max(1e-6, float(np.linalg.norm(tail - tip)))
+    for s in (-1.0, 1.0):
+        c, si = np.cos(s * 0.61), np.sin(s * 0.61)
+        rot = np.array([c * back[0] - si * back[1], si * back[0] + c * back[1]])
+        _segment(m, tip, tip + 0.05 * size * rot, w)
+    return m
 
 
 def _text_mask(glyphs: str, size: int) -> np.ndarray:
@@ -131,12 +205,19 @@ def _line_mask(p: dict, size: int) -> np.ndarray:
 
 
 def apply(mark: Mark | None, x: np.ndarray, stage: str, size: int, level: float) -> np.ndarray:
-    """Apply ``mark`` to the float image ``x`` (H, W) at ``stage``: ``before_noise`` (after
-    exposure) or ``after_noise`` (before quantisation); ``level`` is the scene's tag level.
-    Returns x (modified in place where possible)."""
+    """Apply ``mark`` to the float image ``x`` (H, W) at ``stage``: ``anatomy`` (the lesion-free
+    scene, never modified in place), ``before_noise`` (after exposure) or ``after_noise``
+    (before quantisation); ``level`` is the scene's tag level. Returns x (modified in place
+    where possible at the later stages)."""
     if mark is None:
         return x
     k, p = mark.kind, mark.params
+    if stage == "anatomy":
+        if k == "blur":
+            from scipy.ndimage import gaussian_filter
+
+            return gaussian_filter(x, sigma=size / 128.0, mode="nearest")
+        return x
     if stage == "before_noise":
         if k == "line":
             x = x + 0.35 * _line_mask(p, size)
@@ -159,7 +240,10 @@ def apply(mark: Mark | None, x: np.ndarray, stage: str, size: int, level: float)
         x[:, :w] = x[:, -w:] = 0.85 * level
     elif k == "noise":
         x = x + 0.05 * p["noise"] + 0.04
+    elif k == "arrow":
+        x[_arrow_mask(p, size)] = level
     return x
 
 
-__all__ = ["IMAGE_WIDE_KINDS", "SHORTCUT_KINDS", "Mark", "apply", "corner_box", "plan", "tag_box"]
+__all__ = ["IMAGE_WIDE_KINDS", "SHORTCUT_KINDS", "Mark", "aim", "apply", "corner_box", "plan",
+           "tag_box"]
