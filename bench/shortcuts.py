@@ -21,8 +21,11 @@ runs it), judged by the product's rule (``medxgan.report.answers.shortcut_answer
   can be in-filled away to flip f, so the located search has nothing to find; the question is
   whether the location-free and image-wide evidence answer yes. Reliance: painting it onto the
   test positives that do not carry it lowers f's positive rate by at least 20 points.
-- **Clean controls**: no shortcut (findings at full and at half strength), and a
-  label-independent marker on 30 % of both classes (the classifier learns to ignore it).
+- **Clean controls**: no shortcut (findings at full and at half strength), a
+  label-independent marker on 30 % of both classes (the classifier learns to ignore it), and
+  (the first two clean seeds) a label-independent arrow on 30 % of both classes: it points at a
+  positive's largest finding and at a random place of a negative's lung, so where it lies
+  follows the findings though its presence does not follow the label.
 
 Per case it prints flagged (the answer is yes) / the evidence kind / located (for local
 kinds: the IoU of the found regions' heatmap, cut at half its maximum, with the planted pixels and with
@@ -74,10 +77,12 @@ class Case:
 
     @property
     def key(self) -> str:
-        """What ``--cases`` selects: the kind, ``<kind>-neg``, ``none`` or ``indep``."""
+        """What ``--cases`` selects: the kind, ``<kind>-neg``, ``none`` or ``<kind>-indep``
+        (``indep`` selects every label-independent control)."""
         if self.kind == "none":
             return "none"
-        return "indep" if self.clean else f"{self.kind}-neg" if self.negative else self.kind
+        return f"{self.kind}-indep" if self.clean else f"{self.kind}-neg" if self.negative \
+            else self.kind
 
     @property
     def name(self) -> str:
@@ -117,6 +122,8 @@ def panel(kinds: list[str] | None, seeds: list[int], quick: bool, clean_seeds: l
             for ls in (1.0, 0.5):
                 cases.append(Case("none", 0.0, 0.0, ls, s, True))
                 cases.append(Case("marker", 0.3, 0.3, ls, s, True))
+        for s in clean_seeds[:2]:  # an arrow at the largest finding, or anywhere, on 30 % of both
+            cases.append(Case("arrow", 0.3, 0.3, 1.0, s, True))
     if "brain" in phantoms:
         for s in seeds[:1]:
             cases += [Case(k, 0.9, 0.05, 0.5, s, False, "phantom-brain") for k in BRAIN_KINDS]
@@ -124,7 +131,7 @@ def panel(kinds: list[str] | None, seeds: list[int], quick: bool, clean_seeds: l
             cases += [Case("none", 0.0, 0.0, 1.0, s, True, "phantom-brain"),
                       Case("marker", 0.3, 0.3, 1.0, s, True, "phantom-brain")]
     if kinds:
-        cases = [c for c in cases if c.key in kinds]
+        cases = [c for c in cases if c.key in kinds or (c.key.endswith("-indep") and "indep" in kinds)]
     return cases
 
 
@@ -356,7 +363,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="two 32 px cases (a tag, a clean one)")
     ap.add_argument("--cases", nargs="*", help="kinds to run (tag band marker text line noise "
                     "exposure border arrow blur; <kind>-neg for a shortcut that marks the negatives: "
-                    "tag-neg marker-neg exposure-neg noise-neg; none indep); default all")
+                    "tag-neg marker-neg exposure-neg noise-neg; none; indep, or marker-indep / "
+                    "arrow-indep alone); default all")
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1], help="seeds of the shortcut cases")
     ap.add_argument("--clean-seeds", nargs="*", type=int, default=[0, 1, 2, 3],
                     help="seeds of the clean controls")

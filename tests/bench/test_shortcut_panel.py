@@ -18,12 +18,13 @@ def test_negative_class_cases_mark_the_negatives_and_are_selected_by_kind_neg():
                for c in cases)
     full = panel(None, [0, 1], False, [0, 1, 2, 3])
     assert sum(c.negative for c in full) == 8
-    assert sum(c.kind in ("arrow", "blur") for c in full) == 8
-    # the earlier selections are unchanged: `tag` is the positives' tag only, `indep` the
-    # label-independent markers only
+    assert sum(c.kind in ("arrow", "blur") and not c.clean for c in full) == 8
+    assert sum(c.kind == "arrow" and c.clean for c in full) == 2  # label-independent arrows
+    # `tag` is the positives' tag only, `indep` the label-independent marks only
     assert {c.name for c in panel(["tag"], [0], False, phantoms=("cxr",))} == {
         "cxr-tag-r0.9-l0.5-s0", "cxr-tag-r0.6-l0.5-s0"}
-    assert all(c.clean and c.kind == "marker" for c in panel(["indep"], [0], False, [0]))
+    assert {(c.kind, c.clean, c.rate, c.neg_rate) for c in panel(["indep"], [0], False, [0])} == {
+        ("marker", True, 0.3, 0.3), ("arrow", True, 0.3, 0.3)}
 
 
 class _TagReader(nn.Module):
