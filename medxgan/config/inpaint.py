@@ -97,6 +97,8 @@ class SearchConfig(BaseModel):
             there; ``bisect`` keeps more of each finding (brain oracle agreement 0.42 ->
             0.55) and is 2.6-3.3x faster than ``exact`` but cost cxr pointing (0.96 -> 0.92
             at 128 px, 0.95 -> 0.83 at 64 px).
+        tail: the most patches the ``ranked`` trim tries one at a time per image after its
+            prefix (None: every candidate; no effect on ``exact`` and ``bisect``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -123,6 +125,7 @@ class SearchConfig(BaseModel):
     start_trim_above: float = Field(0.0, ge=0, le=1)
     start_prune: bool = False
     trim: Literal["auto", "exact", "ranked", "bisect"] = "auto"
+    tail: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> "SearchConfig":
@@ -150,7 +153,7 @@ class SearchConfig(BaseModel):
                 "complete_both_signs": self.complete_both_signs,
                 "support": self.support, "support_rel": self.support_rel,
                 "restore": self.restore, "restore_k": self.restore_k,
-                "trim": self.trim_at(side)}
+                "trim": self.trim_at(side), "tail": self.tail}
 
     def complete_at(self, side: int) -> bool:
         """Whether the search completes its masks at ``side`` px: ``complete`` itself, or for

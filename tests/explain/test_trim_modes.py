@@ -118,3 +118,24 @@ def test_the_trim_is_a_search_option_and_the_shortcut_finder_keeps_exact():
     assert SearchConfig().for_size(64)["trim"] == "exact"    # exact below (64 px: measured)
     assert SearchConfig(trim="bisect").for_size(64)["trim"] == "bisect"
     assert driver_search_options(64)["trim"] == "exact"   # validated on the shortcut panel so
+
+
+def test_the_ranked_tail_tries_at_most_tail_patches_per_image():
+    x, squares = _images()
+    f = WindowMean().eval()
+    init = _wide_start(squares)
+    n, masks = {}, {}
+    for tail in (None, 2, 1):
+        g = CountingBackgroundFill()
+        r = search_counterfactual(x, f, g, patch_sizes=(12, 8), area_cap=0.5, init=init,
+                                  trim_init=True, trim="ranked", tail=tail)
+        assert r.flipped[:3].all() and bool((r.mask <= init).all())  # still only removes
+        n[tail], masks[tail] = g.n, r.mask
+    g = CountingBackgroundFill()
+    search_counterfactual(x, f, g, patch_sizes=(12, 8), area_cap=0.5, init=init,
+                          trim_init=True, trim="bisect")
+    assert g.n < n[1] < n[2] <= n[None], (g.n, n)
+    assert n[1] - g.n <= 3 * 1 + 3  # one tail trial per started image (3), and a margin of 3
+    # a shorter tail tries a prefix of the same candidates: its masks contain the full tail's
+    assert bool((masks[None] <= masks[1]).all()) and bool((masks[None] <= masks[2]).all())
+    assert SearchConfig(tail=2).for_size(64)["tail"] == 2 and SearchConfig().for_size(128)["tail"] is None

@@ -228,6 +228,7 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
                           init: torch.Tensor | None = None,
                           trim_init: bool | torch.Tensor = False,
                           prune_init: bool = False, trim: str = "exact",
+                          tail: int | None = None,
                           p_x: torch.Tensor | None = None,
                           init_fill: tuple[torch.Tensor, torch.Tensor] | None = None
                           ) -> SearchResult:
@@ -286,6 +287,8 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
             in-filling change, the longest removable prefix found by bisection) or
             ``ranked`` (``bisect``, then each later patch tried in turn); the module
             docstring, step 3.
+        tail: ``ranked`` only: the most patches its one-at-a-time tail tries per image (the
+            first ``tail`` candidates of the ranking after the prefix); None: every candidate.
         p_x: (B,) f's probability of ``images`` where the caller computed it (a start: the
             Grad-CAM cuts or the amortised net), else None: f runs on them first (step 1).
         init_fill: (in-fillings (B, 1, H, W), f's probability of them (B,)) of the ``init``
@@ -340,7 +343,7 @@ def search_counterfactual(images: torch.Tensor, classifier: nn.Module, inpainter
             mask[trimmed] = _trim(sc, trimmed, mask[trimmed], thr - margin, side,
                                   max(1, side // 2), trim,
                                   (complete_tol, complete_rel, complete_both_signs)
-                                  if complete else None)
+                                  if complete else None, tail)
         if complete:
             mask[todo] = _complete(sc, todo, mask[todo], thr, area_cap, complete_tol,
                                    complete_rel, complete_steps, complete_both_signs)
@@ -467,14 +470,16 @@ counterfactuals within 0.007 on every quality number)."""
 
 def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: int,
           stride: int, how: str = "exact",
-          finding: tuple[float, float, bool] | None = None) -> torch.Tensor:
+          finding: tuple[float, float, bool] | None = None,
+          tail: int | None = None) -> torch.Tensor:
     """Remove fine patches from flipping masks while f still calls the in-filling negative.
 
     Args: idx (n,) image indices, mask (n, 1, H, W) bool; how: ``exact``, ``ranked`` or
     ``bisect`` (the module docstring, step 3); finding: completion's (tol, rel, both signs)
     where the search completes its masks: ``ranked`` then skips, after its prefix, the
     patches at least :data:`FINDING_SHARE` finding (completion's cut on the whole mask's
-    in-filling), or None. Returns the trimmed masks."""
+    in-filling), or None; tail: ``ranked`` tries at most this many patches in turn per image
+    (None: all). Returns the trimmed masks."""
     H, W = mask.shape[-2:]
     patches = _patch_masks(H, W, side, stride)                        # (K, 1, H, W)
     mask = mask.clone()
@@ -501,7 +506,7 @@ def _trim(sc: _Scorer, idx: torch.Tensor, mask: torch.Tensor, thr: float, side: 
                 tried = touch & (core < FINDING_SHARE * overlap)
             _remove_in_turn(sc, idx, mask, thr, {
                 int(r): [patches[k] for k in order[j, int(lo[j]) + 1:int(n[j])].tolist()
-                         if bool(tried[j, k])]
+                         if bool(tried[j, k])][:tail]
                 for j, r in enumerate(rows.tolist())})
         return mask
     pairs = touch.nonzero()                                           # (P, 2): row, patch
