@@ -30,9 +30,10 @@ audit finds it. Kinds (:data:`SHORTCUT_KINDS`):
   its box (:func:`aim` places it once the lesions are drawn).
 
 The renderer (:func:`medxgan.phantoms.rendering._render`) draws the kind's random parameters
-once per image from the image's own ``tag`` stream (:func:`plan`) and applies them in the final
-exposure / noise step (:func:`apply`), so an image and its healthy twin carry the same shortcut
-pixel for pixel. Local kinds are drawn after the noise (crisp), ``line`` before it (a tube under
+once per image from the image's own ``tag`` stream (:func:`plan`; an ``arrow`` is aimed at its
+lesion by :func:`aim`) and applies them in the final exposure / noise step (:func:`apply`;
+a ``blur`` to the lesion-free anatomy before it), so an image and its healthy twin carry the
+same shortcut pixel for pixel. Local kinds are drawn after the noise (crisp), ``line`` before it (a tube under
 the same noise), ``noise`` and ``exposure`` act on the whole image.
 """
 
@@ -159,7 +160,7 @@ def _arrow_mask(p: dict, size: int) -> np.ndarray:
     """(size, size) bool: the shaft tip -> tail and a head of two strokes ``0.05 * side`` long
     at 35 degrees either side of it, ``size // 64`` px wide."""
     m = np.zeros((size, size), bool)
-    if "tip" not in p:  # not aimed (no lesion region): nothing drawn
+    if "tip" not in p:  # planned but never aimed (aim() not called): nothing drawn
         return m
     tip, tail = np.array(p["tip"]), np.array(p["tail"])
     w = max(1, size // 64)
