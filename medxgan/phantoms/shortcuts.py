@@ -33,8 +33,8 @@ The renderer (:func:`medxgan.phantoms.rendering._render`) draws the kind's rando
 once per image from the image's own ``tag`` stream (:func:`plan`; an ``arrow`` is aimed at its
 lesion by :func:`aim`) and applies them in the final exposure / noise step (:func:`apply`;
 a ``blur`` to the lesion-free anatomy before it), so an image and its healthy twin carry the
-same shortcut pixel for pixel. Local kinds are drawn after the noise (crisp), ``line`` before it (a tube under
-the same noise), ``noise`` and ``exposure`` act on the whole image.
+same shortcut pixel for pixel. Local kinds are drawn after the noise (crisp), ``line`` before
+it (a tube under the same noise), ``noise``, ``exposure`` and ``blur`` act on the whole image.
 """
 
 from __future__ import annotations
