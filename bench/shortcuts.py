@@ -86,11 +86,10 @@ class Case:
 
     @property
     def name(self) -> str:
-        if self.negative:
-            return (f"{self.phantom[8:]}-{self.kind}-neg-r{self.neg_rate:g}-l{self.lesion_scale:g}"
-                    f"-s{self.seed}")
-        k = "none" if self.kind == "none" else f"{self.kind}{'-indep' if self.clean else ''}"
-        return f"{self.phantom[8:]}-{k}-r{self.rate:g}-l{self.lesion_scale:g}-s{self.seed}"
+        """``<phantom>-<key>-r<strength>-l<lesion scale>-s<seed>``; the strength of a
+        negative-class case is its negatives' rate."""
+        r = self.neg_rate if self.negative else self.rate
+        return f"{self.phantom[8:]}-{self.key}-r{r:g}-l{self.lesion_scale:g}-s{self.seed}"
 
 
 BRAIN_KINDS = ("tag", "line", "noise", "border")

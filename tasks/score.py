@@ -149,14 +149,6 @@ def intervention_part(run_url: str, cohort_url: str, spec: str, shard: int, ids:
     return out
 
 
-def shortcut_ids(cohort_url: str, split: str | None, cap: int) -> list[str]:
-    """The images of the shortcut search (``medxgan.metrics.shortcut_run.shortcut_sample``)."""
-    from medxgan.cohort.reader import Cohort
-    from medxgan.metrics.shortcut_run import shortcut_sample
-
-    return shortcut_sample(Cohort(cohort_url), split, cap)
-
-
 @task(name="shortcut-search", cache_policy=NO_CACHE,
       timeout_seconds=get_settings().task_timeout_s)
 def shortcut_search(run_url: str, cohort_url: str, spec: str, split: str | None, cap: int,

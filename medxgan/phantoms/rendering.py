@@ -9,7 +9,7 @@ subject without its lesions (the "healthy twin"). Also holds the kinds and size 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -85,6 +85,8 @@ def _render(kind: str, index: int, *, size: int = 64, seed: int = 0, prevalence:
     scene = anat(rng["anatomy"], g)
     lesion_list = _place_lesions(kind, rng["lesion"], scene, g) if label else []
     _sc.aim(mark, rng["tag"], lesion_list, scene.region, size)  # an arrow points at a lesion
+    if mark is not None:  # a blur acts on the lesion-free anatomy, once for both renderings
+        scene = replace(scene, base=_sc.apply(mark, scene.base, "anatomy", size, scene.tag_level))
 
     planes = 2 if kind == "phantom-brain" else 1  # MRI: two planes for Rician noise
     noise = rng["noise"].standard_normal((planes, size, size), dtype=np.float32)
@@ -135,9 +137,9 @@ def _streams(kind: str, index: int, seed: int) -> dict[str, np.random.Generator]
 def _finish(scene: _Scene, field: np.ndarray, noise: np.ndarray, mark: _sc.Mark | None,
             size: int) -> np.ndarray:
     """Add lesions, apply exposure, noise and the shortcut ``mark``; quantise to uint8.
-    Elementwise given the mark and the anatomy (a ``blur`` mark blurs the lesion-free anatomy
-    only), so pixels where ``field`` is 0 come out identical with or without lesions."""
-    x = _sc.apply(mark, scene.base, "anatomy", size, scene.tag_level) + field
+    Elementwise given the mark (its ``anatomy`` stage, a blur, is already in ``scene.base``),
+    so pixels where ``field`` is 0 come out identical with or without lesions."""
+    x = scene.base + field
     x = scene.lo + scene.span * np.clip(x, 0.0, 1.0) ** scene.gamma
     x = x * scene.bias
     x = _sc.apply(mark, x, "before_noise", size, scene.tag_level)

@@ -148,12 +148,7 @@ def _segment(m: np.ndarray, a: np.ndarray, b: np.ndarray, w: int) -> None:
     n = int(np.ceil(np.abs(b - a).max() * 2)) + 2
     t = np.linspace(0.0, 1.0, n)[:, None]
     pts = np.rint(a + t * (b - a)).astype(int)                            # (n, 2)
-    H, W = m.shape
-    for dy in range(w):
-        for dx in range(w):
-            rr, cc = pts[:, 0] + dy, pts[:, 1] + dx
-            ok = (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
-            m[rr[ok], cc[ok]] = True
+    _stamp(m, pts[:, 0], pts[:, 1], range(w))
 
 
 def _arrow_mask(p: dict, size: int) -> np.ndarray:
@@ -197,12 +192,19 @@ def _line_mask(p: dict, size: int) -> np.ndarray:
     r = max(0.5, size / 128.0)
     cols, rows = np.rint(px[:, 0]).astype(int), np.rint(px[:, 1]).astype(int)
     w = int(np.ceil(r)) - 1
-    for dy in range(-w, w + 1):
-        for dx in range(-w, w + 1):
-            rr, cc = rows + dy, cols + dx
-            ok = (rr >= 0) & (rr < size) & (cc >= 0) & (cc < size)
-            m[rr[ok], cc[ok]] = True
+    _stamp(m, rows, cols, range(-w, w + 1))
     return m
+
+
+def _stamp(m: np.ndarray, rows: np.ndarray, cols: np.ndarray, offsets: range) -> None:
+    """Set ``m[rows + dy, cols + dx]`` (m (H, W) bool, in place) for every dy and dx in
+    ``offsets``, the points that fall outside m left out."""
+    H, W = m.shape
+    for dy in offsets:
+        for dx in offsets:
+            rr, cc = rows + dy, cols + dx
+            ok = (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
+            m[rr[ok], cc[ok]] = True
 
 
 def apply(mark: Mark | None, x: np.ndarray, stage: str, size: int, level: float) -> np.ndarray:
